@@ -1,0 +1,1 @@
+"""softprompt-bench: the benchmarking harness (runner, tasks, measurement, records, report)."""

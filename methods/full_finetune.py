@@ -1,0 +1,23 @@
+"""Full fine-tuning baseline: every backbone weight trains (the 'quality ceiling')."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from methods.registry import MethodConfig, register
+
+
+@register
+@dataclass
+class FullFinetuneConfig(MethodConfig):
+    name = "full_finetune"
+    trains_backbone = True
+    baseline = True
+    description = "all backbone weights and the head train"
+    lr: float = 5e-5
+
+    def prepare_backbone(self, backbone) -> None:
+        for parameter in backbone.parameters():
+            parameter.requires_grad_(True)
+
+    def adapter_state(self, backbone) -> dict:
+        return {name: tensor.detach() for name, tensor in backbone.state_dict().items()}

@@ -1,0 +1,252 @@
+"""A frozen backbone + one method + a task head, behind one forward for every task kind.
+
+The virtual input positions are stripped before the head, so losses, metrics and labels
+always see the real tokens only; positions come from the attention mask, so an example
+gets the same output alone or inside a left- or right-padded batch.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from methods.injection import find_attention_modules, set_prefixes
+from methods.registry import MethodConfig
+from methods.virtual import BackboneSpec, SoftPrompt
+
+HEAD_KINDS = ("classification", "multiple_choice", "token_classification", "generation")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class AdaptedOutput:
+    """Loss (when labels were given) and logits over real positions only."""
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+
+
+def backbone_spec(backbone: nn.Module, tokenizer: Any = None) -> BackboneSpec:
+    """Read layer/head geometry from the config: K/V prefixes follow ``num_key_value_heads``."""
+    config = backbone.config
+    heads = config.num_attention_heads
+    embeddings = backbone.get_input_embeddings()
+    tokenize = None
+    if tokenizer is not None:
+        tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return BackboneSpec(
+        hidden_size=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+        num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        vocab_size=config.vocab_size,
+        embedding_std=float(embeddings.weight.detach().float().std()),
+        embed=lambda ids: embeddings(ids.to(embeddings.weight.device)),
+        tokenize=tokenize,
+    )
+
+
+def make_head(kind: str, hidden: int, num_labels: int | None, dropout: float = 0.1) -> nn.Module | None:
+    """Linear head for the task kind; generation reuses the backbone's LM head."""
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"unknown task kind '{kind}'; choices: {list(HEAD_KINDS)}")
+    if kind == "generation":
+        return None
+    outputs = 1 if kind == "multiple_choice" else num_labels
+    if not outputs:
+        raise ValueError(f"task kind '{kind}' needs num_labels")
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, outputs))
+
+
+def _accepted(module: nn.Module) -> set[str]:
+    return set(inspect.signature(module.forward).parameters)
+
+
+class AdaptedModel(nn.Module):
+    """Backbone (frozen unless the method trains it) + method module + task head."""
+
+    def __init__(self, backbone: nn.Module, method: MethodConfig, kind: str,
+                 num_labels: int | None = None, tokenizer: Any = None, seed: int | None = None) -> None:
+        super().__init__()
+        self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
+        spec = backbone_spec(backbone, tokenizer)
+        self.spec = spec
+        method.prepare_backbone(backbone)
+        dummy = {"input_ids": torch.tensor([[1, 2]], device=self.device)}
+        self.attention_modules = find_attention_modules(backbone, dummy, spec.num_layers)
+        self.causal = bool(getattr(self.attention_modules[0], "is_causal", False))
+        embeddings = getattr(backbone.base_model, "embeddings", None)
+        # RoBERTa-style embeddings number real tokens from padding_idx + 1
+        padding_idx = getattr(embeddings, "padding_idx", None)
+        self.position_offset = padding_idx + 1 if padding_idx is not None else 0
+        self.soft_prompt: SoftPrompt | None = method.build(spec, seed)
+        if self.soft_prompt is not None:
+            self.soft_prompt.to(self.device)
+        self.head = make_head(kind, spec.hidden_size, num_labels)
+        if self.head is not None:
+            self.head.to(self.device)
+        self.accepts = _accepted(backbone)
+        self.keep_prefix = False  # gradient checkpointing re-runs attention during backward
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        """Virtual positions inserted into the input (0 for prefix-only methods)."""
+        prompt = self.soft_prompt
+        return prompt.n if prompt is not None and prompt.input_tokens else 0
+
+    def _backbone_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         token_type_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Embeddings with the virtual tokens in front, their mask and mask-derived positions."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        mask = attention_mask
+        n = self.num_virtual_tokens
+        if n:
+            batch = input_ids.shape[0]
+            prompt = self.soft_prompt.prompt().to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
+            embeds = torch.cat([prompt, embeds], dim=1)
+            mask = torch.cat([mask.new_ones(batch, n), mask], dim=1)
+            if token_type_ids is not None:
+                token_type_ids = torch.cat([token_type_ids.new_zeros(batch, n), token_type_ids], dim=1)
+        inputs = {"inputs_embeds": embeds, "attention_mask": mask}
+        if "position_ids" in self.accepts:
+            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0) + self.position_offset
+        if token_type_ids is not None and "token_type_ids" in self.accepts:
+            inputs["token_type_ids"] = token_type_ids
+        return inputs
+
+    def _attach_prefixes(self, visible: bool = True) -> None:
+        prefixes = self.soft_prompt.prefixes() if self.soft_prompt is not None else None
+        set_prefixes(self.attention_modules, prefixes, visible)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None, prefix_visible: bool = True) -> torch.Tensor:
+        """Hidden states (or LM logits for generation) at the real positions, (B, L, ·)."""
+        inputs = self._backbone_inputs(input_ids, attention_mask, token_type_ids)
+        if "use_cache" in self.accepts:
+            inputs["use_cache"] = False
+        self._attach_prefixes(prefix_visible)
+        try:
+            out = self.backbone(**inputs)
+        finally:
+            if not self.keep_prefix:
+                set_prefixes(self.attention_modules, None)
+        states = out.logits if self.kind == "generation" else out.last_hidden_state
+        return states[:, self.num_virtual_tokens:]
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The token the model pools without the method: first real token (encoders), last (decoders)."""
+        if self.causal:
+            index = attention_mask.shape[1] - 1 - attention_mask.flip(-1).long().argmax(-1)
+        else:
+            index = attention_mask.long().argmax(-1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                choice_mask: torch.Tensor | None = None, prefix_visible: bool = True,
+                **_: Any) -> AdaptedOutput:
+        """Logits for the task kind; multiple choice takes (B, choices, L) inputs."""
+        if self.kind == "multiple_choice":
+            return self._forward_choices(input_ids, attention_mask, token_type_ids, labels, choice_mask,
+                                         prefix_visible)
+        states = self.encode(input_ids, attention_mask, token_type_ids, prefix_visible)
+        if self.kind == "classification":
+            logits = self.head(self.pool(states, attention_mask).float())
+        elif self.kind == "token_classification":
+            logits = self.head(states.float())
+        else:
+            logits = states
+        return AdaptedOutput(self._loss(logits, labels) if labels is not None else None, logits)
+
+    def _forward_choices(self, input_ids, attention_mask, token_type_ids, labels, choice_mask,
+                         prefix_visible) -> AdaptedOutput:
+        batch, choices, length = input_ids.shape
+        flat = lambda t: None if t is None else t.reshape(batch * choices, length)  # noqa: E731
+        mask = flat(attention_mask)
+        states = self.encode(flat(input_ids), mask, flat(token_type_ids), prefix_visible)
+        logits = self.head(self.pool(states, mask).float()).view(batch, choices)
+        if choice_mask is not None:
+            logits = logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
+        return AdaptedOutput(self._loss(logits, labels) if labels is not None else None, logits)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.kind == "generation":  # next-token prediction: position t predicts label t+1
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """New tokens only.  The prefix is computed once per call; the model's KV cache stays on."""
+        inputs = self._backbone_inputs(input_ids, attention_mask, None)
+        inputs.pop("position_ids", None)  # generate derives positions from the mask the same way
+        self._attach_prefixes()
+        try:
+            return self.backbone.generate(**inputs, **kwargs)
+        finally:
+            set_prefixes(self.attention_modules, None)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward; prefixes stay attached so recomputation sees them."""
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.keep_prefix = True
+
+    # ---- accounting and checkpoints -------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, float]:
+        """trainable (incl. MLP and head), stored (folded method + head), head, backbone."""
+        head = sum(p.numel() for p in self.head.parameters()) if self.head is not None else 0
+        backbone = sum(p.numel() for n, p in self.backbone.named_parameters() if "lora_" not in n)
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        method_stored = self.soft_prompt.stored_count() if self.soft_prompt is not None else 0
+        unique = {t.data_ptr(): t.numel() for t in self.method.adapter_state(self.backbone).values()}
+        stored = method_stored + sum(unique.values()) + head
+        return {"trainable": trainable, "stored": stored, "head": head, "backbone": backbone,
+                "method_trainable": trainable - head, "method_stored": stored - head,
+                "trainable_percent": 100.0 * trainable / backbone}
+
+    def adapter_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything a task checkpoint keeps, with the prefix MLP folded into its output."""
+        tensors: dict[str, torch.Tensor] = {}
+        if self.soft_prompt is not None:
+            tensors.update({f"soft_prompt.{k}": v for k, v in self.soft_prompt.stored_state().items()})
+        if self.head is not None:
+            tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        tensors.update({f"backbone.{k}": v for k, v in self.method.adapter_state(self.backbone).items()})
+        return {k: v.detach().float().contiguous().clone() if v.is_floating_point() else v.clone()
+                for k, v in tensors.items()}
+
+    def save_adapter(self, directory: str | Path) -> Path:
+        """Write ``adapter.safetensors`` + ``adapter.json`` (method, kind, labels)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.adapter_tensors(), str(directory / "adapter.safetensors"))
+        meta = {"method": self.method.name, "config": vars(self.method), "kind": self.kind,
+                "num_labels": self.num_labels}
+        (directory / "adapter.json").write_text(json.dumps(meta, indent=2, default=str))
+        return directory / "adapter.safetensors"
+
+    def load_adapter(self, directory: str | Path) -> None:
+        """Load what :meth:`save_adapter` wrote into this (same-shaped) model."""
+        tensors = load_file(str(Path(directory) / "adapter.safetensors"), device=str(self.device))
+        groups: dict[str, dict[str, torch.Tensor]] = {"soft_prompt": {}, "head": {}, "backbone": {}}
+        for key, value in tensors.items():
+            group, _, name = key.partition(".")
+            groups[group][name] = value
+        if self.soft_prompt is not None:
+            self.soft_prompt.load_stored_state(groups["soft_prompt"])
+        if self.head is not None:
+            self.head.load_state_dict(groups["head"])
+        if groups["backbone"]:
+            dtype_state = {k: v.to(self.backbone.state_dict()[k].dtype) for k, v in groups["backbone"].items()}
+            self.backbone.load_state_dict(dtype_state, strict=False)

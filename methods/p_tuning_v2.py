@@ -1,0 +1,23 @@
+"""P-Tuning v2 as our users define it: prompt tuning and prefix tuning from one embedding.
+
+The N virtual tokens E are inserted into the input AND, from the same E, the MLP generates
+K/V prefixes for every attention layer.  With ``prefix_projection=False`` the prefixes come
+from their own flat table while E still feeds the input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from methods.registry import register
+from methods.virtual import PrefixConfig
+
+
+@register
+@dataclass
+class PTuningV2Config(PrefixConfig):
+    name = "p_tuning_v2"
+    input_tokens = True
+    attention_prefix = True
+    reparameterized = True
+    description = "virtual input tokens + K/V prefixes generated from the same embeddings"
+    lr: float = 1e-2

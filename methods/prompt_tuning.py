@@ -1,0 +1,20 @@
+"""Prompt Tuning (Lester et al., 2021).
+
+Trainable virtual-token embeddings E ∈ R^{N×d_model} prepended to the input embeddings.
+Backbone frozen; touches the input only.  Parameters: N·d_model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from methods.registry import register
+from methods.virtual import SoftPromptConfig
+
+
+@register
+@dataclass
+class PromptTuningConfig(SoftPromptConfig):
+    name = "prompt_tuning"
+    input_tokens = True
+    description = "N virtual token embeddings prepended to the input"
+    lr: float = 3e-2  # soft prompts need learning rates far above fine-tuning's (Lester et al. use 0.3 with Adafactor)

@@ -1,0 +1,175 @@
+"""Shared building blocks of the soft-prompt family: the virtual-token table and the prefix MLP.
+
+Prompt tuning, prefix tuning and P-Tuning v2 differ only in which of these they switch on,
+so all three are one module, :class:`SoftPrompt`, configured by their method files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from methods.registry import MethodConfig, MethodConfigError
+
+INIT_CHOICES = ("random", "vocab", "text")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a method needs to know about a backbone to size its parameters."""
+
+    hidden_size: int
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    embedding_std: float = 0.02
+    # token ids -> frozen input embeddings (N, hidden); used by vocab/text initialisation
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # text -> token ids, used by text initialisation
+    tokenize: Callable[[str], list[int]] | None = None
+
+    @property
+    def prefix_width(self) -> int:
+        """Numbers per virtual token in a K/V prefix: 2 · layers · kv_heads · head_dim."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim
+
+
+def initial_embeddings(spec: BackboneSpec, n: int, init: str, init_text: str | None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """N × hidden starting values: random at the vocabulary's scale, sampled vocabulary rows, or a text."""
+    if init == "random":
+        return torch.randn(n, spec.hidden_size, generator=generator) * spec.embedding_std
+    if spec.embed is None:
+        raise ValueError(f"method.init={init!r} needs the backbone's embeddings")
+    if init == "vocab":
+        # Lester et al. sample from the 5,000 most common tokens; low ids approximate that in BPE/WordPiece vocabs
+        ids = torch.randint(min(5000, spec.vocab_size), (n,), generator=generator)
+    else:
+        if not init_text or spec.tokenize is None:
+            raise ValueError("method.init='text' needs a non-empty method.init_text")
+        text_ids = spec.tokenize(init_text)
+        ids = torch.tensor((text_ids * (n // max(len(text_ids), 1) + 1))[:n])
+    with torch.no_grad():
+        return spec.embed(ids).detach().float().clone()
+
+
+class SoftPrompt(nn.Module):
+    """Virtual tokens for the input and/or K/V prefixes for every attention layer.
+
+    ``input_tokens``: the table E (N × hidden) is prepended to the input embeddings.
+    ``attention_prefix``: per-layer keys/values, generated from E by
+    Embedding → Linear → Tanh → Linear (``projection=True``) or read from a flat
+    N × (2·layers·kv_heads·head_dim) table (``projection=False``).
+    """
+
+    def __init__(self, spec: BackboneSpec, num_virtual_tokens: int, input_tokens: bool,
+                 attention_prefix: bool, projection: bool = True, hidden: int = 512,
+                 dropout: float = 0.1, init: str = "random", init_text: str | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__()
+        self.spec, self.n = spec, num_virtual_tokens
+        self.input_tokens, self.attention_prefix, self.projection = input_tokens, attention_prefix, projection
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.embedding: nn.Embedding | None = None
+        if input_tokens or (attention_prefix and projection):
+            self.embedding = nn.Embedding(num_virtual_tokens, spec.hidden_size)
+            self.embedding.weight.data.copy_(initial_embeddings(spec, num_virtual_tokens, init, init_text, generator))
+        self.mlp: nn.Sequential | None = None
+        self.flat: nn.Parameter | None = None
+        if attention_prefix and projection:
+            self.mlp = nn.Sequential(nn.Linear(spec.hidden_size, hidden), nn.Tanh(),
+                                     nn.Linear(hidden, spec.prefix_width))
+        elif attention_prefix:
+            flat = torch.randn(num_virtual_tokens, spec.prefix_width, generator=generator) * spec.embedding_std
+            self.flat = nn.Parameter(flat)
+        self.prefix_dropout = nn.Dropout(dropout)
+        # set by fold()/load of a stored adapter: the MLP's output, computed once
+        self.register_buffer("folded", None, persistent=False)
+
+    def prompt(self) -> torch.Tensor | None:
+        """The N × hidden virtual input embeddings, or None when the method leaves the input alone."""
+        return self.embedding.weight if self.input_tokens else None
+
+    def prefix_table(self) -> torch.Tensor:
+        """N × prefix_width: every layer's keys and values for every virtual token."""
+        if self.folded is not None:
+            return self.folded
+        if self.mlp is not None:
+            return self.mlp(self.embedding.weight)
+        return self.flat
+
+    def prefixes(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per layer (key, value), each (1, kv_heads, N, head_dim); None without attention prefixes."""
+        if not self.attention_prefix:
+            return None
+        spec = self.spec
+        table = self.prefix_dropout(self.prefix_table())
+        table = table.view(self.n, spec.num_layers, 2, spec.num_kv_heads, spec.head_dim)
+        table = table.permute(1, 2, 3, 0, 4).unsqueeze(2)  # layers, 2, 1, kv, N, head_dim
+        return [(layer[0], layer[1]) for layer in table]
+
+    def stored_state(self) -> dict[str, torch.Tensor]:
+        """What inference needs: the prompt table and the prefix table with the MLP folded in."""
+        state: dict[str, torch.Tensor] = {}
+        if self.input_tokens:
+            state["prompt"] = self.embedding.weight.detach().clone()
+        if self.attention_prefix:
+            with torch.no_grad():
+                state["prefix"] = self.prefix_table().detach().clone()
+        return state
+
+    def load_stored_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`stored_state` output; a folded prefix replaces the MLP for inference."""
+        if "prompt" in state:
+            self.embedding.weight.data.copy_(state["prompt"])
+        if "prefix" in state:
+            self.folded = state["prefix"].to(next(self.parameters()).device)
+
+    def stored_count(self) -> int:
+        """Numbers kept per task for inference (the MLP is not: its output is folded)."""
+        return self.n * ((self.spec.hidden_size if self.input_tokens else 0)
+                         + (self.spec.prefix_width if self.attention_prefix else 0))
+
+
+@dataclass
+class SoftPromptConfig(MethodConfig):
+    """Fields shared by the soft-prompt methods (not registered itself)."""
+
+    num_virtual_tokens: int = 20
+    init: str = "random"  # random | vocab | text
+    init_text: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_virtual_tokens < 1:
+            raise MethodConfigError(f"method.num_virtual_tokens must be >= 1, got {self.num_virtual_tokens}")
+        if self.init not in INIT_CHOICES:
+            raise MethodConfigError(f"method.init={self.init!r}; choices: {list(INIT_CHOICES)}")
+        if self.init == "text" and not self.init_text:
+            raise MethodConfigError("method.init='text' needs method.init_text")
+
+    def build(self, spec: BackboneSpec, seed: int | None = None) -> SoftPrompt:
+        return SoftPrompt(spec, self.num_virtual_tokens, self.input_tokens, self.attention_prefix,
+                          projection=getattr(self, "prefix_projection", False),
+                          hidden=getattr(self, "prefix_hidden_size", 0),
+                          dropout=getattr(self, "prefix_dropout", 0.0),
+                          init=self.init, init_text=self.init_text, seed=seed)
+
+
+@dataclass
+class PrefixConfig(SoftPromptConfig):
+    """Adds the prefix generator's fields (prefix tuning, P-Tuning v2)."""
+
+    prefix_projection: bool = True  # False: a flat N x (2*layers*kv_heads*head_dim) table
+    prefix_hidden_size: int = 512
+    prefix_dropout: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.prefix_projection and self.prefix_hidden_size < 1:
+            raise MethodConfigError(f"method.prefix_hidden_size must be >= 1, got {self.prefix_hidden_size}")
+        if not 0 <= self.prefix_dropout < 1:
+            raise MethodConfigError(f"method.prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
