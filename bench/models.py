@@ -85,7 +85,12 @@ def load_tiny(cfg: Mapping, causal_lm: bool) -> LoadedModel:
     config = _tiny_config(cfg["family"], tokenizer.vocab_size, tokenizer.pad_token_id)
     torch.manual_seed(int(cfg.get("init_seed", 0)))
     model = _model_class(causal_lm).from_config(config, attn_implementation="sdpa")
-    return LoadedModel(model, tokenizer, cfg["name"], bool(cfg.get("decoder")), f"random:{cfg.get('init_seed', 0)}")
+    decoder = bool(cfg.get("decoder"))
+    if decoder:
+        # MiniLM's tokenizer emits BERT segment ids; GPT-2 would add wte(0) to every token for them,
+        # which a real GPT-2/Llama tokenizer never asks for
+        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+    return LoadedModel(model, tokenizer, cfg["name"], decoder, f"random:{cfg.get('init_seed', 0)}")
 
 
 def load_minilm(cfg: Mapping, causal_lm: bool) -> LoadedModel:
@@ -111,7 +116,15 @@ def _gguf_cache(gguf: Path) -> Path:
     stat = gguf.stat()
     target = CACHE_DIR / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
     if not (target / "config.json").exists():
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers >= 5.2x keeps GGUF weights packed in their blocks unless told otherwise; packed
+        # weights can neither train nor be saved, so ask for plain fp32 tensors
+        try:
+            from transformers import GgufConfig
+            dequantise = {"quantization_config": GgufConfig(dequantize=True)}
+        except ImportError:  # older transformers always dequantised GGUF files
+            dequantise = {}
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+                                                     **dequantise)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         partial = target.with_name(target.name + ".partial")
         model.save_pretrained(partial)

@@ -25,6 +25,16 @@ class UnsupportedArchitectureError(ValueError):
     """The backbone does not route attention through transformers' attention interface."""
 
 
+def check_supported(model: nn.Module) -> None:
+    """Refuse encoder-decoder backbones (T5, BART) in one line: they are out of scope for now."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} (model_type '{config.model_type}') is an encoder-decoder model; "
+            "encoder-decoder backbones (T5) are not supported yet, use an encoder (BERT, RoBERTa) or a decoder "
+            "(GPT-2, Llama)")
+
+
 def _extend_mask(mask: torch.Tensor | None, query: torch.Tensor, key_len: int, n_prefix: int,
                  causal: bool, visible: bool) -> torch.Tensor:
     """Prepend ``n_prefix`` columns to a (B,1,Q,K) mask; build the real part when it is None."""

@@ -6,23 +6,27 @@ gets the same output alone or inside a left- or right-padded batch.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from methods.injection import find_attention_modules, set_prefixes
-from methods.registry import MethodConfig
+from methods.injection import check_supported, find_attention_modules, set_prefixes
+from methods.registry import MethodConfig, NothingToTrainError
 from methods.virtual import BackboneSpec, SoftPrompt
 
 HEAD_KINDS = ("classification", "multiple_choice", "token_classification", "generation")
 IGNORE_INDEX = -100
+# placeholder tokens that never occur in text: [unused7] (BERT), <unused7>, <|im_start|>-style control tokens
+_PLACEHOLDER = re.compile(r"\[unused\d+\]|<unused\d+>|<\|.*\|>")
 
 
 @dataclass
@@ -31,6 +35,21 @@ class AdaptedOutput:
 
     loss: torch.Tensor | None
     logits: torch.Tensor
+
+
+def frequent_token_ids(tokenizer: Any, vocab_size: int, limit: int = 5000) -> torch.Tensor | None:
+    """The ``limit`` lowest ids that are ordinary tokens: where ``init='vocab'`` samples from.
+
+    Lester et al. sample the 5,000 most frequent tokens; BPE and WordPiece vocabularies are built
+    roughly in frequency order, so low ids approximate that once special and placeholder tokens
+    (BERT's ids 1-998 are ``[unused*]``, untrained rows) are skipped.
+    """
+    if tokenizer is None:
+        return None
+    special = set(tokenizer.all_special_ids)
+    ordinary = sorted(index for token, index in tokenizer.get_vocab().items()
+                      if index < vocab_size and index not in special and not _PLACEHOLDER.fullmatch(token))
+    return torch.tensor(ordinary[:limit]) if ordinary else None
 
 
 def backbone_spec(backbone: nn.Module, tokenizer: Any = None) -> BackboneSpec:
@@ -48,6 +67,7 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None) -> BackboneSpec:
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
         vocab_size=config.vocab_size,
         embedding_std=float(embeddings.weight.detach().float().std()),
+        vocab_ids=lambda: frequent_token_ids(tokenizer, config.vocab_size),
         embed=lambda ids: embeddings(ids.to(embeddings.weight.device)),
         tokenize=tokenize,
     )
@@ -65,6 +85,17 @@ def make_head(kind: str, hidden: int, num_labels: int | None, dropout: float = 0
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, outputs))
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw from ``seed`` without moving the caller's RNG; without a seed, draw from the global RNG."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _accepted(module: nn.Module) -> set[str]:
     return set(inspect.signature(module.forward).parameters)
 
@@ -74,26 +105,34 @@ class AdaptedModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, method: MethodConfig, kind: str,
                  num_labels: int | None = None, tokenizer: Any = None, seed: int | None = None) -> None:
+        """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values."""
         super().__init__()
+        check_supported(backbone)
+        method.validate()  # configs built directly (not via from_dict) are checked too
+        if getattr(backbone, "pooler", None) is not None:
+            # the head reads the first real token itself: an encoder's pooler (dense+tanh) would be
+            # computed for nothing and counted as trainable under full fine-tuning without ever training
+            backbone.pooler = None
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
-        spec = backbone_spec(backbone, tokenizer)
-        self.spec = spec
-        method.prepare_backbone(backbone)
+        self.spec = spec = backbone_spec(backbone, tokenizer)
+        with _seeded(seed):  # LoRA's A matrices, the prefix MLP and the head draw from the global RNG
+            method.prepare_backbone(backbone)
+            self.soft_prompt: SoftPrompt | None = method.build(spec, seed)
+            self.head = make_head(kind, spec.hidden_size, num_labels)
+        for module in (self.soft_prompt, self.head):
+            if module is not None:
+                module.to(self.device)
         dummy = {"input_ids": torch.tensor([[1, 2]], device=self.device)}
         self.attention_modules = find_attention_modules(backbone, dummy, spec.num_layers)
         self.causal = bool(getattr(self.attention_modules[0], "is_causal", False))
-        embeddings = getattr(backbone.base_model, "embeddings", None)
         # RoBERTa-style embeddings number real tokens from padding_idx + 1
-        padding_idx = getattr(embeddings, "padding_idx", None)
+        padding_idx = getattr(getattr(backbone.base_model, "embeddings", None), "padding_idx", None)
         self.position_offset = padding_idx + 1 if padding_idx is not None else 0
-        self.soft_prompt: SoftPrompt | None = method.build(spec, seed)
-        if self.soft_prompt is not None:
-            self.soft_prompt.to(self.device)
-        self.head = make_head(kind, spec.hidden_size, num_labels)
-        if self.head is not None:
-            self.head.to(self.device)
         self.accepts = _accepted(backbone)
         self.keep_prefix = False  # gradient checkpointing re-runs attention during backward
+        if not any(p.requires_grad for p in self.parameters()):
+            raise NothingToTrainError(f"method '{method.name}' has nothing to train for task kind '{kind}': "
+                                      "the backbone is frozen and this kind has no task head")
 
     @property
     def device(self) -> torch.device:
@@ -189,6 +228,8 @@ class AdaptedModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """New tokens only.  The prefix is computed once per call; the model's KV cache stays on."""
+        if self.kind != "generation":
+            raise ValueError(f"generate() needs task kind 'generation' (a causal-LM backbone), not '{self.kind}'")
         inputs = self._backbone_inputs(input_ids, attention_mask, None)
         inputs.pop("position_ids", None)  # generate derives positions from the mask the same way
         self._attach_prefixes()

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 METHODS: dict[str, type["MethodConfig"]] = {}
+# the comparison table's first columns, in order
+DECLARATIONS = ("input_tokens", "attention_prefix", "reparameterized", "trains_backbone", "baseline")
 
 
 class MethodConfigError(ValueError):
     """A method config field holds a value the method cannot use."""
+
+
+class NothingToTrainError(MethodConfigError):
+    """The method leaves nothing trainable for this task (e.g. head_only on generation: no head)."""
 
 
 @dataclass
@@ -37,6 +43,10 @@ class MethodConfig:
         """Raise :class:`MethodConfigError` naming the field when a value is out of range."""
         if not self.lr > 0:
             raise MethodConfigError(f"method.lr must be > 0, got {self.lr}")
+
+    def declared(self) -> dict[str, bool]:
+        """This config's declarations; fields may refine the class's (see PrefixConfig)."""
+        return {flag: getattr(type(self), flag) for flag in DECLARATIONS}
 
     def build(self, spec: Any, seed: int | None = None) -> Any:
         """The method's own module (e.g. a soft prompt) for a backbone described by ``spec``, or None."""
@@ -69,7 +79,7 @@ def register(cls: type[MethodConfig]) -> type[MethodConfig]:
     """Class decorator: add a method config to the registry after checking its declarations."""
     if not cls.name or cls.name in METHODS:
         raise MethodConfigError(f"method name missing or registered twice: {cls.name!r}")
-    for flag in ("input_tokens", "attention_prefix", "reparameterized", "trains_backbone"):
+    for flag in DECLARATIONS:
         if not isinstance(getattr(cls, flag), bool):
             raise MethodConfigError(f"method '{cls.name}': declaration {flag} must be a bool")
     METHODS[cls.name] = cls
@@ -85,13 +95,4 @@ def get_method(name: str) -> type[MethodConfig]:
 
 def declarations() -> dict[str, dict[str, bool]]:
     """The declared behaviour of every method: the comparison table's first columns."""
-    return {
-        name: {
-            "input_tokens": cls.input_tokens,
-            "attention_prefix": cls.attention_prefix,
-            "reparameterized": cls.reparameterized,
-            "trains_backbone": cls.trains_backbone,
-            "baseline": cls.baseline,
-        }
-        for name, cls in METHODS.items()
-    }
+    return {name: {flag: getattr(cls, flag) for flag in DECLARATIONS} for name, cls in METHODS.items()}

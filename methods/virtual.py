@@ -26,6 +26,9 @@ class BackboneSpec:
     head_dim: int
     vocab_size: int
     embedding_std: float = 0.02
+    # ids that 'vocab' initialisation samples from (ordinary, frequent tokens; None = the first 5,000);
+    # a callable because finding them walks the whole vocabulary, which only 'vocab' needs
+    vocab_ids: Callable[[], torch.Tensor | None] | None = None
     # token ids -> frozen input embeddings (N, hidden); used by vocab/text initialisation
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None
     # text -> token ids, used by text initialisation
@@ -40,18 +43,21 @@ class BackboneSpec:
 def initial_embeddings(spec: BackboneSpec, n: int, init: str, init_text: str | None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """N × hidden starting values: random at the vocabulary's scale, sampled vocabulary rows, or a text."""
+    if init not in INIT_CHOICES:
+        raise MethodConfigError(f"method.init={init!r}; choices: {list(INIT_CHOICES)}")
     if init == "random":
         return torch.randn(n, spec.hidden_size, generator=generator) * spec.embedding_std
     if spec.embed is None:
-        raise ValueError(f"method.init={init!r} needs the backbone's embeddings")
+        raise MethodConfigError(f"method.init={init!r} needs the backbone's embeddings")
     if init == "vocab":
-        # Lester et al. sample from the 5,000 most common tokens; low ids approximate that in BPE/WordPiece vocabs
-        ids = torch.randint(min(5000, spec.vocab_size), (n,), generator=generator)
+        pool = spec.vocab_ids() if spec.vocab_ids is not None else None
+        pool = pool if pool is not None else torch.arange(min(5000, spec.vocab_size))
+        ids = pool[torch.randint(len(pool), (n,), generator=generator)]
     else:
-        if not init_text or spec.tokenize is None:
-            raise ValueError("method.init='text' needs a non-empty method.init_text")
-        text_ids = spec.tokenize(init_text)
-        ids = torch.tensor((text_ids * (n // max(len(text_ids), 1) + 1))[:n])
+        text_ids = spec.tokenize(init_text) if init_text and spec.tokenize is not None else []
+        if not text_ids:
+            raise MethodConfigError("method.init='text' needs a method.init_text that tokenizes to >= 1 token")
+        ids = torch.tensor((text_ids * (n // len(text_ids) + 1))[:n])  # repeated cyclically up to N
     with torch.no_grad():
         return spec.embed(ids).detach().float().clone()
 
@@ -125,8 +131,10 @@ class SoftPrompt(nn.Module):
         """Load :meth:`stored_state` output; a folded prefix replaces the MLP for inference."""
         if "prompt" in state:
             self.embedding.weight.data.copy_(state["prompt"])
-        if "prefix" in state:
-            self.folded = state["prefix"].to(next(self.parameters()).device)
+        if "prefix" in state and self.flat is not None:
+            self.flat.data.copy_(state["prefix"])  # a flat table is its own stored form: it stays trainable
+        elif "prefix" in state:
+            self.folded = state["prefix"].to(self.embedding.weight.device)
 
     def stored_count(self) -> int:
         """Numbers kept per task for inference (the MLP is not: its output is folded)."""
@@ -173,3 +181,7 @@ class PrefixConfig(SoftPromptConfig):
             raise MethodConfigError(f"method.prefix_hidden_size must be >= 1, got {self.prefix_hidden_size}")
         if not 0 <= self.prefix_dropout < 1:
             raise MethodConfigError(f"method.prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
+
+    def declared(self) -> dict[str, bool]:
+        """A flat prefix (``prefix_projection=False``) is trained directly: not reparameterized."""
+        return {**super().declared(), "reparameterized": self.prefix_projection}

@@ -1,0 +1,199 @@
+"""Tokenisation and batching for every task kind, with dynamic padding and length grouping.
+
+Features are plain lists (cheap to cache); tensors are made per batch, padded to the longest
+example on the tokenizer's side (left for decoders, right for encoders).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Encoded:
+    """A tokenised split: one feature dict per example, plus how many were truncated."""
+
+    features: list[dict[str, Any]]
+    truncated: int
+    real_tokens: int
+
+
+def _special_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """Special tokens the tokenizer puts before and after a single sequence ([CLS] … [SEP], <s> …)."""
+    sentinel = -7
+    framed = tokenizer.build_inputs_with_special_tokens([sentinel])
+    cut = framed.index(sentinel)
+    return list(framed[:cut]), list(framed[cut + 1:])
+
+
+def _encode_pairs(tokenizer, firsts: list[str], seconds: list[str | None], max_length: int):
+    """Tokenise (text, text_pair) lists; returns encodings and the per-item truncation flags."""
+    has_pair = any(second is not None for second in seconds)
+    args = (firsts, [s or "" for s in seconds]) if has_pair else (firsts,)
+    full = tokenizer(*args, truncation=False)["input_ids"]
+    enc = tokenizer(*args, truncation=True, max_length=max_length)
+    flags = [len(f) > max_length for f in full]
+    return enc, flags
+
+
+def encode_classification(tokenizer, examples: Sequence[dict], max_length: int) -> Encoded:
+    enc, flags = _encode_pairs(tokenizer, [e["text"] for e in examples],
+                               [e.get("text_pair") for e in examples], max_length)
+    features = []
+    for i, example in enumerate(examples):
+        feature = {"input_ids": enc["input_ids"][i], "labels": int(example["label"])}
+        if "token_type_ids" in enc:
+            feature["token_type_ids"] = enc["token_type_ids"][i]
+        features.append(feature)
+    return Encoded(features, sum(flags), sum(len(f["input_ids"]) for f in features))
+
+
+def encode_multiple_choice(tokenizer, examples: Sequence[dict], max_length: int) -> Encoded:
+    pairs = [pair for e in examples for pair in e["pairs"]]
+    enc, flags = _encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], max_length)
+    features, start = [], 0
+    for example in examples:
+        count = len(example["pairs"])
+        choice = {"input_ids": enc["input_ids"][start:start + count], "labels": int(example["label"])}
+        if "token_type_ids" in enc:
+            choice["token_type_ids"] = enc["token_type_ids"][start:start + count]
+        features.append(choice)
+        start += count
+    return Encoded(features, sum(flags), sum(len(ids) for f in features for ids in f["input_ids"]))
+
+
+def encode_token_classification(tokenizer, examples: Sequence[dict], max_length: int,
+                                decoder: bool) -> Encoded:
+    """Words tokenised one by one; each word's tag sits on its first sub-token, others are ignored."""
+    head, tail = _special_frame(tokenizer)
+    words = [(" " + w if decoder and j else w) for e in examples for j, w in enumerate(e["tokens"])]
+    pieces = iter(tokenizer(words, add_special_tokens=False)["input_ids"] if words else [])
+    budget = max_length - len(head) - len(tail)
+    features, truncated = [], 0
+    for example in examples:
+        ids, labels, starts = list(head), [IGNORE_INDEX] * len(head), []
+        for tag in example["tags"]:
+            piece = next(pieces) or [tokenizer.unk_token_id]
+            fits = len(ids) - len(head) + len(piece) <= budget
+            starts.append(len(ids) if fits else -1)
+            if fits:
+                ids += piece
+                labels += [int(tag)] + [IGNORE_INDEX] * (len(piece) - 1)
+        truncated += int(-1 in starts)
+        features.append({"input_ids": ids + tail, "labels": labels + [IGNORE_INDEX] * len(tail),
+                         "word_starts": starts})
+    return Encoded(features, truncated, sum(len(f["input_ids"]) for f in features))
+
+
+def encode_generation(tokenizer, examples: Sequence[dict], max_length: int, separator: str,
+                      training: bool) -> Encoded:
+    """Training: prompt + target + EOS, loss on the target only.  Evaluation: the prompt alone."""
+    head, _ = _special_frame(tokenizer)
+    sources = tokenizer([e["source"] + separator for e in examples], add_special_tokens=False)["input_ids"]
+    features, truncated = [], 0
+    for example, source in zip(examples, sources):
+        targets = example["references"] if training else [None]
+        target_ids = tokenizer([" " + t for t in targets if t is not None], add_special_tokens=False)["input_ids"] \
+            if training else [[]]
+        for target in target_ids:
+            target = target + [tokenizer.eos_token_id] if training else target
+            room = max(max_length - len(head) - len(target), 1)
+            truncated += int(len(source) > room)
+            prompt = head + source[-room:]  # keep the end of the source: it holds the separator
+            features.append({"input_ids": prompt + target,
+                             "labels": [IGNORE_INDEX] * len(prompt) + target})
+    return Encoded(features, truncated, sum(len(f["input_ids"]) for f in features))
+
+
+def encode_split(task, tokenizer, split: str, max_length: int, decoder: bool) -> Encoded:
+    """Tokenise one split of a task for its kind."""
+    examples = task.splits[split]
+    if task.kind == "classification":
+        return encode_classification(tokenizer, examples, max_length)
+    if task.kind == "multiple_choice":
+        return encode_multiple_choice(tokenizer, examples, max_length)
+    if task.kind == "token_classification":
+        return encode_token_classification(tokenizer, examples, max_length, decoder)
+    separator = task.config.get("separator") or "\n"
+    return encode_generation(tokenizer, examples, max_length, separator, training=split == "train")
+
+
+def cache_key(task, tokenizer, split: str, max_length: int) -> str:
+    """Stable key for a tokenised split: its examples, tokenizer identity and vocabulary size, length."""
+    payload = json.dumps([task.kind, task.config.get("separator"), split, max_length, tokenizer.name_or_path,
+                          len(tokenizer), tokenizer.padding_side, task.splits[split]], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _pad(rows: list[list[int]], value: int, left: bool, width: int | None = None) -> list[list[int]]:
+    width = width or max(len(r) for r in rows)
+    return [([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r))) for r in rows]
+
+
+def _mask(rows: list[list[int]], left: bool, width: int) -> list[list[int]]:
+    return _pad([[1] * len(r) for r in rows], 0, left, width)
+
+
+def collate(features: list[dict], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
+    """Pad a list of features into tensors (multiple choice: (B, choices, L) plus ``choice_mask``)."""
+    if isinstance(features[0]["input_ids"][0], list):
+        return _collate_choices(features, pad_id, left)
+    rows = [f["input_ids"] for f in features]
+    width = max(len(r) for r in rows)
+    batch = {"input_ids": torch.tensor(_pad(rows, pad_id, left, width)),
+             "attention_mask": torch.tensor(_mask(rows, left, width))}
+    if "token_type_ids" in features[0]:
+        batch["token_type_ids"] = torch.tensor(_pad([f["token_type_ids"] for f in features], 0, left, width))
+    labels = [f["labels"] for f in features]
+    if isinstance(labels[0], list):
+        batch["labels"] = torch.tensor(_pad(labels, IGNORE_INDEX, left, width))
+    else:
+        batch["labels"] = torch.tensor(labels)
+    return batch
+
+
+def _collate_choices(features: list[dict], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
+    choices = max(len(f["input_ids"]) for f in features)
+    width = max(len(ids) for f in features for ids in f["input_ids"])
+    empty = [pad_id]  # a padded-out choice: one pad token, masked by choice_mask
+
+    def grid(key: str, fill: int) -> list[list[list[int]]]:
+        return [_pad(f[key] + [empty] * (choices - len(f[key])), fill, left, width) for f in features]
+
+    masks = [_mask(f["input_ids"] + [empty] * (choices - len(f["input_ids"])), left, width) for f in features]
+    batch = {"input_ids": torch.tensor(grid("input_ids", pad_id)), "attention_mask": torch.tensor(masks),
+             "choice_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (choices - len(f["input_ids"]))
+                                          for f in features]),
+             "labels": torch.tensor([f["labels"] for f in features])}
+    if "token_type_ids" in features[0]:
+        batch["token_type_ids"] = torch.tensor(grid("token_type_ids", 0))
+    return batch
+
+
+def _length(feature: dict) -> int:
+    ids = feature["input_ids"]
+    return max(len(i) for i in ids) if ids and isinstance(ids[0], list) else len(ids)
+
+
+def batch_indices(features: list[dict], batch_size: int, shuffle: bool, seed: int,
+                  group_by_length: bool) -> Iterator[list[int]]:
+    """Index batches; length grouping sorts within shuffled mega-batches so padding stays small."""
+    order = list(range(len(features)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    if group_by_length:
+        mega = batch_size * 50
+        order = [i for start in range(0, len(order), mega)
+                 for i in sorted(order[start:start + mega], key=lambda j: -_length(features[j]))]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle and group_by_length:
+        rng.shuffle(batches)  # sorted mega-batches would otherwise feed long batches first
+    yield from batches

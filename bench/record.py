@@ -1,0 +1,110 @@
+"""The run record (``result.json``): built here, validated here, written atomically.
+
+A record is the only thing the report reads; its schema is in ../shared/DESIGN.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "diverged")
+REQUIRED = {
+    "metrics": ("primary", "final", "best", "best_step", "history", "data"),
+    "params": ("trainable", "stored", "head", "backbone", "trainable_percent"),
+    "throughput": ("train_tokens_per_s", "train_samples_per_s", "step_time_s_median", "eval_tokens_per_s",
+                   "generation_tokens_per_s", "train_time_s", "eval_time_s", "peak_memory_bytes"),
+    "provenance": ("git_sha", "git_dirty", "versions", "device", "dtype", "config", "overrides", "config_hash",
+                   "base_weights_sha256"),
+}
+TOP_LEVEL = ("schema", "status", "error", "method", "model", "task", "seed") + tuple(REQUIRED)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TRACKED_PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate", "hydra-core", "omegaconf", "numpy",
+                    "pandas", "scikit-learn", "seqeval", "sacrebleu", "rouge-score", "safetensors", "tokenizers",
+                    "gguf", "softprompt-bench")
+
+
+def empty_record(method: str, model: str, task: str, seed: int) -> dict[str, Any]:
+    """A schema-complete record with nulls, filled in as the run progresses."""
+    record: dict[str, Any] = {"schema": SCHEMA_VERSION, "status": "failed", "error": None,
+                              "method": method, "model": model, "task": task, "seed": seed}
+    for section, keys in REQUIRED.items():
+        record[section] = {key: None for key in keys}
+    record["metrics"].update(final={}, best={}, history=[], data={})
+    return record
+
+
+def validate_record(record: dict[str, Any]) -> list[str]:
+    """Problems with a record's shape (empty list when valid)."""
+    problems = [f"missing field '{key}'" for key in TOP_LEVEL if key not in record]
+    if record.get("schema") != SCHEMA_VERSION:
+        problems.append(f"schema must be {SCHEMA_VERSION}")
+    if record.get("status") not in STATUSES:
+        problems.append(f"status must be one of {STATUSES}")
+    for section, keys in REQUIRED.items():
+        body = record.get(section)
+        if not isinstance(body, dict):
+            problems.append(f"'{section}' must be an object")
+            continue
+        problems += [f"missing field '{section}.{key}'" for key in keys if key not in body]
+    if record.get("status") == "ok" and record.get("error") is not None:
+        problems.append("an ok record carries no error")
+    return problems
+
+
+def write_record(record: dict[str, Any], path: str | Path) -> Path:
+    """Write JSON atomically: a temp file in the same folder, then rename (never half a record)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".result-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(record, out, indent=2, default=_jsonable, allow_nan=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def git_state(root: Path = PROJECT_ROOT) -> tuple[str | None, bool | None]:
+    """(commit sha, whether tracked files differ from it); None outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return sha, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that change numbers, plus Python's."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -1,0 +1,113 @@
+"""Tables and figures from a folder of run records (``python -m bench.report RUNS_DIR``).
+
+Public API::
+
+    df = load_records(runs_dir)            # one row per result.json, failed/unreadable included
+    main_table(df, variant="final"|"best") # method × model rows, task columns, mean ± std (n)
+    cost_table(df)                         # parameters, throughput, memory, time to 95 % of best
+    comparison_table(df)                   # declarations beside measured quality / volume
+    claim_check_table(df)                  # prompt < prefix < P-Tuning v2 ≈ full FT, per task
+    failures_table(df)                     # every run left out of the averages
+    make_figures(df, out_dir)              # PNG + PDF figures, returns their paths
+    write_report(runs_dir, out_dir)        # all of the above on disk, returns ReportPaths
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report.comparison import (claim_check_data, claim_check_table, comparison_data, comparison_table,
+                                     quality_label, relative_scores, volume_label)
+from bench.report.figures import FIGURE_NAMES, make_figures, pareto_front
+from bench.report.loading import ReportError, load_records, time_to_fraction, unreadable
+from bench.report.render import to_latex, to_markdown, write_table
+from bench.report.style import METHOD_COLORS, method_color
+from bench.report.tables import cost_data, cost_table, failures_table, main_stats, main_table, run_counts
+
+__all__ = [
+    "FIGURE_NAMES", "METHOD_COLORS", "ReportError", "ReportPaths", "claim_check_data", "claim_check_table",
+    "comparison_data", "comparison_table", "cost_data", "cost_table", "default_out_dir", "failures_table",
+    "load_records", "main_stats", "main_table", "make_figures", "method_color", "pareto_front",
+    "quality_by_task", "quality_label", "relative_scores", "run_counts", "time_to_fraction", "to_latex",
+    "to_markdown", "volume_label", "write_report",
+]
+
+
+@dataclass
+class ReportPaths:
+    """Where :func:`write_report` put everything."""
+
+    out_dir: Path
+    report: Path  # report.md: every table and figure on one page
+    tables: dict[str, dict[str, Path]] = field(default_factory=dict)  # name -> {csv, md, tex[, data]}
+    figures: list[Path] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # one-line errors of malformed records
+    records: int = 0
+
+
+def default_out_dir(runs_dir: str | Path, name: str | None = None) -> Path:
+    """``results/reports/<name or basename of runs_dir>/`` (relative to the working directory)."""
+    return Path("results") / "reports" / (name or Path(runs_dir).resolve().name)
+
+
+def quality_by_task(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+    """Display form of :func:`relative_scores`: each method's score, r, rank and label per task."""
+    data = relative_scores(df, variant)
+    return pd.DataFrame({
+        "Method": data["method"], "Model": data["model"], "Task": data["task"],
+        "Score": [f"{m * 100:.1f}" for m in data["mean"]],
+        "r": ["n/a" if pd.isna(r) else f"{r:.2f}" for r in data["r"]],
+        "Rank": [f"{int(k)}/{int(n)}" for k, n in zip(data["rank"], data["n_methods"])],
+        "Quality": data["label"],
+    })
+
+
+def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame | None]]:
+    """name -> (display table, caption, numbers) for every table of the report."""
+    return {
+        "main_final": (main_table(df, "final"), "Final score (primary metric ×100, mean ± std over seeds; "
+                       "best per column in bold)", main_stats(df, "final")),
+        "main_best": (main_table(df, "best"), "Best-validation score (primary metric ×100, mean ± std over "
+                      "seeds; best per column in bold)", main_stats(df, "best")),
+        "cost": (cost_table(df), "Cost per method and model (usable runs)", cost_data(df)),
+        "comparison": (comparison_table(df), "Comparison: declared mechanism vs measured quality and "
+                       "parameter volume", comparison_data(df)),
+        "claim_check": (claim_check_table(df), "Claim check per task: prompt < prefix < P-Tuning v2 ≈ full "
+                        "fine-tuning (Δ in points)", claim_check_data(df)),
+        "quality_by_task": (quality_by_task(df), "Quality per task relative to head-only and full "
+                            "fine-tuning", None),
+        "run_counts": (run_counts(df), "Runs per method and model by outcome", None),
+        "failures": (failures_table(df), "Runs left out of every average", None),
+    }
+
+
+def _report_page(tables: dict, figures: list[Path], out_dir: Path, bad: list[str]) -> str:
+    """report.md: the tables in order, then the figures (PNG links relative to the page)."""
+    parts = ["# Report", ""]
+    if bad:
+        parts += ["**Unreadable records (not in any table):**", "", *[f"- `{e}`" for e in bad], ""]
+    for table, caption, _ in tables.values():
+        parts += [f"## {caption}", "", to_markdown(table) if len(table) else "_(none)_", ""]
+    parts += ["## Figures", ""]
+    parts += [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures if p.suffix == ".png"]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, name: str | None = None) -> ReportPaths:
+    """Read every record under ``runs_dir`` and write tables (CSV, Markdown, LaTeX), figures
+    (PNG, PDF) and ``report.md`` into ``out_dir`` (default :func:`default_out_dir`).
+
+    Raises :class:`ReportError` when ``runs_dir`` is missing or empty; malformed records are
+    listed in ``ReportPaths.unreadable`` and in the failures table, the others still reported.
+    """
+    df = load_records(runs_dir)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(runs_dir, name)
+    tables = _tables(df)
+    paths = ReportPaths(out_dir=out, report=out / "report.md", unreadable=unreadable(df), records=len(df))
+    for table_name, (table, caption, data) in tables.items():
+        paths.tables[table_name] = write_table(table, out, table_name, caption, data)
+    paths.figures = make_figures(df, out / "figures")
+    paths.report.write_text(_report_page(tables, paths.figures, out, paths.unreadable), encoding="utf-8")
+    return paths

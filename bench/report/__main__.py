@@ -1,0 +1,68 @@
+"""``python -m bench.report RUNS_DIR [--out DIR] [--name NAME]``.
+
+Prints the main tables, the cost table, the runs left out (if any), the comparison table with
+the per-task claim check and, last, the figure paths.  Exit code 2 with a one-line error when RUNS_DIR is missing or holds no record,
+and also when a record is malformed: that record is named on stderr and listed as unreadable,
+while every other record is still reported.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", type=Path, help="folder searched for **/result.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: results/reports/<NAME>/)")
+    parser.add_argument("--name", default=None, help="report name (default: basename of RUNS_DIR)")
+    return parser
+
+
+def _section(title: str, md_path: Path) -> str:
+    return f"\n== {title} ({md_path}) ==\n" + md_path.read_text(encoding="utf-8").split("\n\n", 1)[-1]
+
+
+def _left_out(paths) -> str:
+    """One line counting the runs that no average contains."""
+    counts = pd.read_csv(paths.tables["run_counts"]["csv"])
+    bad = {c: int(counts[c].sum()) for c in ("failed", "diverged", "invalid", "unreadable") if c in counts}
+    total = sum(bad.values())
+    detail = ", ".join(f"{n} {c}" for c, n in bad.items() if n)
+    where = paths.tables["failures"]["md"]
+    return f"\nRuns left out of averages: {total}" + (f" ({detail}; listed in {where})" if total else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = _parser().parse_args(argv)
+    from bench.report import ReportError, write_report  # after argparse so --help stays fast
+
+    try:
+        paths = write_report(args.runs_dir, args.out, args.name)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{paths.records} record(s) from {args.runs_dir} -> {paths.out_dir}")
+    sections = [("Main table, final score", "main_final"), ("Main table, best-validation score", "main_best"),
+                ("Cost", "cost"), ("Runs left out of every average", "failures"),
+                ("Comparison", "comparison"), ("Claim check", "claim_check")]  # comparison last: `make demo` ends on it
+    for title, name in sections:
+        if name != "failures" or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
+            print(_section(title, paths.tables[name]["md"]), end="")
+    print(_left_out(paths))
+    print(f"Report: {paths.report}")
+    print("Figures:")
+    for path in paths.figures:
+        print(f"  {path}")
+    for error in paths.unreadable:
+        print(f"error: unreadable record {error}", file=sys.stderr)
+    return 2 if paths.unreadable else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The comparison table: declared mechanism next to measured quality and parameter volume.
+
+The first columns come from the methods' declarations (``methods.declarations()``); Quality
+and Parameter volume come from the records and get a qualitative label by the thresholds
+below.  The claim "prompt < prefix < P-Tuning v2 ≈ full fine-tuning" is checked per task.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pandas as pd
+
+from bench.report.tables import _sort, cost_data, fmt_count, fmt_percent, main_stats
+
+FULL, HEAD = "full_finetune", "head_only"
+
+QUALITY_NEAR_FULL_R = 0.95
+"""Quality "≈ full FT": relative position r = (score − head_only)/(full_finetune − head_only) ≥ this …"""
+QUALITY_NEAR_FULL_POINTS = 1.0
+"""… or the score is at most this many points (metric ×100) below full fine-tuning."""
+QUALITY_HIGH_R = 0.75
+"""Quality "high": r ≥ this (and not ≈ full FT)."""
+QUALITY_MEDIUM_R = 0.40
+"""Quality "medium": r ≥ this; "low": 0 ≤ r < this; "below head-only": r < 0."""
+QUALITY_MIN_SPAN_POINTS = 0.5
+"""r is undefined when full FT beats head-only by fewer points than this (the task does not
+separate the references); the label then says so instead of dividing by ~0."""
+
+VOLUME_TINY_PCT = 0.1
+"""Parameter volume "tiny": trainable parameters < this % of the backbone."""
+VOLUME_SMALL_PCT = 1.0
+"""Parameter volume "small": < this % of the backbone."""
+VOLUME_MEDIUM_PCT = 10.0
+"""Parameter volume "medium": < this %; "full" otherwise."""
+
+CLAIM = (("prompt_tuning", "<", "prefix_tuning"), ("prefix_tuning", "<", "p_tuning_v2"),
+         ("p_tuning_v2", "≈", FULL))
+"""The usual claim as a chain of pairwise relations, checked per model × task."""
+CLAIM_NOISE_SE = 1.0
+"""A "<" relation is "within noise" when |Δ| ≤ this × the standard error of the difference of
+the two seed means, sqrt(s_a²/n_a + s_b²/n_b) (0 with one seed each)."""
+
+NEAR_FULL = "≈ full FT"
+_EPS = 1e-9  # thresholds are inclusive; keep 0.80 - 0.79 = 1.0000000000000009 points "within 1 point"
+
+
+def relative_position(score: float, full: float, head: float) -> float:
+    """r = (score − head)/(full − head); NaN when a reference is missing or too close."""
+    if any(math.isnan(v) for v in (score, full, head)) or (full - head) * 100 < QUALITY_MIN_SPAN_POINTS:
+        return math.nan
+    return (score - head) / (full - head)
+
+
+def quality_label(score: float, full: float, head: float) -> str:
+    """The Quality label of a score (all in [0, 1]) given the two reference scores."""
+    if math.isnan(score):
+        return "n/a (no usable runs)"
+    if math.isnan(full):
+        return f"n/a (no {FULL} runs)"
+    if (full - score) * 100 <= QUALITY_NEAR_FULL_POINTS + _EPS:
+        return NEAR_FULL
+    if math.isnan(head):
+        return f"n/a (no {HEAD} runs)"
+    r = relative_position(score, full, head)
+    if math.isnan(r):
+        return "n/a (full FT ≈ head-only)"
+    if r >= QUALITY_NEAR_FULL_R - _EPS:
+        return NEAR_FULL
+    if r >= QUALITY_HIGH_R - _EPS:
+        return "high"
+    if r >= QUALITY_MEDIUM_R - _EPS:
+        return "medium"
+    return "low" if r >= -_EPS else "below head-only"
+
+
+def volume_label(trainable_pct: float) -> str:
+    """The Parameter-volume label of a trainable share of the backbone (in %)."""
+    if math.isnan(trainable_pct):
+        return "n/a (no params.backbone)"
+    if trainable_pct < VOLUME_TINY_PCT:
+        return "tiny"
+    if trainable_pct < VOLUME_SMALL_PCT:
+        return "small"
+    return "medium" if trainable_pct < VOLUME_MEDIUM_PCT else "full"
+
+
+def method_declarations() -> dict[str, dict[str, bool]]:
+    """``methods.declarations()``, or {} (with a warning) so a report still renders without it."""
+    try:
+        import methods
+
+        return methods.declarations()
+    except Exception as exc:  # a broken method file must not stop the report from the records
+        warnings.warn(f"methods.declarations() unavailable ({exc}); declaration columns show '?'")
+        return {}
+
+
+def relative_scores(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+    """Per method × model × task: mean score, the references, r, rank among methods, label."""
+    stats = main_stats(df, variant).dropna(subset=["mean"])
+    refs = {name: stats[stats["method"] == name].set_index(["model", "task"])["mean"] for name in (FULL, HEAD)}
+    index = pd.MultiIndex.from_frame(stats[["model", "task"]])
+    stats["full"] = refs[FULL].reindex(index).to_numpy()
+    stats["head"] = refs[HEAD].reindex(index).to_numpy()
+    stats["r"] = [relative_position(*v) for v in zip(stats["mean"], stats["full"], stats["head"])]
+    stats["label"] = [quality_label(*v) for v in zip(stats["mean"], stats["full"], stats["head"])]
+    by_task = stats.groupby(["model", "task"])["mean"]
+    stats["rank"] = by_task.rank(ascending=False, method="min")
+    stats["n_methods"] = by_task.transform("count")
+    return stats.drop(columns=["not_ok", "not_ok_detail"]).reset_index(drop=True)
+
+
+def _aggregate_quality(rows: pd.DataFrame, has_full: bool, has_head: bool) -> dict[str, float]:
+    """Average score and references over the tasks where the method and the references exist."""
+    mask = rows["mean"].notna()
+    if has_full:
+        mask &= rows["full"].notna()
+    if has_head:
+        mask &= rows["head"].notna()
+    used = rows[mask]
+    score, full, head = (float(used[c].mean()) if len(used) else math.nan for c in ("mean", "full", "head"))
+    quality = quality_label(score, full, head)
+    if used.empty and rows["mean"].notna().any():
+        quality = f"n/a (no task shared with {FULL}/{HEAD})"
+    return {"tasks": int(mask.sum()), "score": score, "full": full, "head": head,
+            "r": relative_position(score, full, head), "quality": quality,
+            "mean_rank": float(used["rank"].mean()) if len(used) else math.nan,
+            "n_methods": int(rows["n_methods"].max()) if len(rows) else 0}
+
+
+def comparison_data(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+    """Per method × model: averaged quality (score, references, r, mean rank, label) and volume.
+
+    Scores are averaged over the tasks where the method and both references have usable runs
+    (only the present references when one is missing for the whole model), so that r compares
+    like with like.
+    """
+    scores = relative_scores(df, variant)
+    rows = []
+    for (method, model), group in scores.groupby(["method", "model"]):
+        model_rows = scores[scores["model"] == model]
+        has_full = bool((model_rows["method"] == FULL).any())
+        has_head = bool((model_rows["method"] == HEAD).any())
+        rows.append({"method": method, "model": model, **_aggregate_quality(group, has_full, has_head)})
+    data = pd.DataFrame(rows, columns=["method", "model", "tasks", "score", "full", "head", "r",
+                                       "quality", "mean_rank", "n_methods"])
+    costs = cost_data(df)[["method", "model", "trainable", "trainable_pct", "stored"]]
+    data = data.merge(costs, on=["method", "model"], how="left")
+    data["volume"] = [volume_label(p) for p in data["trainable_pct"].astype(float)]
+    return _sort(data, ["method", "model"]) if len(data) else data
+
+
+def _declared(declarations: dict[str, dict[str, bool]], method: str) -> tuple[str, str, str]:
+    """Input influence, attention influence and MLP use as the method declares them."""
+    flags = declarations.get(method)
+    if flags is None:
+        return ("? (not declared)",) * 3
+    if flags.get("input_tokens"):
+        source = "yes: virtual tokens in the input"
+    else:
+        source = "yes: trains the embeddings" if flags.get("trains_backbone") else "no"
+    if flags.get("attention_prefix"):
+        attention = "yes: K/V prefix in every layer"
+    elif flags.get("trains_backbone"):
+        attention = "yes: trains the attention weights"
+    else:
+        attention = "indirect: through the input tokens" if flags.get("input_tokens") else "no"
+    mlp = "yes: reparameterization MLP" if flags.get("reparameterized") else "no"
+    return source, attention, mlp
+
+
+def _quality_cell(row: pd.Series) -> str:
+    parts = [f"{row['score'] * 100:.1f} avg over {row['tasks']} task(s)"] if not math.isnan(row["score"]) else []
+    if not math.isnan(row["r"]):
+        parts.append(f"r = {row['r']:.2f} (head-only {row['head'] * 100:.1f}, full FT {row['full'] * 100:.1f})")
+    if not math.isnan(row["mean_rank"]):
+        parts.append(f"mean rank {row['mean_rank']:.1f}/{row['n_methods']}")
+    return f"{row['quality']}: " + "; ".join(parts) if parts else row["quality"]
+
+
+def _volume_cell(row: pd.Series) -> str:
+    if pd.isna(row["trainable"]):
+        return "n/a (no params)"
+    text = f"{row['volume']}: {fmt_count(row['trainable'])} trainable ({fmt_percent(row['trainable_pct'])} of backbone)"
+    differs = not pd.isna(row["stored"]) and row["stored"] != row["trainable"]  # e.g. MLP dropped after training
+    return text + (f"; {fmt_count(row['stored'])} stored" if differs else "")
+
+
+def relation_name(left: str, op: str, right: str) -> str:
+    """``"prompt_tuning < prefix_tuning"``."""
+    return f"{left} {op} {right}"
+
+
+def _verdict(op: str, a: pd.Series | None, b: pd.Series | None, left: str, right: str) -> dict:
+    """Check ``a op b`` for two rows of :func:`relative_scores` (None when a method has no runs)."""
+    if a is None or b is None:
+        return {"diff": math.nan, "se": math.nan, "verdict": f"n/a (no {left if a is None else right} runs)"}
+    diff = float(b["mean"] - a["mean"])
+    se = math.sqrt(sum(0.0 if math.isnan(r["std"]) else r["std"] ** 2 / r["n"] for r in (a, b)))
+    if op == "≈":
+        near = quality_label(a["mean"], b["mean"], a["head"]) == NEAR_FULL
+        return {"diff": diff, "se": se, "verdict": "holds" if near else "violated"}
+    if abs(diff) <= CLAIM_NOISE_SE * se:
+        verdict = "within noise"
+    else:
+        verdict = "holds" if diff > 0 else "violated"
+    return {"diff": diff, "se": se, "verdict": verdict}
+
+
+def claim_check_data(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+    """Per model × task × relation of :data:`CLAIM`: Δ = right − left (in [0, 1]), its standard
+    error and the verdict ("holds", "violated", "within noise", "n/a (no X runs)")."""
+    scores = relative_scores(df, variant)
+    rows = []
+    for (model, task), group in scores.groupby(["model", "task"]):
+        by_method = {r["method"]: r for _, r in group.iterrows()}
+        for left, op, right in CLAIM:
+            check = _verdict(op, by_method.get(left), by_method.get(right), left, right)
+            rows.append({"model": model, "task": task, "relation": relation_name(left, op, right), **check})
+    return pd.DataFrame(rows, columns=["model", "task", "relation", "diff", "se", "verdict"])
+
+
+def _claim_cell(row: pd.Series) -> str:
+    if row["verdict"].startswith("n/a"):
+        return row["verdict"]
+    if "≈" in row["relation"]:
+        return f"{row['verdict']} (gap {row['diff'] * 100:.1f})"
+    noise = f" ± {row['se'] * 100:.1f}" if row["se"] > 0 else ""
+    return f"{row['verdict']} (Δ {row['diff'] * 100:+.1f}{noise})"
+
+
+def _claim_summary(verdicts: list[str], relations: list[str]) -> str:
+    violated = [r for r, v in zip(relations, verdicts) if v == "violated"]
+    unresolved = [r for r, v in zip(relations, verdicts) if v == "within noise"]
+    if violated:
+        return "violated: " + "; ".join(violated)
+    if unresolved:
+        return "not resolved (within noise): " + "; ".join(unresolved)
+    return "holds" if all(v == "holds" for v in verdicts) else "incomplete (missing methods)"
+
+
+def claim_check_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+    """One line per model × task: each relation of the claim with Δ (points) and the verdict."""
+    data = claim_check_data(df, variant)
+    relations = [relation_name(*c) for c in CLAIM]
+    rows = []
+    for (model, task), group in data.groupby(["model", "task"]):
+        cells = {r["relation"]: _claim_cell(r) for _, r in group.iterrows()}
+        verdicts = [group.set_index("relation").loc[rel, "verdict"] for rel in relations]
+        rows.append({"Model": model, "Task": task, **cells, "Claim": _claim_summary(verdicts, relations)})
+    return pd.DataFrame(rows, columns=["Model", "Task", *relations, "Claim"])
+
+
+def _method_claims(claims: pd.DataFrame, method: str, model: str) -> str:
+    """The relations of the claim a method takes part in, counted over the model's tasks."""
+    parts = []
+    for relation in [relation_name(*c) for c in CLAIM if method in (c[0], c[2])]:
+        rows = claims[(claims["model"] == model) & (claims["relation"] == relation)]
+        rows = rows[~rows["verdict"].str.startswith("n/a")]
+        if rows.empty:
+            continue
+        text = f"{relation}: holds on {(rows['verdict'] == 'holds').sum()}/{len(rows)} tasks"
+        for verdict in ("violated", "within noise"):
+            tasks = sorted(rows.loc[rows["verdict"] == verdict, "task"])
+            text += f" ({verdict}: {', '.join(tasks)})" if tasks else ""
+        parts.append(text)
+    return "; ".join(parts) if parts else "-"
+
+
+def comparison_table(df: pd.DataFrame, variant: str = "final",
+                     declarations: dict[str, dict[str, bool]] | None = None) -> pd.DataFrame:
+    """Method | Model | Input influence | Attention influence | Uses MLP | Quality |
+    Parameter volume | Claim check — declarations beside measurements (see docs/REPORT.md)."""
+    declarations = method_declarations() if declarations is None else declarations
+    data = comparison_data(df, variant)
+    claims = claim_check_data(df, variant)
+    rows = []
+    for _, row in data.iterrows():
+        source, attention, mlp = _declared(declarations, row["method"])
+        rows.append({"Method": row["method"], "Model": row["model"], "Input influence": source,
+                     "Attention influence": attention, "Uses MLP": mlp, "Quality": _quality_cell(row),
+                     "Parameter volume": _volume_cell(row),
+                     "Claim check": _method_claims(claims, row["method"], row["model"])})
+    return pd.DataFrame(rows, columns=["Method", "Model", "Input influence", "Attention influence", "Uses MLP",
+                                       "Quality", "Parameter volume", "Claim check"])

@@ -1,0 +1,183 @@
+"""Reading run records (``result.json``) into one flat DataFrame.
+
+A record is the only thing the report reads.  Every ``**/result.json`` under the runs
+directory becomes one row; a file that cannot be read becomes a row with status
+``"unreadable"`` so one bad file never hides the others.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REQUIRED_KEYS = ("status", "method", "model", "task", "seed", "metrics")
+"""Top-level keys without which a record cannot be placed in any table."""
+
+VALIDATION_SPLITS = frozenset({"validation", "val", "dev", "eval"})
+"""History ``split`` values that count as validation (an entry without ``split`` counts too)."""
+
+TIME_TO_BEST_FRACTION = 0.95
+"""Cost table: time until validation first reaches this fraction of the run's best score."""
+
+# Nested values kept whole: lists and free-form configs would explode into hundreds of columns.
+_KEEP_WHOLE = frozenset({"metrics.history", "provenance.config", "provenance.overrides"})
+_PATH_LAYOUT = re.compile(r"(?P<method>[^/]+)/(?P<model>[^/]+)/(?P<task>[^/]+)/seed=(?P<seed>-?\d+)/result\.json$")
+
+
+class ReportError(Exception):
+    """The report cannot be built at all (missing or empty runs directory)."""
+
+
+def is_finite(value: Any) -> bool:
+    """True for a real, finite number (bools are not scores)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, keeping :data:`_KEEP_WHOLE` values intact."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in _KEEP_WHOLE:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _unreadable(path: Path, reason: str) -> dict[str, Any]:
+    """A placeholder row; method/model/task/seed come from the directory layout when it matches."""
+    row: dict[str, Any] = {"status": "unreadable", "error": f"{path}: {reason}"}
+    match = _PATH_LAYOUT.search(path.as_posix())
+    if match:
+        row.update(match.groupdict())
+        row["seed"] = int(row["seed"])
+    return row
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """One flattened record, or an ``unreadable`` row naming the file and the reason."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return _unreadable(path, f"malformed JSON ({str(exc).splitlines()[0]})")
+    if not isinstance(record, dict):
+        return _unreadable(path, "top level is not a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing or not isinstance(record.get("metrics"), dict):
+        return _unreadable(path, f"missing key(s) {missing or ['metrics (object)']}")
+    return flatten(record)
+
+
+def _is_validation(entry: dict[str, Any]) -> bool:
+    return str(entry.get("split", "validation")).lower() in VALIDATION_SPLITS
+
+
+def time_to_fraction(history: Any, metric: str, best: Any, train_time_s: Any,
+                     fraction: float = TIME_TO_BEST_FRACTION) -> float:
+    """Seconds of training until validation ``metric`` first reaches ``fraction`` × the best.
+
+    The best is the record's ``metrics.best[metric]`` (the history maximum when absent).  An
+    entry's ``time_s`` is used when present; otherwise ``train_time_s × step / last_step``
+    with ``last_step`` the largest step in the history.  NaN when it cannot be told.
+    """
+    if not isinstance(history, list):
+        return math.nan
+    entries = [h for h in history if isinstance(h, dict) and _is_validation(h)
+               and is_finite(h.get(metric)) and is_finite(h.get("step"))]
+    if not entries:
+        return math.nan
+    if not is_finite(best):
+        best = max(h[metric] for h in entries)
+    last_step = max(h["step"] for h in history if isinstance(h, dict) and is_finite(h.get("step")))
+    for entry in sorted(entries, key=lambda h: h["step"]):
+        if entry[metric] >= fraction * best:
+            if is_finite(entry.get("time_s")):
+                return float(entry["time_s"])
+            if is_finite(train_time_s) and last_step > 0:
+                return float(train_time_s) * entry["step"] / last_step
+            return math.nan
+    return math.nan
+
+
+def _score(row: pd.Series, which: str) -> float:
+    value = row.get(f"metrics.{which}.{row.get('metrics.primary')}")
+    return float(value) if is_finite(value) else math.nan
+
+
+def _problem(row: pd.Series) -> str:
+    """Why a row is left out of the averages ('' when it is used)."""
+    if row["status"] != "ok":
+        error = row.get("error")
+        return str(error) if isinstance(error, str) and error else f"status {row['status']}"
+    if not isinstance(row.get("metrics.primary"), str):
+        return "status ok but metrics.primary is missing"
+    if math.isnan(row["score_final"]):
+        return f"status ok but no finite final {row['metrics.primary']}"
+    return ""
+
+
+def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns every table uses: scores of the primary metric, usability, time to 95 %."""
+    df["score_final"] = df.apply(_score, axis=1, which="final")
+    df["score_best"] = df.apply(_score, axis=1, which="best")
+    df["problem"] = df.apply(_problem, axis=1)
+    df["usable"] = df["problem"] == ""
+    df["time_to_95_s"] = [
+        time_to_fraction(row.get("metrics.history"), row.get("metrics.primary"),
+                         row["score_best"], row.get("throughput.train_time_s"))
+        if row["usable"] else math.nan
+        for _, row in df.iterrows()
+    ]
+    return df
+
+
+def load_records(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per ``**/result.json`` under ``runs_dir`` with flattened ``a.b.c`` columns.
+
+    Failed, diverged and unreadable records are kept (``status``, ``error``, ``problem``);
+    ``usable`` marks the rows that enter averages.  Raises :class:`ReportError` when the
+    directory is missing or holds no record.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise ReportError(f"runs directory not found: {root}")
+    files = sorted(root.glob("**/result.json"))
+    if not files:
+        raise ReportError(f"no result.json under {root}")
+    rows = []
+    for path in files:
+        row = read_record(path)
+        row["path"] = path.relative_to(root).as_posix()
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for column in ("error", "method", "model", "task", "seed", "metrics.primary"):
+        if column not in df:
+            df[column] = None
+    df = _add_derived(df)
+    df.attrs["runs_dir"] = str(root)
+    return df
+
+
+def unreadable(df: pd.DataFrame) -> list[str]:
+    """The one-line errors of records that could not be read."""
+    return [str(e) for e in df.loc[df["status"] == "unreadable", "error"]]
+
+
+def history_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Validation history of usable runs, long form: method, model, task, seed, step, value."""
+    rows = []
+    for _, run in df[df["usable"]].iterrows():
+        metric, history = run["metrics.primary"], run.get("metrics.history")
+        for entry in history if isinstance(history, list) else []:
+            if isinstance(entry, dict) and _is_validation(entry) and is_finite(entry.get(metric)) \
+                    and is_finite(entry.get("step")):
+                rows.append({"method": run["method"], "model": run["model"], "task": run["task"],
+                             "seed": run["seed"], "metric": metric, "step": entry["step"],
+                             "value": float(entry[metric])})
+    columns = ["method", "model", "task", "seed", "metric", "step", "value"]
+    return pd.DataFrame(rows, columns=columns)

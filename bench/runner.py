@@ -1,0 +1,269 @@
+"""One run: config → task, model, method → train → evaluate → one self-describing record.
+
+Every exception ends as a record with status and a one-line error (the traceback goes to
+``error.log`` beside it), so a sweep goes on and no result is lost.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from datetime import datetime, timezone
+import json
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
+from bench.record import empty_record, git_state, package_versions, read_record, write_record
+from bench.train import Diverged, Splits, TrainResult, predict, train
+
+# keys that change where or whether a run happens, not what it computes
+NON_SEMANTIC_KEYS = ("force", "runs_root", "sweep_name", "save_adapter")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class RunConfigError(ValueError):
+    """A top-level run setting (device, dtype, ...) is invalid."""
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Hash of the resolved config without bookkeeping keys: equal hash ⇒ same experiment."""
+    semantic = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise RunConfigError(f"device={name!r}: {error}") from error
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name not in DTYPES:
+        raise RunConfigError(f"dtype={name!r}; choices: {sorted(DTYPES)}")
+    if name == "fp16" and device.type == "cpu":
+        raise RunConfigError("dtype=fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return DTYPES[name]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def up_to_date(record_path: Path, digest: str) -> bool:
+    """True when an ok record for the same config hash already exists (resume a killed sweep)."""
+    if not record_path.exists():
+        return False
+    try:
+        record = read_record(record_path)
+    except (OSError, ValueError):
+        return False
+    return record.get("status") == "ok" and record.get("provenance", {}).get("config_hash") == digest
+
+
+def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run one experiment described by a resolved config dict and write ``run_dir/result.json``."""
+    record_path = run_dir / "result.json"
+    digest = config_hash(config)
+    names = {k: config.get(k, {}).get("name") for k in ("method", "model", "task")}
+    if not config.get("force") and up_to_date(record_path, digest):
+        print(f"skip {names['method']}/{names['model']}/{names['task']}/seed={config['seed']}: up to date")
+        return read_record(record_path)
+    record = empty_record(names["method"], names["model"], names["task"], int(config["seed"]))
+    sha, dirty = git_state()
+    record["provenance"].update(git_sha=sha, git_dirty=dirty, versions=package_versions(), config=config,
+                                overrides=list(overrides or []), config_hash=digest, dtype=config.get("dtype"),
+                                host=socket.gethostname(), pid=os.getpid(), started_at=_now())
+    try:
+        _run(config, run_dir, record)
+        record["status"] = "ok"
+    except Diverged as error:
+        record["status"], record["error"] = "diverged", _one_line(error)
+    except Exception as error:  # noqa: BLE001 — any failure must still leave a record
+        record["status"], record["error"] = "failed", _one_line(error)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.log").write_text(traceback.format_exc())
+    record["provenance"]["finished_at"] = _now()
+    write_record(record, record_path)
+    _summary(record, record_path)
+    return record
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
+
+
+def _summary(record: dict[str, Any], path: Path) -> None:
+    metrics = record["metrics"]
+    primary = metrics.get("primary")
+    score = (metrics.get("final") or {}).get(primary)
+    tps = record["throughput"].get("train_tokens_per_s")
+    line = (f"[{record['status']}] {record['method']}/{record['model']}/{record['task']}/seed={record['seed']}"
+            + (f" {primary}={score:.4f}" if score is not None else "")
+            + (f" trainable={record['params']['trainable']}" if record["params"].get("trainable") else "")
+            + (f" tok/s={tps:.0f}" if tps else "") + (f" error={record['error']}" if record["error"] else "")
+            + f" -> {path}")
+    print(line, file=sys.stderr if record["status"] != "ok" else sys.stdout, flush=True)
+
+
+def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
+    from bench.tasks import load_task  # imported late: keeps `--help` and config errors fast
+    from bench.models import load_model
+    from methods import get_method
+    from methods.model import AdaptedModel
+
+    device = resolve_device(str(config.get("device", "auto")))
+    dtype = resolve_dtype(str(config.get("dtype", "fp32")), device)
+    record["provenance"]["device"] = _device_name(device)
+    seed = int(config["seed"])
+    seed_everything(seed)
+    record["provenance"]["paper_settings"] = apply_paper_settings(config)
+    settings = config["trainer"]
+    method_fields = {k: v for k, v in config["method"].items() if k != "name"}
+    method = get_method(config["method"]["name"]).from_dict(method_fields)
+    task = load_task(config["task"])
+    _cap_eval(task, settings.get("max_eval_samples"))
+    loaded = load_model(config["model"], task.kind)
+    seed_everything(seed)  # the method's and head's initial values depend on the run seed only
+    model = AdaptedModel(loaded.backbone, method, task.kind, num_labels=len(task.label_names or []) or None,
+                         tokenizer=loaded.tokenizer, seed=seed)
+    _place(model, device, dtype)
+    if config.get("gradient_checkpointing"):
+        model.enable_gradient_checkpointing()
+    record["params"].update(model.parameter_counts())
+    record["provenance"]["weights"] = loaded.weights_id
+    before = weights_sha256(model.backbone)
+    splits = _encode(task, loaded, int(task.config.get("max_length") or 256), config)
+    record["metrics"]["data"] = _data_counts(task, splits)
+    record["metrics"]["primary"] = task.primary_metric
+    result = _train_and_test(model, task, splits, settings, method.lr, seed, device, dtype, loaded.tokenizer)
+    _fill_record(record, result, task)
+    record["provenance"]["base_weights_sha256"] = {"before": before, "after": weights_sha256(model.backbone)}
+    if config.get("save_adapter"):
+        model.save_adapter(run_dir / "adapter")
+
+
+PAPER_TRAINER_KEYS = ("batch_size", "epochs", "lr", "max_steps", "warmup_ratio", "weight_decay")
+PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection", "prefix_hidden_size")
+
+
+def apply_paper_settings(config: dict[str, Any]) -> dict[str, Any] | None:
+    """With ``trainer=paper``, copy the task's per-model published hyperparameters into the config.
+
+    ``task.paper`` maps a model name (or ``default``) to e.g. {batch_size, lr, epochs,
+    num_virtual_tokens}; method fields are only set where the method has them.
+    """
+    if config["trainer"].get("name") != "paper":
+        return None
+    table = config["task"].get("paper") or {}
+    chosen = table.get(config["model"]["name"]) or table.get("default")
+    if not chosen:
+        return None
+    from methods import declarations
+
+    declared = declarations().get(config["method"]["name"], {})
+    soft_prompt = declared.get("input_tokens") or declared.get("attention_prefix")
+    applied = {}
+    for key, value in chosen.items():
+        if key == "lr" and not soft_prompt:
+            continue  # the published LRs are for prefix/prompt parameters; baselines keep their own
+        applied[key] = value
+        if key in PAPER_TRAINER_KEYS:
+            config["trainer"][key] = value
+        elif key in PAPER_METHOD_KEYS and key in config["method"]:
+            config["method"][key] = value
+        else:
+            applied.pop(key)
+    return applied
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def _place(model, device: torch.device, dtype: torch.dtype) -> None:
+    """Frozen weights in the run dtype, trainable ones in fp32 (autocast mixes them)."""
+    model.to(device)
+    for parameter in model.parameters():
+        parameter.data = parameter.data.to(torch.float32 if parameter.requires_grad else dtype)
+
+
+def _cap_eval(task, limit: int | None) -> None:
+    if limit:
+        for split in ("validation", "test"):
+            if split in task.splits:
+                task.splits[split] = task.splits[split][: int(limit)]
+
+
+def _encode(task, loaded, max_length: int, config: Mapping[str, Any]) -> Splits:
+    from bench.cache import cached_encode
+
+    encoded = {split: cached_encode(task, loaded.tokenizer, split, max_length, loaded.decoder)
+               for split in task.splits}
+    return Splits(encoded, loaded.tokenizer.pad_token_id, loaded.tokenizer.padding_side == "left")
+
+
+def _data_counts(task, splits: Splits) -> dict[str, Any]:
+    counts = {split: len(examples) for split, examples in task.splits.items()}
+    counts["truncated"] = sum(e.truncated for e in splits.encoded.values())
+    counts["truncated_by_split"] = {split: e.truncated for split, e in splits.encoded.items()}
+    counts["absent_splits"] = list(getattr(task, "absent_splits", []))
+    counts["loaded"] = dict(getattr(task, "counts", {}))
+    return counts
+
+
+def _train_and_test(model, task, splits: Splits, settings, lr_default: float, seed: int, device, dtype,
+                    tokenizer) -> TrainResult:
+    reset_peak_memory(device)
+    holder: dict[str, TrainResult] = {}
+
+    def evaluate(split: str) -> dict[str, float]:
+        predictions, loss = predict(model, task, splits.encoded[split], splits, settings, device, dtype,
+                                    tokenizer, holder["result"])
+        metrics = task.compute_metrics(predictions, split)
+        return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
+
+    lr = float(settings.get("lr") or lr_default)
+    result = TrainResult()
+    holder["result"] = result
+    trained = train(model, task, splits, settings, lr, seed, device, dtype, evaluate, result)
+    if "test" in splits.encoded:
+        trained.test = evaluate("test")
+    return trained
+
+
+def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
+    timer = result.timer
+    record["metrics"].update(final=result.final, best=result.best, best_step=result.best_step,
+                             history=result.history, test=result.test, best_is_checkpoint=True)
+    record["throughput"].update(
+        train_tokens_per_s=timer.tokens_per_s(), train_samples_per_s=timer.samples_per_s(),
+        step_time_s_median=timer.median_step_s(), train_time_s=timer.total_s,
+        train_steps=len(timer.step_times), virtual_tokens=timer.virtual_tokens, real_tokens=timer.real_tokens,
+        eval_time_s=result.eval_time_s,
+        eval_tokens_per_s=(result.eval_tokens / result.eval_time_s) if result.eval_time_s else None,
+        generation_tokens_per_s=(result.generation_tokens / result.generation_time_s
+                                 if result.generation_time_s else None),
+        peak_memory_bytes=peak_memory_bytes(timer.device, timer.peak_rss))

@@ -1,0 +1,55 @@
+"""The task layer: data loading and official metrics for every benchmark task.
+
+``load_task(cfg)`` takes the Hydra ``task`` node (``conf/task/<name>.yaml``), builds the
+examples with the hook named by ``cfg.loader`` (from the Hub, or from the original files in
+``cfg.data_dir``) and returns a :class:`TaskData` whose ``compute_metrics`` scores predictions.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from bench.tasks import generation, ner, superglue, synthetic
+from bench.tasks.base import TASK_KINDS, Built, TaskData, TaskDataError, finalize, plain_config
+
+__all__ = ["load_task", "TaskData", "TaskDataError", "TASK_KINDS", "available_tasks",
+           "task_config", "CONF_DIR"]
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
+
+LOADERS: dict[str, Callable[[dict], Built]] = {
+    "superglue": superglue.build,
+    "conll": ner.build,
+    "e2e": generation.build,
+    "webnlg": generation.build,
+    "xsum": generation.build,
+    "synthetic": synthetic.build,
+}
+
+
+def load_task(cfg: Mapping) -> TaskData:
+    """Load the task described by ``cfg`` (DictConfig or dict); see docs/TASKS.md.
+
+    Raises TaskDataError (a ValueError) with a one-line message on bad data or config.
+    """
+    config = plain_config(cfg)
+    hook = LOADERS.get(config["loader"])
+    if hook is None:
+        raise TaskDataError(f"task {config['name']}: field 'loader' is {config['loader']!r}, "
+                            f"expected one of {sorted(LOADERS)}")
+    return finalize(config, hook(config))
+
+
+def available_tasks() -> list[str]:
+    """Names of the task configs under conf/task/."""
+    return sorted(path.stem for path in CONF_DIR.glob("*.yaml"))
+
+
+def task_config(name: str, **overrides) -> dict:
+    """The plain-dict config of ``conf/task/<name>.yaml`` with ``overrides`` applied."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise TaskDataError(f"unknown task {name!r} (no {path}); have {available_tasks()}")
+    return {**OmegaConf.to_container(OmegaConf.load(path), resolve=True), **overrides}

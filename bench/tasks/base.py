@@ -1,0 +1,289 @@
+"""Shared pieces of the task layer: the TaskData record, errors, readers and subsampling.
+
+Every loader hook returns a ``Built`` (label names plus, per split, the converted examples or
+``None`` when the split is absent); ``finalize`` turns it into a ``TaskData`` after applying the
+``k_shot`` / ``max_*_samples`` options, so those options behave the same for every task.
+"""
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASK_KINDS = ("classification", "multiple_choice", "token_classification", "generation")
+SPLITS = ("train", "validation", "test")
+# Hub repos name their splits inconsistently; everything else (GEM challenge sets...) is ignored.
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation",
+                 "dev": "validation", "test": "test"}
+
+DEFAULTS: dict[str, Any] = {
+    "data_dir": None, "hub": None, "max_train_samples": None, "max_eval_samples": None,
+    "k_shot": None, "max_length": 256, "seed": 0, "label_names": None,
+}
+
+Record = tuple[str, dict]          # (where: "file:line" or "hub row", raw row)
+Item = tuple[str, dict, bool]      # (where, example, labeled)
+
+
+class TaskDataError(ValueError):
+    """Bad task data or configuration; the message is one line naming file, line and field."""
+
+
+@dataclass
+class Built:
+    """What a loader hook hands back to ``finalize``."""
+
+    label_names: list[str] | None
+    splits: dict[str, list[dict] | None]        # None: split absent (missing or unlabeled)
+    records: dict[str, int] = field(default_factory=dict)  # raw records read per split
+    extra_counts: dict[str, int] = field(default_factory=dict)  # e.g. skipped_<split>
+
+
+@dataclass
+class TaskData:
+    """A loaded task: examples per split plus the task's official metrics.
+
+    ``splits`` holds "train", "validation" and "test" (only when labeled); ``counts`` holds the
+    examples kept per split, ``source_<split>`` (before subsampling) and ``records_<split>``
+    (raw records read: jsonl lines, sentences, meaning representations...).
+    """
+
+    name: str
+    kind: str
+    label_names: list[str] | None
+    splits: dict[str, list[dict]]
+    counts: dict[str, int]
+    absent_splits: list[str]
+    primary_metric: str
+    config: dict
+
+    def compute_metrics(self, predictions: list, split: str) -> dict[str, float]:
+        """Score ``predictions`` (one per example of ``split``, in order) with the task's metrics."""
+        from bench.tasks.metrics import score_task  # metrics imports scikit-learn etc.; keep it lazy
+
+        if split not in self.splits:
+            raise ValueError(f"task {self.name}: no labeled split {split!r} (have {sorted(self.splits)})")
+        return score_task(self, predictions, self.splits[split])
+
+
+def plain_config(cfg: Mapping) -> dict:
+    """Return the task cfg (DictConfig or mapping) as a resolved plain dict with defaults filled."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
+        pass
+    out = {**DEFAULTS, **json.loads(json.dumps(dict(cfg)))}
+    for key in ("name", "kind", "loader", "metric", "primary_metric"):
+        if not out.get(key):
+            raise TaskDataError(f"task config {out.get('name', '?')}: missing field {key!r}")
+    if out["kind"] not in TASK_KINDS:
+        raise TaskDataError(f"task config {out['name']}: kind {out['kind']!r} not in {TASK_KINDS}")
+    if isinstance(out["metric"], str):
+        out["metric"] = [out["metric"]]
+    return out
+
+
+def get_field(row: Mapping, key: str, where: str, types: type | tuple = object) -> Any:
+    """``row[key]``, raising a one-line TaskDataError when absent, null or of the wrong type."""
+    if not isinstance(row, Mapping) or key not in row or row[key] is None:
+        raise TaskDataError(f"{where}: missing field {key!r}")
+    value = row[key]
+    if not isinstance(value, types):
+        raise TaskDataError(f"{where}: field {key!r} has type {type(value).__name__}, "
+                            f"expected {getattr(types, '__name__', types)}")
+    return value
+
+
+def label_id(value: Any, label_names: list[str], where: str, field_name: str = "label") -> int | None:
+    """Map a label from jsonl (string / boolean) or Hub parquet (class id) onto ``label_names``.
+
+    Returns None for "no label" (field absent, null, or the Hub's -1 for unlabeled test rows).
+    """
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value == -1):
+        return None
+    if isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        lowered = [n.lower() for n in label_names]
+        if value.lower() in lowered:
+            return lowered.index(value.lower())
+    elif isinstance(value, int) and 0 <= value < len(label_names):
+        return value
+    raise TaskDataError(f"{where}: field {field_name!r} has unknown label {value!r} "
+                        f"(expected one of {label_names})")
+
+
+def read_jsonl(path: Path) -> list[Record]:
+    """Read a jsonl file into (where, row) records; malformed lines raise TaskDataError."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TaskDataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise TaskDataError(f"{path}:{number}: expected a JSON object per line")
+            records.append((f"{path}:{number}", row))
+    return records
+
+
+def data_dir(cfg: Mapping) -> Path:
+    """The configured ``data_dir``; a TaskDataError when it does not exist."""
+    path = Path(str(cfg["data_dir"])).expanduser()
+    if not path.is_dir():
+        raise TaskDataError(f"task {cfg['name']}: data_dir {path} does not exist")
+    return path
+
+
+def find_split_files(cfg: Mapping, base: Path) -> dict[str, Path | None]:
+    """Resolve ``cfg['files'][split]`` (first existing candidate); train is required."""
+    found: dict[str, Path | None] = {}
+    for split in SPLITS:
+        candidates = (cfg.get("files") or {}).get(split) or []
+        if isinstance(candidates, str):
+            candidates = [candidates]
+        found[split] = next((base / c for c in candidates if (base / c).exists()), None)
+    if found["train"] is None:
+        wanted = (cfg.get("files") or {}).get("train")
+        raise TaskDataError(f"task {cfg['name']}: missing file: none of {wanted} in {base}")
+    return found
+
+
+def load_hub(cfg: Mapping) -> dict[str, tuple[list[Record], Any]]:
+    """Load ``cfg['hub']`` with ``datasets.load_dataset``: {split: (records, features)}."""
+    import datasets  # imported here so tests can monkeypatch datasets.load_dataset
+
+    hub = {k: v for k, v in dict(cfg.get("hub") or {}).items() if v is not None}
+    if "path" not in hub:
+        raise TaskDataError(f"task {cfg['name']}: no data_dir and no hub.path configured")
+    path = hub.pop("path")
+    label = f"{path}/{hub['name']}" if hub.get("name") else path
+    try:
+        loaded = datasets.load_dataset(path, **hub)
+    except Exception as exc:  # any Hub/network failure becomes one actionable line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TaskDataError(f"hub {label}: load_dataset failed ({type(exc).__name__}: {first}); "
+                            f"set task.data_dir=PATH to use local files") from exc
+    out = {}
+    for split, rows in loaded.items():
+        canonical = SPLIT_ALIASES.get(split)
+        if canonical is None:
+            continue
+        records = [(f"hub {label}[{split}] row {i}", dict(row)) for i, row in enumerate(rows)]
+        out[canonical] = (records, getattr(rows, "features", None))
+    if "train" not in out:
+        raise TaskDataError(f"hub {label}: no train split (got {sorted(loaded.keys())})")
+    return out
+
+
+def feature_names(features: Any, key: str) -> list[str] | None:
+    """Class names of a Hub ClassLabel column (also inside Sequence/List), else None."""
+    if features is None or key not in features:
+        return None
+    feature = features[key]
+    feature = getattr(feature, "feature", feature)  # Sequence(ClassLabel) / List(ClassLabel)
+    names = getattr(feature, "names", None)
+    return list(names) if names else None
+
+
+def remap_ids(ids: list[int], hub_names: list[str] | None, label_names: list[str],
+              where: str, field_name: str) -> list[int]:
+    """Translate Hub class ids to indices of ``label_names`` (through the Hub's names if known)."""
+    out = []
+    for i in ids:
+        name = hub_names[i] if hub_names and isinstance(i, int) and 0 <= i < len(hub_names) else i
+        mapped = label_id(name, label_names, where, field_name)
+        if mapped is None:  # a sequence cannot be partly unlabeled
+            raise TaskDataError(f"{where}: field {field_name!r} has unknown label {i!r}")
+        out.append(mapped)
+    return out
+
+
+def collect(records: Iterable[Record], convert: Callable[[dict, str], Iterable[Item]],
+            source: str) -> list[dict] | None:
+    """Convert records to examples; all unlabeled -> None (absent split); mixed -> error."""
+    items = [item for where, row in records for item in convert(row, where)]
+    if not items:
+        raise TaskDataError(f"{source}: empty split (no examples)")
+    labeled = [item for item in items if item[2]]
+    if not labeled:
+        return None
+    if len(labeled) != len(items):
+        where = next(item[0] for item in items if not item[2])
+        raise TaskDataError(f"{where}: missing field 'label' (other examples of {source} are labeled)")
+    return [item[1] for item in items]
+
+
+def normalize_word(word: str) -> str:
+    """Lower-case a word and strip surrounding punctuation (for span checks)."""
+    return word.strip(string.punctuation + "“”‘’").lower()
+
+
+def _k_shot(examples: list[dict], k: int, rng: random.Random, kind: str, where: str) -> list[dict]:
+    """k examples per class (classification, fixed-size multiple choice); k in total otherwise."""
+    sizes = {len(ex["pairs"]) for ex in examples} if kind == "multiple_choice" else set()
+    per_class = kind == "classification" or (kind == "multiple_choice" and len(sizes) == 1)
+    if not per_class:
+        if k > len(examples):
+            raise TaskDataError(f"{where}: k_shot={k} but the train split has {len(examples)} examples")
+        return [examples[i] for i in sorted(rng.sample(range(len(examples)), k))]
+    by_class: dict[int, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_class.setdefault(ex["label"], []).append(i)
+    chosen = []
+    for label in sorted(by_class):
+        if len(by_class[label]) < k:
+            raise TaskDataError(f"{where}: k_shot={k} but class {label} has "
+                                f"{len(by_class[label])} train examples")
+        chosen += rng.sample(by_class[label], k)
+    return [examples[i] for i in sorted(chosen)]
+
+
+def _head(examples: list[dict], n: int) -> list[dict]:
+    """First n examples, never splitting a "group" (MultiRC question) across the cut."""
+    if n >= len(examples) or "group" not in examples[0]:
+        return examples[:n]
+    keep = examples[:n]
+    last = keep[-1]["group"]
+    if examples[n]["group"] == last:  # the cut falls inside a group: drop that partial group
+        trimmed = [ex for ex in keep if ex["group"] != last]
+        keep = trimmed or [ex for ex in examples if ex["group"] == last]
+    return keep
+
+
+def finalize(cfg: dict, built: Built) -> TaskData:
+    """Apply k_shot / max_*_samples, count, and package the TaskData."""
+    counts: dict[str, int] = dict(built.extra_counts)
+    splits: dict[str, list[dict]] = {}
+    for split in SPLITS:
+        examples = built.splits.get(split)
+        if split in built.records:
+            counts[f"records_{split}"] = built.records[split]
+        if examples is None:
+            continue
+        counts[f"source_{split}"] = len(examples)
+        rng = random.Random(cfg["seed"])
+        if split == "train" and cfg["k_shot"]:
+            examples = _k_shot(examples, int(cfg["k_shot"]), rng, cfg["kind"], f"task {cfg['name']}")
+        if split == "train" and cfg["max_train_samples"] and cfg["max_train_samples"] < len(examples):
+            keep = sorted(rng.sample(range(len(examples)), int(cfg["max_train_samples"])))
+            examples = [examples[i] for i in keep]
+        if split != "train" and cfg["max_eval_samples"]:
+            examples = _head(examples, int(cfg["max_eval_samples"]))
+        splits[split] = examples
+        counts[split] = len(examples)
+    if "train" not in splits:
+        raise TaskDataError(f"task {cfg['name']}: the train split has no labeled examples")
+    return TaskData(name=cfg["name"], kind=cfg["kind"], label_names=built.label_names,
+                    splits=splits, counts=counts,
+                    absent_splits=[s for s in SPLITS if s not in splits],
+                    primary_metric=cfg["primary_metric"], config=cfg)

@@ -1,0 +1,161 @@
+"""Official task metrics as small pure functions over maintained libraries (no network).
+
+scikit-learn (accuracy, F1), seqeval (entity-level F1), sacrebleu (corpus BLEU) and rouge-score
+(ROUGE) are called directly: ``evaluate.load`` would fetch the metric scripts from the Hub.
+Every value is a float in [0, 1]; BLEU is sacrebleu's score / 100.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.tasks.base import TaskData
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """Fraction of exact matches."""
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(labels, predictions))
+
+
+def f1_macro(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """Unweighted mean of per-class F1 (CB), over the classes present in labels or predictions."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, predictions, average="macro", zero_division=0))
+
+
+def multirc_f1a_em(predictions: Sequence[int], labels: Sequence[int],
+                   groups: Sequence[Hashable]) -> dict[str, float]:
+    """MultiRC: F1a = binary F1 over all answer-options; EM = share of questions all right."""
+    from sklearn.metrics import f1_score
+
+    f1a = f1_score(labels, predictions, average="binary", pos_label=1, zero_division=0)
+    right: dict[Hashable, bool] = defaultdict(lambda: True)
+    for pred, label, group in zip(predictions, labels, groups):
+        right[group] &= pred == label
+    return {"f1a": float(f1a), "em": sum(right.values()) / len(right)}
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD/ReCoRD answer normalisation: lower case, drop punctuation, articles, extra spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _token_f1(prediction: str, gold: str) -> float:
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def record_f1_em(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
+    """ReCoRD (official script): token F1 / exact match after normalisation, max over golds."""
+    f1 = em = 0.0
+    for prediction, golds in zip(predictions, answers):
+        f1 += max(_token_f1(prediction, g) for g in golds)
+        em += max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds)
+    return {"f1": f1 / len(predictions), "em": em / len(predictions)}
+
+
+def seqeval_f1(predictions: Sequence[Sequence[str]],
+               references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level micro precision / recall / F1 (seqeval default = conlleval) over BIO tags."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    pred, gold = [list(p) for p in predictions], [list(r) for r in references]
+    return {"f1": float(f1_score(gold, pred, zero_division=0)),
+            "precision": float(precision_score(gold, pred, zero_division=0)),
+            "recall": float(recall_score(gold, pred, zero_division=0))}
+
+
+def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """sacrebleu corpus BLEU against all references of each input (variable count) / 100."""
+    import sacrebleu
+
+    width = max(len(refs) for refs in references)
+    # sacrebleu takes reference *streams*; None pads inputs that have fewer references.
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
+    return float(sacrebleu.corpus_bleu(list(predictions), streams).score / 100.0)
+
+
+def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]],
+          types: Sequence[str] = ("rougeL",), use_stemmer: bool = True) -> dict[str, float]:
+    """Mean ROUGE F-measure (rouge-score), best reference per input."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=use_stemmer)
+    totals = dict.fromkeys(types, 0.0)
+    for prediction, refs in zip(predictions, references):
+        scores = scorer.score_multi(list(refs), prediction)
+        for name in types:
+            totals[name] += scores[name].fmeasure
+    return {name: total / len(predictions) for name, total in totals.items()}
+
+
+# ---------------------------------------------------------------- task dispatch
+def _check(predictions: list, examples: list[dict], task: str) -> None:
+    if len(predictions) != len(examples):
+        raise ValueError(f"task {task}: {len(predictions)} predictions for {len(examples)} examples")
+    if not examples:
+        raise ValueError(f"task {task}: nothing to score")
+
+
+def _choice_texts(predictions: list[int], examples: list[dict], task: str) -> list[str]:
+    """ReCoRD: the candidate entity each predicted choice index points at."""
+    out = []
+    for i, (pred, ex) in enumerate(zip(predictions, examples)):
+        if not 0 <= int(pred) < len(ex["entities"]):
+            raise ValueError(f"task {task}: prediction {i} = {pred} is not a choice index")
+        out.append(ex["entities"][int(pred)])
+    return out
+
+
+def _tag_names(predictions: list[list[int]], examples: list[dict], names: list[str],
+               task: str) -> list[list[str]]:
+    out = []
+    for i, (pred, ex) in enumerate(zip(predictions, examples)):
+        if len(pred) != len(ex["tokens"]):
+            raise ValueError(f"task {task}: prediction {i} has {len(pred)} tags for "
+                             f"{len(ex['tokens'])} tokens")
+        out.append([names[int(t)] for t in pred])
+    return out
+
+
+def score_task(task: TaskData, predictions: list, examples: list[dict]) -> dict[str, float]:
+    """Compute every metric named in ``task.config['metric']`` for one split."""
+    _check(predictions, examples, task.name)
+    result: dict[str, float] = {}
+    for metric in task.config["metric"]:
+        if metric == "accuracy":
+            result["accuracy"] = accuracy(predictions, [ex["label"] for ex in examples])
+        elif metric == "f1_macro":
+            result["f1_macro"] = f1_macro(predictions, [ex["label"] for ex in examples])
+        elif metric == "multirc":
+            result.update(multirc_f1a_em(predictions, [ex["label"] for ex in examples],
+                                         [ex["group"] for ex in examples]))
+        elif metric == "record":
+            result.update(record_f1_em(_choice_texts(predictions, examples, task.name),
+                                       [ex["answers"] for ex in examples]))
+        elif metric == "seqeval":
+            gold = [[task.label_names[t] for t in ex["tags"]] for ex in examples]
+            result.update(seqeval_f1(_tag_names(predictions, examples, task.label_names, task.name),
+                                     gold))
+        elif metric == "bleu":
+            result["bleu"] = bleu(predictions, [ex["references"] for ex in examples])
+        elif metric in ("rouge1", "rouge2", "rougeL"):
+            result.update(rouge(predictions, [ex["references"] for ex in examples], (metric,)))
+        else:
+            raise ValueError(f"task {task.name}: unknown metric {metric!r}")
+    return result

@@ -1,0 +1,220 @@
+"""Training loop and evaluation: AdamW/Adafactor, warm-up + linear decay, clipping, best checkpoint.
+
+Everything a record needs is measured here: per-step times (median after warm-up), real and
+virtual token counts, eval and generation throughput, peak memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+from transformers.optimization import Adafactor
+
+from bench.data import Encoded, batch_indices, collate
+from bench.measure import StepTimer, synchronize
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainerConfigError(ValueError):
+    """A trainer setting is out of range."""
+
+
+@dataclass
+class Splits:
+    """Tokenised splits plus what collation needs."""
+
+    encoded: dict[str, Encoded]
+    pad_id: int
+    left_pad: bool
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    best_step: int | None = None
+    test: dict[str, float] | None = None
+    timer: StepTimer | None = None
+    eval_time_s: float = 0.0
+    eval_tokens: int = 0
+    generation_tokens: int = 0
+    generation_time_s: float = 0.0
+
+
+def make_optimizer(parameters: list[torch.nn.Parameter], name: str, lr: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, or Adafactor with a fixed LR as Lester et al. train prompts (lr 0.3)."""
+    if not parameters:
+        raise TrainerConfigError("nothing to train: the method and task leave no trainable parameters")
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "adafactor":
+        return Adafactor(parameters, lr=lr, weight_decay=weight_decay, scale_parameter=False,
+                         relative_step=False, warmup_init=False)
+    raise TrainerConfigError(f"trainer.optimizer={name!r}; choices: ['adamw', 'adafactor']")
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Mixed precision for bf16/fp16: frozen weights in low precision, trainable ones in fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def _batches(encoded: Encoded, splits: Splits, size: int, shuffle: bool, seed: int, group: bool):
+    for indices in batch_indices(encoded.features, size, shuffle, seed, group):
+        yield indices, collate([encoded.features[i] for i in indices], splits.pad_id, splits.left_pad)
+
+
+def total_steps(settings: Mapping[str, Any], train_size: int) -> tuple[int, int]:
+    """(optimizer steps, steps per epoch) from max_steps or epochs."""
+    per_epoch = max(1, math.ceil(train_size / settings["batch_size"]))
+    if settings.get("max_steps"):
+        return int(settings["max_steps"]), per_epoch
+    return int(settings["epochs"]) * per_epoch, per_epoch
+
+
+def train(model, task, splits: Splits, settings: Mapping[str, Any], lr: float, seed: int,
+          device: torch.device, dtype: torch.dtype, evaluate: Callable[[str], dict],
+          result: TrainResult | None = None) -> TrainResult:
+    """Train the model's trainable parameters; evaluate on validation every ``eval_every`` steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, settings.get("optimizer") or "adamw", lr, settings["weight_decay"])
+    steps, per_epoch = total_steps(settings, len(splits.encoded["train"].features))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings["warmup_ratio"] * steps), steps)
+    eval_every = settings.get("eval_every") or per_epoch
+    result = result or TrainResult()
+    result.timer = StepTimer(device, warmup=int(settings.get("timing_warmup_steps", 3)))
+    state = {"best_score": -math.inf, "best_params": None, "losses": []}
+    progress = tqdm(total=steps, desc=f"train {model.method.name}", leave=False, disable=None)
+    step, epoch = 0, 0
+    while step < steps:
+        for _, batch in _batches(splits.encoded["train"], splits, settings["batch_size"], True, seed + epoch,
+                                 bool(settings.get("group_by_length", True))):
+            loss = _train_step(model, batch, optimizer, scheduler, params, settings, device, dtype, result.timer)
+            step += 1
+            state["losses"].append(loss)
+            progress.update(1)
+            if not math.isfinite(loss):
+                raise Diverged(f"training loss became {loss} at step {step}")
+            if step % eval_every == 0 or step == steps:
+                _evaluate_and_track(model, task, step, step / per_epoch, result, state, evaluate)
+            if step >= steps:
+                break
+        epoch += 1
+    progress.close()
+    if state["best_params"] is not None:
+        _load_trainable(model, state["best_params"])  # test metrics come from the best checkpoint
+    return result
+
+
+def _train_step(model, batch, optimizer, scheduler, params, settings, device, dtype, timer: StepTimer) -> float:
+    model.train()
+    timer.start()
+    batch = _to(batch, device)
+    with autocast_context(device, dtype):
+        loss = model(**batch).loss
+    loss.backward()
+    if settings.get("max_grad_norm"):
+        torch.nn.utils.clip_grad_norm_(params, settings["max_grad_norm"])
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    sequences = batch["attention_mask"].shape[0] * (batch["attention_mask"].shape[1]
+                                                    if batch["input_ids"].dim() == 3 else 1)
+    timer.stop(int(batch["attention_mask"].sum()), model.num_virtual_tokens * sequences,
+               int(batch["input_ids"].shape[0]))
+    return float(loss.detach())
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in state:
+                parameter.copy_(state[name])
+
+
+def _evaluate_and_track(model, task, step: int, epoch: float, result: TrainResult, state: dict,
+                        evaluate: Callable[[str], dict]) -> None:
+    metrics = evaluate("validation")
+    losses = state["losses"]
+    entry = {"step": step, "epoch": round(epoch, 4), "split": "validation",
+             "time_s": round(result.timer.total_s, 4),
+             "train_loss": sum(losses) / len(losses) if losses else None, **metrics}
+    state["losses"] = []
+    result.history.append(entry)
+    result.final = dict(metrics)
+    score = metrics[task.primary_metric]
+    if score > state["best_score"]:  # strictly better: ties keep the earlier, cheaper checkpoint
+        state["best_score"], result.best, result.best_step = score, dict(metrics), step
+        state["best_params"] = _trainable_state(model)
+
+
+@torch.no_grad()
+def predict(model, task, encoded: Encoded, splits: Splits, settings: Mapping[str, Any], device: torch.device,
+            dtype: torch.dtype, tokenizer, result: TrainResult) -> tuple[list, float | None]:
+    """Predictions in the task's format, and the mean eval loss (None for generation)."""
+    model.eval()
+    predictions: list = []
+    losses: list[float] = []
+    for indices, batch in _batches(encoded, splits, settings["eval_batch_size"], False, 0, False):
+        batch = _to(batch, device)
+        synchronize(device)
+        start = time.perf_counter()
+        with autocast_context(device, dtype):
+            if task.kind == "generation":
+                predictions += _generate(model, batch, task, tokenizer, result)
+            else:
+                out = model(**batch)
+                losses.append(float(out.loss))
+                predictions += _decode(task, out.logits, batch, [encoded.features[i] for i in indices],
+                                       splits.left_pad)
+        synchronize(device)
+        result.eval_time_s += time.perf_counter() - start
+        result.eval_tokens += int(batch["attention_mask"].sum())
+    return predictions, (sum(losses) / len(losses) if losses else None)
+
+
+def _decode(task, logits: torch.Tensor, batch, features: list[dict], left_pad: bool) -> list:
+    best = logits.argmax(-1).tolist()
+    if task.kind != "token_classification":
+        return best
+    outside = task.label_names.index("O") if "O" in task.label_names else 0
+    width = batch["input_ids"].shape[1]
+    words = []
+    for row, feature in zip(best, features):
+        offset = width - len(feature["input_ids"]) if left_pad else 0
+        # words cut off by max_length are predicted "O" (and counted as truncated in the record)
+        words.append([row[start + offset] if start >= 0 else outside for start in feature["word_starts"]])
+    return words
+
+
+def _generate(model, batch, task, tokenizer, result: TrainResult) -> list[str]:
+    options = dict(task.config.get("generation") or {})
+    start = time.perf_counter()
+    tokens = model.generate(batch["input_ids"], batch["attention_mask"], do_sample=False,
+                            num_beams=int(options.get("num_beams", 1)),
+                            max_new_tokens=int(options.get("max_new_tokens", 64)),
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    synchronize(tokens.device)
+    result.generation_time_s += time.perf_counter() - start
+    result.generation_tokens += int((tokens != tokenizer.pad_token_id).sum())
+    return [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]

@@ -1,0 +1,42 @@
+"""Shared test set-up: offline, a private cache, and Hydra composition helpers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def group_choices(group: str) -> list[str]:
+    """Config names in a conf/ group folder."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose(overrides: list[str]):
+    """Compose the top config with overrides, as ``python -m bench`` would."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m bench ARGS`` in a subprocess, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path) -> Path:
+    return tmp_path / "runs"

@@ -1,0 +1,413 @@
+"""Tests of bench.report on synthetic run records written into tmp_path.
+
+Expected numbers are computed here with pandas straight from the JSON files, independently of
+the report's own loading and aggregation code.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bench.report as report
+from bench.report import comparison as cmp
+
+REPO = Path(__file__).resolve().parents[1]
+BACKBONE = 1_000_000
+SEED_OFFSETS = (-0.01, 0.0, 0.01)  # symmetric, so the seed mean equals the base score
+HISTORY_FRACTIONS = (0.5, 0.8, 0.97, 1.02, 1.0)  # last = final score; 4th = best
+HISTORY_STEPS = (10, 20, 30, 40, 50)
+
+# --- record factory ------------------------------------------------------------------------
+
+
+def make_record(method: str, model: str, task: str, seed: int, score: float, *, status: str = "ok",
+                primary: str = "accuracy", trainable: int = 1000, stored: int | None = None, head: int = 100,
+                tokens_per_s: float = 1000.0, step_time_s: float = 0.01, train_time_s: float = 10.0,
+                peak_memory_bytes: int = 2**28, history_time_s: bool = False, error: str | None = None,
+                final: dict | None = None) -> dict:
+    """A schema-1 record (DESIGN.md) whose validation history ends at ``score``."""
+    history = []
+    for step, fraction in zip(HISTORY_STEPS, HISTORY_FRACTIONS):
+        entry = {"step": step, "epoch": step / 50, "split": "validation", primary: score * fraction}
+        if history_time_s:
+            entry["time_s"] = step * 0.3
+        history.append(entry)
+    history.insert(1, {"step": 15, "epoch": 0.3, "split": "train", "loss": 0.5})  # must be ignored
+    best = max(h[primary] for h in history if h["split"] == "validation")
+    return {
+        "schema": 1, "status": status, "error": error, "method": method, "model": model, "task": task,
+        "seed": seed,
+        "metrics": {"primary": primary, "final": {primary: score} if final is None else final,
+                    "best": {primary: best}, "best_step": 40, "history": history,
+                    "data": {"train": 100, "validation": 50, "test": 0, "truncated": 0}},
+        "params": {"trainable": trainable, "stored": trainable if stored is None else stored, "head": head,
+                   "backbone": BACKBONE, "trainable_percent": 100 * trainable / BACKBONE},
+        "throughput": {"train_tokens_per_s": tokens_per_s, "train_samples_per_s": tokens_per_s / 50,
+                       "step_time_s_median": step_time_s, "eval_tokens_per_s": 2 * tokens_per_s,
+                       "generation_tokens_per_s": None,
+                       "train_time_s": train_time_s, "eval_time_s": 1.0, "peak_memory_bytes": peak_memory_bytes},
+        "provenance": {"git_sha": "0" * 40, "git_dirty": False, "versions": {"torch": "x"}, "device": "cpu",
+                       "dtype": "float32", "config": {"trainer": {"max_steps": 50}}, "overrides": [],
+                       "config_hash": "abc", "base_weights_sha256": {"before": "a", "after": "a"}},
+    }
+
+
+def write_record(runs: Path, record: dict) -> Path:
+    path = runs / record["method"] / record["model"] / record["task"] / f"seed={record['seed']}" / "result.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+# Base scores chosen away from every label threshold (see the comparison assertions).
+SCORES = {  # (model, task) -> method -> base score
+    ("tiny_bert", "rte"): {"prompt_tuning": 0.66, "prefix_tuning": 0.72, "p_tuning_v2": 0.795,
+                           "lora": 0.76, "head_only": 0.60, "full_finetune": 0.80},
+    ("tiny_bert", "cb"): {"prompt_tuning": 0.68, "prefix_tuning": 0.66, "p_tuning_v2": 0.795,  # prefix < prompt
+                          "lora": 0.76, "head_only": 0.60, "full_finetune": 0.80},
+    ("tiny_gpt2", "rte"): {"prompt_tuning": 0.55, "head_only": 0.50},  # no full_finetune runs
+}
+PARAMS = {"prompt_tuning": (600, None), "prefix_tuning": (5000, 2000), "p_tuning_v2": (50_000, 20_000),
+          "lora": (9000, None), "head_only": (100, None), "full_finetune": (BACKBONE + 100, None)}
+SPEED = {"prompt_tuning": 900.0, "prefix_tuning": 800.0, "p_tuning_v2": 700.0, "lora": 850.0,
+         "head_only": 1200.0, "full_finetune": 400.0}
+
+
+def build_runs(runs: Path) -> None:
+    """3 seeds per cell plus one failed, one diverged and one ok-without-score record."""
+    for (model, task), methods in SCORES.items():
+        for method, base in methods.items():
+            trainable, stored = PARAMS[method]
+            for seed, offset in enumerate(SEED_OFFSETS):
+                write_record(runs, make_record(
+                    method, model, task, seed, base + offset, primary="f1" if task == "cb" else "accuracy",
+                    trainable=trainable, stored=stored, tokens_per_s=SPEED[method] + 10 * seed,
+                    step_time_s=0.01 + 0.001 * seed, train_time_s=10.0 + seed, history_time_s=method == "lora",
+                    peak_memory_bytes=2**28 + seed * 2**20))
+    write_record(runs, make_record("prefix_tuning", "tiny_bert", "rte", 3, 0.99, status="failed",
+                                   error="RuntimeError: CUDA out of memory", trainable=5000))
+    write_record(runs, make_record("p_tuning_v2", "tiny_bert", "cb", 3, 0.01, status="diverged", primary="f1",
+                                   error="loss is NaN at step 12", trainable=50_000))
+    write_record(runs, make_record("lora", "tiny_bert", "rte", 3, 0.7, final={}, trainable=9000))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("runs") / "sweep"
+    build_runs(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def df(runs) -> pd.DataFrame:
+    return report.load_records(runs)
+
+
+@pytest.fixture(scope="module")
+def raw(runs) -> pd.DataFrame:
+    """The records read here with json + pandas only: the independent reference."""
+    rows = []
+    for path in sorted(runs.glob("**/result.json")):
+        rec = json.loads(path.read_text())
+        primary = rec["metrics"]["primary"]
+        rows.append({"method": rec["method"], "model": rec["model"], "task": rec["task"], "seed": rec["seed"],
+                     "status": rec["status"], "final": rec["metrics"]["final"].get(primary, np.nan),
+                     "best": rec["metrics"]["best"].get(primary, np.nan), "rec": rec,
+                     **{f"p_{k}": v for k, v in rec["params"].items()}, **rec["throughput"]})
+    frame = pd.DataFrame(rows)
+    frame["ok"] = (frame["status"] == "ok") & frame["final"].notna()
+    return frame
+
+
+@pytest.fixture(scope="module")
+def written(runs, tmp_path_factory) -> report.ReportPaths:
+    return report.write_report(runs, tmp_path_factory.mktemp("out") / "report")
+
+
+def test_factory_records_follow_the_schema(runs):
+    record = pytest.importorskip("bench.record")  # the lead's validator, when present
+    for path in runs.glob("**/result.json"):
+        assert record.validate_record(json.loads(path.read_text())) == [], path
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def test_load_records_keeps_every_record_flat(df, raw):
+    assert len(df) == len(raw) == 3 * 14 + 3
+    assert {"metrics.final.accuracy", "params.trainable", "throughput.train_tokens_per_s",
+            "provenance.versions.torch"} <= set(df.columns)
+    assert df["status"].value_counts().to_dict() == {"ok": 43, "failed": 1, "diverged": 1}
+    assert int(df["usable"].sum()) == int(raw["ok"].sum()) == 42
+    invalid = df[(df["status"] == "ok") & ~df["usable"]]
+    assert list(invalid["problem"]) == ["status ok but no finite final accuracy"]
+
+
+def expected_time_to_95(rec: dict) -> float:
+    m = rec["metrics"]
+    primary = m["primary"]
+    val = [h for h in m["history"] if h.get("split") == "validation"]
+    target = 0.95 * m["best"][primary]
+    first = next(h for h in sorted(val, key=lambda h: h["step"]) if h[primary] >= target)
+    if "time_s" in first:
+        return first["time_s"]
+    return rec["throughput"]["train_time_s"] * first["step"] / max(h["step"] for h in m["history"])
+
+
+def test_time_to_95_from_history_and_time_s(df, raw):
+    ok = raw[raw["ok"]]
+    expected = {(r.method, r.model, r.task, r.seed): expected_time_to_95(r.rec) for r in ok.itertuples()}
+    got = df[df["usable"]].set_index(["method", "model", "task", "seed"])["time_to_95_s"]
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value)
+    assert got[("lora", "tiny_bert", "rte", 0)] == pytest.approx(30 * 0.3)  # time_s field wins
+    assert got[("prompt_tuning", "tiny_bert", "rte", 1)] == pytest.approx(11.0 * 30 / 50)
+
+
+# --- main table --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["final", "best"])
+def test_main_table_numbers_match_pandas(df, raw, variant):
+    ok = raw[raw["ok"]]
+    expected = ok.groupby(["method", "model", "task"])[variant].agg(["mean", "std", "count"])
+    stats = report.main_stats(df, variant).set_index(["method", "model", "task"])
+    assert set(stats.index) == set(expected.index)
+    for key, row in expected.iterrows():
+        assert stats.loc[key, "mean"] == pytest.approx(row["mean"])
+        assert stats.loc[key, "std"] == pytest.approx(row["std"])
+        assert stats.loc[key, "n"] == row["count"] == 3
+    table = report.main_table(df, variant).set_index(["Method", "Model"])
+    for (method, model, task), row in expected.iterrows():
+        column = f"{task} ({'f1' if task == 'cb' else 'accuracy'})"
+        text = f"{row['mean'] * 100:.1f}** ± {row['std'] * 100:.1f}" if "**" in table.loc[(method, model), column] \
+            else f"{row['mean'] * 100:.1f} ± {row['std'] * 100:.1f}"
+        assert text in table.loc[(method, model), column]
+
+
+def test_main_table_marks_best_counts_failures_and_averages(df, raw):
+    table = report.main_table(df).set_index(["Method", "Model"])
+    assert list(table.columns) == ["cb (f1)", "rte (accuracy)", "Average"]
+    bold = {(m, c) for (m, _), row in table.iterrows() for c, v in row.items() if "**" in v}
+    best = raw[raw["ok"]].groupby(["model", "task", "method"])["final"].mean()
+    for (model, task), group in best.groupby(level=[0, 1]):
+        winner = group.idxmax()[2]
+        column = f"{task} ({'f1' if task == 'cb' else 'accuracy'})"
+        assert (winner, column) in bold
+    assert table.loc[("prefix_tuning", "tiny_bert"), "rte (accuracy)"].endswith("(n=3; 1 failed)")
+    assert table.loc[("p_tuning_v2", "tiny_bert"), "cb (f1)"].endswith("(n=3; 1 diverged)")  # not averaged in
+    assert table.loc[("lora", "tiny_bert"), "rte (accuracy)"].endswith("(n=3; 1 invalid)")  # ok without score
+    avg = raw[raw["ok"] & (raw["model"] == "tiny_bert")].groupby(["method", "task"])["final"].mean() \
+        .groupby("method").mean()
+    for method, value in avg.items():
+        assert table.loc[(method, "tiny_bert"), "Average"].replace("*", "").startswith(f"{value * 100:.1f} (2 tasks)")
+    assert table.loc[("prompt_tuning", "tiny_gpt2"), "cb (f1)"] == ""
+
+
+# --- cost table ----------------------------------------------------------------------------------
+
+
+def test_cost_table_numbers_match_pandas(df, raw):
+    ok = raw[raw["ok"]].copy()
+    ok["t95"] = [expected_time_to_95(r) for r in ok["rec"]]
+    ok["pct"] = 100 * ok["p_trainable"] / ok["p_backbone"]
+    groups = ok.groupby(["method", "model"])
+    data = report.cost_data(df).set_index(["method", "model"])
+    assert set(data.index) == set(groups.groups)
+    checks = {"trainable": groups["p_trainable"].median(), "stored": groups["p_stored"].median(),
+              "head": groups["p_head"].median(), "trainable_pct": groups["pct"].median(),
+              "tokens_per_s_mean": groups["train_tokens_per_s"].mean(),
+              "tokens_per_s_std": groups["train_tokens_per_s"].std(),
+              "step_time_s_mean": groups["step_time_s_median"].mean(),
+              "peak_memory_bytes": groups["peak_memory_bytes"].max(),
+              "time_to_95_s_mean": groups["t95"].mean(), "time_to_95_s_std": groups["t95"].std(),
+              "train_time_s_mean": groups["train_time_s"].mean(), "runs": groups.size()}
+    for column, expected in checks.items():
+        for key, value in expected.items():
+            assert data.loc[key, column] == pytest.approx(value), (column, key)
+    table = report.cost_table(df).set_index(["Method", "Model"])
+    row = table.loc[("prefix_tuning", "tiny_bert")]
+    assert row["Trainable params"] == "5.0K (0.50 %)" and row["Stored params"] == "2.0K (0.20 %)"
+    tps = groups["train_tokens_per_s"]
+    assert row["Train tokens/s"] == f"{tps.mean()[('prefix_tuning', 'tiny_bert')]:,.0f} ± " \
+                                    f"{tps.std()[('prefix_tuning', 'tiny_bert')]:,.0f}"
+    assert row["Peak memory (MiB)"] == "258"
+    t95 = groups["t95"]
+    assert row["Time to 95% of best (s)"] == f"{t95.mean()[('prefix_tuning', 'tiny_bert')]:.1f} ± " \
+                                             f"{t95.std()[('prefix_tuning', 'tiny_bert')]:.1f}"
+
+
+# --- comparison table ----------------------------------------------------------------------------
+
+
+def expected_quality(score: float, full: float, head: float) -> str:
+    """The documented thresholds, restated independently of the implementation."""
+    if (full - score) * 100 <= cmp.QUALITY_NEAR_FULL_POINTS:
+        return "≈ full FT"
+    r = (score - head) / (full - head)
+    for bound, label in ((cmp.QUALITY_NEAR_FULL_R, "≈ full FT"), (cmp.QUALITY_HIGH_R, "high"),
+                         (cmp.QUALITY_MEDIUM_R, "medium"), (0.0, "low")):
+        if r >= bound:
+            return label
+    return "below head-only"
+
+
+def expected_volume(pct: float) -> str:
+    for bound, label in ((cmp.VOLUME_TINY_PCT, "tiny"), (cmp.VOLUME_SMALL_PCT, "small"),
+                         (cmp.VOLUME_MEDIUM_PCT, "medium")):
+        if pct < bound:
+            return label
+    return "full"
+
+
+def test_comparison_labels_follow_thresholds(df, raw):
+    import methods
+
+    declared = methods.declarations()
+    table = report.comparison_table(df).set_index(["Method", "Model"])
+    assert list(table.columns) == ["Input influence", "Attention influence", "Uses MLP", "Quality",
+                                   "Parameter volume", "Claim check"]
+    means = raw[raw["ok"] & (raw["model"] == "tiny_bert")].groupby(["method", "task"])["final"].mean().unstack()
+    avg = means.mean(axis=1)
+    labels = {}
+    for method, score in avg.items():
+        label = expected_quality(score, avg["full_finetune"], avg["head_only"])
+        labels[method] = label
+        assert table.loc[(method, "tiny_bert"), "Quality"].startswith(label + ":"), method
+        pct = 100 * PARAMS[method][0] / BACKBONE
+        assert table.loc[(method, "tiny_bert"), "Parameter volume"].startswith(expected_volume(pct) + ":")
+        flags = declared[method]
+        assert table.loc[(method, "tiny_bert"), "Uses MLP"].startswith("yes" if flags["reparameterized"] else "no")
+        assert table.loc[(method, "tiny_bert"), "Input influence"].startswith(
+            "yes" if flags["input_tokens"] or flags["trains_backbone"] else "no")
+        assert table.loc[(method, "tiny_bert"), "Attention influence"].startswith(
+            "yes" if flags["attention_prefix"] or flags["trains_backbone"]
+            else "indirect" if flags["input_tokens"] else "no")
+    # the fixture was built so every label appears
+    assert {labels[m] for m in ("p_tuning_v2", "lora", "prefix_tuning", "prompt_tuning")} == \
+        {"≈ full FT", "high", "medium", "low"}
+    r = (avg["lora"] - avg["head_only"]) / (avg["full_finetune"] - avg["head_only"])
+    assert f"r = {r:.2f}" in table.loc[("lora", "tiny_bert"), "Quality"]
+    assert table.loc[("prompt_tuning", "tiny_gpt2"), "Quality"].startswith("n/a (no full_finetune runs)")
+
+
+@pytest.mark.parametrize("score, full, head, label", [
+    (0.70, 0.80, 0.72, "below head-only"),  # r = -0.25
+    (0.795, 0.80, 0.72, "≈ full FT"),  # within 1 point of full FT
+    (0.92, 0.95, 0.30, "≈ full FT"),  # 3 points below, but r = 0.954
+    (0.86, 0.90, 0.70, "high"),  # r = 0.8
+    (0.62, 0.90, 0.40, "medium"),  # r = 0.44
+    (0.75, 0.90, 0.72, "low"),  # r = 0.17
+])
+def test_quality_label_edges(score, full, head, label):
+    assert cmp.quality_label(score, full, head) == expected_quality(score, full, head) == label
+    assert cmp.quality_label(0.6, math.nan, 0.5) == "n/a (no full_finetune runs)"
+    assert cmp.quality_label(0.6, 0.8, math.nan) == "n/a (no head_only runs)"
+    assert cmp.volume_label(0.09) == "tiny" and cmp.volume_label(0.1) == "small" and cmp.volume_label(10) == "full"
+
+
+def test_claim_check_shows_violations(df, raw):
+    claims = report.claim_check_table(df).set_index(["Model", "Task"])
+    cb = claims.loc[("tiny_bert", "cb")]
+    assert cb["prompt_tuning < prefix_tuning"].startswith("violated (Δ -2.0")
+    assert cb["prefix_tuning < p_tuning_v2"].startswith("holds")
+    assert cb["p_tuning_v2 ≈ full_finetune"] == "holds (gap 0.5)"
+    assert cb["Claim"] == "violated: prompt_tuning < prefix_tuning"
+    assert claims.loc[("tiny_bert", "rte"), "Claim"] == "holds"
+    assert claims.loc[("tiny_gpt2", "rte"), "prefix_tuning < p_tuning_v2"].startswith("n/a (no prefix_tuning")
+    row = report.comparison_table(df).set_index(["Method", "Model"]).loc[("prefix_tuning", "tiny_bert")]
+    assert "prompt_tuning < prefix_tuning: holds on 1/2 tasks (violated: cb)" in row["Claim check"]
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+
+def test_failures_listed_and_counted(df):
+    failures = report.failures_table(df)
+    assert sorted(failures["Status"]) == ["diverged", "failed", "invalid"]
+    assert "CUDA out of memory" in failures.set_index("Status").loc["failed", "Reason"]
+    counts = report.run_counts(df).set_index(["Method", "Model"])
+    assert counts.loc[("prefix_tuning", "tiny_bert"), ["used", "failed", "total"]].tolist() == [6, 1, 7]
+    assert counts.loc[("p_tuning_v2", "tiny_bert"), "diverged"] == 1
+    assert counts.loc[("lora", "tiny_bert"), "invalid"] == 1
+
+
+# --- files, figures, CLI, notebook ---------------------------------------------------------------
+
+
+def test_write_report_writes_every_table_and_figure(written):
+    for name, files in written.tables.items():
+        for kind in ("csv", "md", "tex"):
+            assert files[kind].stat().st_size > 0, (name, kind)
+    assert "\\textbf{" in written.tables["main_final"]["tex"].read_text()
+    names = {p.name for p in written.figures}
+    assert names == {f"{n}.{ext}" for n in report.FIGURE_NAMES for ext in ("png", "pdf")}
+    for path in written.figures:
+        head = path.read_bytes()[:8]
+        assert head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
+        assert path.stat().st_size > 1000
+    data = pd.read_csv(written.tables["main_final"]["data"])
+    assert len(data) == 14 and written.report.read_text().count("![") == len(report.FIGURE_NAMES)
+
+
+def test_pareto_front():
+    points = pd.DataFrame({"x": [1, 2, 3, 4, 4], "y": [0.5, 0.4, 0.7, 0.6, 0.9]})
+    assert report.pareto_front(points, "x", "y").index.tolist() == [0, 2, 4]
+
+
+def test_cli_errors_and_malformed_record(runs, tmp_path, capsys):
+    from bench.report.__main__ import main
+
+    assert main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope" in err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no result.json under" in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    shutil.copytree(runs, copy)
+    bad = copy / "lora" / "tiny_bert" / "cb" / "seed=7" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema": 1, "status": ')
+    assert main([str(copy), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert str(bad) in captured.err and captured.err.count("\n") == 1
+    assert "| prompt_tuning | tiny_bert |" in captured.out  # the others are still reported
+    failures = pd.read_csv(tmp_path / "out" / "failures.csv")
+    assert "unreadable" in set(failures["Status"]) and "seed=7" in failures["Record"].str.cat()
+
+
+def test_cli_module_prints_comparison_and_figures(runs, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.report", str(runs), "--name", "demo"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index("== Comparison") < out.index("Figures:")
+    figures = out.split("Figures:")[1].split()
+    assert len(figures) == 2 * len(report.FIGURE_NAMES)
+    assert all((tmp_path / f).stat().st_size > 0 for f in figures)
+    assert figures[0].startswith("results/reports/demo/figures/")
+
+
+def test_notebook_executes(runs, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("SOFTPROMPT_RUNS_DIR", str(runs))
+    monkeypatch.setenv("SOFTPROMPT_REPORT_OUT", str(tmp_path / "nb"))
+    notebook = nbformat.read(REPO / "notebooks" / "report.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120,
+                            resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+                      for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "Input influence" in outputs and "prompt_tuning < prefix_tuning" in outputs
+    assert all((tmp_path / "nb" / "figures" / f"{n}.png").stat().st_size > 0 for n in report.FIGURE_NAMES)
