@@ -27,10 +27,12 @@ class Encoded:
 
 def _special_frame(tokenizer) -> tuple[list[int], list[int]]:
     """Special tokens the tokenizer puts before and after a single sequence ([CLS] … [SEP], <s> …)."""
-    sentinel = -7
-    framed = tokenizer.build_inputs_with_special_tokens([sentinel])
-    cut = framed.index(sentinel)
-    return list(framed[:cut]), list(framed[cut + 1:])
+    plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("hello")["input_ids"]
+    for cut in range(len(framed) - len(plain) + 1):
+        if framed[cut:cut + len(plain)] == plain:
+            return list(framed[:cut]), list(framed[cut + len(plain):])
+    return [], []
 
 
 def _encode_pairs(tokenizer, firsts: list[str], seconds: list[str | None], max_length: int):

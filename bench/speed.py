@@ -33,7 +33,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -64,8 +64,8 @@ class SpeedConfig:
     gen_batch: int = 4
     prompt_length: int = 64
     new_tokens: int = 32
-    warmup: int = 2
-    steps: int = 5
+    warmup: int = 1
+    steps: int = 4
     gen_steps: int = 2
     repeats: int = 3
     device: str = "auto"
@@ -129,11 +129,13 @@ def quiet() -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
-    previous = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    stack.callback(transformers.logging.set_verbosity, previous)
-    stack.callback(transformers.utils.logging.enable_progress_bar)
+    logging = transformers.utils.logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    stack.callback(logging.set_verbosity, verbosity)
+    if bars:
+        stack.callback(logging.enable_progress_bar)
     return stack
 
 
@@ -272,9 +274,8 @@ def summarize(entry: dict[str, list[float]]) -> dict[str, Any]:
             "wall_s": [round(v, 5) for v in entry["wall"]]}
 
 
-def paired_ratio(times: dict, errors: dict[str, str], needed: tuple[str, ...],
-                 combine: Callable[[dict[str, float]], float] | None = None) -> dict[str, Any]:
-    """Median over rounds of a per-round ratio (default ``needed[0] / needed[1]``), with its IQR.
+def paired_ratio(times: dict, errors: dict[str, str], needed: tuple[str, str]) -> dict[str, Any]:
+    """Median over rounds of ``needed[0] / needed[1]`` per round, its IQR, and the ratio of the medians.
 
     Every round holds one step of each contender, taken back to back, so a per-round ratio compares
     steps that saw the same machine load.
@@ -282,11 +283,10 @@ def paired_ratio(times: dict, errors: dict[str, str], needed: tuple[str, ...],
     missing = [name for name in needed if name not in times]
     if missing:
         return {"value": None, "na": errors.get(missing[0]) or f"{missing[0]} not run"}
-    combine = combine or (lambda walls: walls[needed[0]] / walls[needed[1]])
-    rounds = len(times[needed[0]]["wall"])
-    values = [combine({name: times[name]["wall"][i] for name in needed}) for i in range(rounds)]
-    q1, median, q3 = quartiles(values)
-    return {"value": round(median, 4), "iqr": round(q3 - q1, 4), "n": len(values)}
+    top, bottom = times[needed[0]]["wall"], times[needed[1]]["wall"]
+    q1, median, q3 = quartiles([a / b for a, b in zip(top, bottom)])
+    return {"value": round(median, 4), "iqr": round(q3 - q1, 4), "n": len(top),
+            "of_medians": round(statistics.median(top) / statistics.median(bottom), 4)}
 
 
 def timing_results(contenders: list[Contender], times: dict) -> tuple[dict[str, Any], dict[str, str]]:
@@ -325,8 +325,7 @@ def cls_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> d
         ratios[f"{m}/head_only"] = paired_ratio(times, errors, (m, "head_only"))
     ratios["head_only/full_finetune"] = paired_ratio(times, errors, ("head_only", "full_finetune"))
     ratios["peft_prompt_tuning/full_finetune"] = paired_ratio(times, errors, ("peft_prompt_tuning", "full_finetune"))
-    ratios["p_tuning_v2_overhead/(prompt+prefix)"] = paired_ratio(
-        times, errors, ("p_tuning_v2", "prompt_tuning", "prefix_tuning", "head_only"), ptv2_overhead)
+    ratios["p_tuning_v2_overhead/(prompt+prefix)"] = overhead_ratio(times, errors)
     shapes = {"model": cfg.cls_model, "batch": cfg.batch, "length": cfg.length, "virtual": cfg.virtual}
     return {"shapes": shapes, "methods": results, "ratios": ratios}
 
@@ -335,7 +334,22 @@ def ptv2_overhead(walls: dict[str, float]) -> float:
     """P-Tuning v2's cost over a frozen forward (head-only), over prompt's plus prefix's costs over it."""
     head = walls["head_only"]
     combined = (walls["prompt_tuning"] - head) + (walls["prefix_tuning"] - head)
-    return (walls["p_tuning_v2"] - head) / combined if combined > 0 else float("inf")
+    return (walls["p_tuning_v2"] - head) / combined if combined > 0 else float("nan")
+
+
+def overhead_ratio(times: dict, errors: dict[str, str]) -> dict[str, Any]:
+    """:func:`ptv2_overhead` of the medians (differences of single steps are too noisy to pair)."""
+    needed = ("p_tuning_v2", "prompt_tuning", "prefix_tuning", "head_only")
+    missing = [name for name in needed if name not in times]
+    if missing:
+        return {"value": None, "na": errors.get(missing[0]) or f"{missing[0]} not run"}
+    value = ptv2_overhead({name: statistics.median(times[name]["wall"]) for name in needed})
+    if value != value:  # NaN: the methods' costs over head-only were not measurable
+        return {"value": None, "na": "prompt/prefix steps not slower than head-only here"}
+    per_round = [v for v in (ptv2_overhead({n: times[n]["wall"][i] for n in needed})
+                             for i in range(len(times["head_only"]["wall"]))) if v == v]
+    q1, _, q3 = quartiles(per_round) if per_round else (value, value, value)
+    return {"value": round(value, 4), "iqr": round(q3 - q1, 4), "n": len(times["head_only"]["wall"])}
 
 
 def lm_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
@@ -601,7 +615,16 @@ def build_record(cfg: SpeedConfig, device: torch.device, sections: dict, targets
             "provenance": {"git_sha": sha, "git_dirty": dirty, "versions": package_versions(), "config": asdict(cfg),
                            "argv": sys.argv[1:], "platform": platform.platform(), "cpu_count": os.cpu_count(),
                            "load_average": {"start": load_average, "end": _load_average()},
+                           "busy_at_start": busy(device, load_average),
                            "wall_s": round(time.perf_counter() - started, 1)}}
+
+
+def busy(device: torch.device, load_average: tuple[float, ...] | None) -> bool:
+    """True when, before we start, other processes already occupy cores our CPU threads would use."""
+    if device.type != "cpu" or not load_average:
+        return False
+    spare = (os.cpu_count() or 1) - torch.get_num_threads()
+    return load_average[0] > spare + 0.5
 
 
 def _load_average() -> tuple[float, ...] | None:
@@ -639,7 +662,7 @@ def print_section(name: str, body: dict[str, Any]) -> None:
 
 
 def print_targets(targets: dict[str, dict[str, Any]]) -> None:
-    print("\n== targets (paired per-round medians)")
+    print("\n== targets (ratios: medians of paired per-round ratios)")
     for label, target in targets.items():
         state = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
         note = f"  ({target['na']})" if target.get("na") else ""
@@ -672,10 +695,14 @@ def run_speed(cfg: SpeedConfig) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.dtype, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    cfg.name = cfg.name or ("quick" if cfg.quick else f"{device.type}-{cfg.cls_model}-{cfg.lm_model}")
+    threads = f"-{torch.get_num_threads()}t" if device.type == "cpu" else ""
+    cfg.name = cfg.name or ("quick" if cfg.quick else f"{device.type}{threads}-{cfg.cls_model}-{cfg.lm_model}")
     started, load_average = time.perf_counter(), _load_average()
     print(f"bench.speed: {device} {cfg.dtype}, {torch.get_num_threads()} threads, load average {load_average}; "
           f"{cfg.warmup} warm-up + {cfg.repeats} x {cfg.steps} timed rounds, contenders alternate round-robin")
+    if busy(device, load_average):
+        print("warning: other processes are using the CPU cores this run needs; with several threads each op "
+              "waits for a descheduled thread and timings become erratic - prefer an idle machine or --threads 1")
     sections: dict[str, Any] = {}
     profile = None
     with quiet():
@@ -695,6 +722,37 @@ def run_speed(cfg: SpeedConfig) -> dict[str, Any]:
     path = write_record(record, Path(cfg.out) / cfg.name / "speed.json")
     print(f"\nrecord: {path}")
     return record
+
+
+def summarize_records(paths: list[str]) -> dict[str, dict[str, Any]]:
+    """Median over several speed records (files or folders holding ``speed.json``) of every ratio and figure."""
+    import json
+
+    files = [p / "speed.json" if p.is_dir() else p for p in map(Path, paths)]
+    records = [json.loads(f.read_text()) for f in files if f.is_file()]
+    values: dict[str, list[float]] = {}
+    for record in records:
+        for section, body in record["sections"].items():
+            for key, ratio in body.get("ratios", {}).items():
+                if ratio.get("value") is not None:
+                    values.setdefault(f"{section}:{key}", []).append(ratio["value"])
+            for name, stats in body.get("methods", {}).items():
+                for figure in ("median_s", "tokens_per_s"):
+                    if stats.get(figure) is not None:
+                        values.setdefault(f"{section}:{name}:{figure}", []).append(stats[figure])
+            if "second_s" in body:
+                values.setdefault(f"{section}:second_s", []).append(body["second_s"])
+    limits = {t["ratio"] or "load:second_s": t["limit"] for r in records for t in r["targets"].values()}
+    print(f"{len(records)} records: " + ", ".join(str(f) for f in files if f.is_file()))
+    summary = {}
+    for key, found in values.items():
+        median = statistics.median(found)
+        limit = limits.get(key)
+        met = None if limit is None else (median < limit if key.endswith("second_s") else median <= limit)
+        summary[key] = {"median": round(median, 4), "runs": [round(v, 4) for v in found], "limit": limit, "met": met}
+        state = "" if met is None else ("  met" if met else "  NOT met")
+        print(f"   {key:58} {median:9.4f}  runs {summary[key]['runs']}" + (f"  limit {limit:g}{state}" if limit else ""))
+    return summary
 
 
 def parse_args(argv: list[str] | None = None) -> SpeedConfig:
@@ -717,7 +775,8 @@ def parse_args(argv: list[str] | None = None) -> SpeedConfig:
     add("--out", help="output folder (default results/speed)")
     add("--name", help="record folder name (default <device>-<cls model>-<lm model>, or quick)")
     args = vars(parser.parse_args(argv))
-    cfg = SpeedConfig(**(QUICK if args.pop("quick") else {}), quick="--quick" in (argv or sys.argv[1:]))
+    quick = args.pop("quick")
+    cfg = SpeedConfig(**(QUICK if quick else {}), quick=quick)
     model = args.pop("model")
     if model:
         cfg.cls_model, cfg.lm_model = model, model if model_config(model).get("decoder") else None
@@ -733,6 +792,11 @@ def parse_args(argv: list[str] | None = None) -> SpeedConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.speed [options]``, or ``python -m bench.speed summarize RECORD_OR_DIR...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["summarize"]:
+        summarize_records(argv[1:])
+        return 0
     run_speed(parse_args(argv))
     return 0
 

@@ -12,6 +12,8 @@ from methods.registry import MethodConfig, register
 @register
 @dataclass
 class HeadOnlyConfig(MethodConfig):
+    """Frozen backbone; only the task head trains (nothing to train for generation)."""
+
     name = "head_only"
     baseline = True
     description = "frozen backbone, trainable task head only"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from methods.registry import MethodConfig, MethodConfigError, register
 
@@ -25,6 +26,8 @@ def default_targets(model_type: str) -> list[str]:
 @register
 @dataclass
 class LoraConfig(MethodConfig):
+    """Rank-``r`` updates B·A (scaled by alpha/r) of the attention projections; B starts at 0."""
+
     name = "lora"
     baseline = True
     description = "rank-r updates of the attention projections (peft)"
@@ -39,15 +42,20 @@ class LoraConfig(MethodConfig):
         if self.r < 1:
             raise MethodConfigError(f"method.r must be >= 1, got {self.r}")
 
-    def prepare_backbone(self, backbone) -> None:
+    def prepare_backbone(self, backbone: Any) -> None:
         from peft import LoraConfig as PeftLoraConfig, inject_adapter_in_model
 
+        from transformers.pytorch_utils import Conv1D
+
         targets = list(self.target_modules or default_targets(backbone.config.model_type))
+        # GPT-2's Conv1D stores weights transposed; say so rather than let peft warn and correct it
+        transposed = any(isinstance(module, Conv1D) for name, module in backbone.named_modules()
+                         if name.rsplit(".", 1)[-1] in targets)
         config = PeftLoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                                target_modules=targets)
+                                target_modules=targets, fan_in_fan_out=transposed)
         inject_adapter_in_model(config, backbone)
         for name, parameter in backbone.named_parameters():
             parameter.requires_grad_("lora_" in name)
 
-    def adapter_state(self, backbone) -> dict:
+    def adapter_state(self, backbone: Any) -> dict[str, Any]:
         return {name: tensor.detach() for name, tensor in backbone.state_dict().items() if "lora_" in name}

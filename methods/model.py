@@ -136,6 +136,7 @@ class AdaptedModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the backbone's weights (and so the inputs) live."""
         return next(self.backbone.parameters()).device
 
     @property

@@ -15,6 +15,8 @@ from methods.virtual import PrefixConfig
 @register
 @dataclass
 class PTuningV2Config(PrefixConfig):
+    """Prompt tuning and prefix tuning from the same N embeddings."""
+
     name = "p_tuning_v2"
     input_tokens = True
     attention_prefix = True

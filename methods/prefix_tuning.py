@@ -16,6 +16,8 @@ from methods.virtual import PrefixConfig
 @register
 @dataclass
 class PrefixTuningConfig(PrefixConfig):
+    """Per-layer K/V prefixes from Embedding → MLP (or a flat table); input untouched."""
+
     name = "prefix_tuning"
     attention_prefix = True
     reparameterized = True  # declared for the default prefix_projection=True

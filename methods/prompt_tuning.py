@@ -14,6 +14,8 @@ from methods.virtual import SoftPromptConfig
 @register
 @dataclass
 class PromptTuningConfig(SoftPromptConfig):
+    """N trainable input embeddings (N·d parameters), nothing else."""
+
     name = "prompt_tuning"
     input_tokens = True
     description = "N virtual token embeddings prepended to the input"

@@ -6,7 +6,7 @@ so all three are one module, :class:`SoftPrompt`, configured by their method fil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -181,6 +181,10 @@ class PrefixConfig(SoftPromptConfig):
             raise MethodConfigError(f"method.prefix_hidden_size must be >= 1, got {self.prefix_hidden_size}")
         if not 0 <= self.prefix_dropout < 1:
             raise MethodConfigError(f"method.prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
+        if self.init != "random" and not (self.input_tokens or self.prefix_projection):
+            # init sets the embedding E; a flat prefix has no E, so the choice would be silently ignored
+            raise MethodConfigError(f"method.init={self.init!r} initialises the embedding E, which "
+                                    f"'{self.name}' with prefix_projection=false does not have; use init=random")
 
     def declared(self) -> dict[str, bool]:
         """A flat prefix (``prefix_projection=False``) is trained directly: not reparameterized."""

@@ -23,12 +23,24 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def compose(overrides: list[str]):
+def compose(overrides: list[str], hydra_node: bool = True):
     """Compose the top config with overrides, as ``python -m bench`` would."""
     from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside composer(): reuse the loaded config repository
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra_node)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra_node)
+
+
+@pytest.fixture
+def composer():
+    """Keep Hydra initialised for a test that composes many configs."""
+    from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        yield compose
 
 
 def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:

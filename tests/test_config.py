@@ -17,12 +17,12 @@ def _kind(task: str) -> str:
 
 
 @pytest.mark.parametrize("task", group_choices("task"))
-def test_every_method_model_task_combination_composes(task: str) -> None:
+def test_every_method_model_task_combination_composes(task: str, composer) -> None:
     for method in group_choices("method"):
         for model in group_choices("model"):
             if _kind(task) == "generation" and model not in DECODERS:
                 continue  # encoders cannot generate; the runner refuses this pair with a clear error
-            cfg = compose([f"method={method}", f"model={model}", f"task={task}", "trainer=smoke"])
+            cfg = composer([f"method={method}", f"model={model}", f"task={task}", "trainer=smoke"])
             assert (cfg.method.name, cfg.model.name, cfg.task.name) == (method, model, task)
             assert cfg.trainer.max_steps > 0
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaModel, T5Config, T5Model
+from transformers import LlamaConfig, LlamaModel, T5Config, T5Model
 
 import methods
 import methods.injection as injection
@@ -280,6 +280,26 @@ def test_example_output_same_alone_and_in_padded_batch(arch: str, side: str, met
     assert real.sum() < len(real)  # the batch really was padded
 
 
+@pytest.mark.parametrize("arch,side", PADDING)
+def test_classification_head_reads_the_token_the_model_pools(arch: str, side: str) -> None:
+    """First real token ([CLS]) for encoders, last real token for decoders, as their own
+    *ForSequenceClassification pool; with the prefix invisible the head sees the base model's state."""
+    base = load(arch).backbone.eval()
+    model, tok = adapted(arch, "prefix_tuning")
+    inputs = batch(tok, TEXTS, side)
+    mask = inputs["attention_mask"]
+    positions = torch.arange(mask.shape[1]).expand_as(mask)
+    if arch in DECODERS:
+        index = (positions * mask).argmax(-1)
+    else:
+        index = torch.where(mask.bool(), positions, mask.shape[1]).argmin(-1)
+    with torch.no_grad():
+        states = base(**inputs).last_hidden_state if side == "right" else \
+            base(**inputs, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+        logits = model(**inputs, prefix_visible=False).logits
+    assert torch.allclose(logits, model.head(states[torch.arange(len(TEXTS)), index]), atol=ATOL)
+
+
 @pytest.mark.parametrize("method", SOFT)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_multiple_choice_pads_choices_and_masks_missing_ones(arch: str, method: str) -> None:
@@ -414,12 +434,16 @@ def expected_counts(arch: str, method: str, overrides: dict, head: int, backbone
     return method_counts[0] + head, method_counts[1] + head
 
 
-@pytest.mark.parametrize("kind", ["classification", "multiple_choice", "generation"])
-@pytest.mark.parametrize("method,overrides", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("arch", ARCHS)
-def test_parameter_counts_follow_the_formulas(arch: str, method: str, overrides: dict, kind: str) -> None:
-    if kind == "generation" and (arch not in DECODERS or method == "head_only"):
-        pytest.skip("encoders do not generate; head_only has nothing to train without a head")
+# encoders do not generate; head_only has nothing to train without a head (its own test)
+COUNT_CASES = [(arch, kind, method, overrides) for arch in ARCHS
+               for kind in ("classification", "multiple_choice", "generation")
+               for method, overrides in CASES
+               if kind != "generation" or (arch in DECODERS and method != "head_only")]
+
+
+@pytest.mark.parametrize("arch,kind,method,overrides", COUNT_CASES,
+                         ids=[f"{a}-{k}-{m}{'-flat' if o else ''}" for a, k, m, o in COUNT_CASES])
+def test_parameter_counts_follow_the_formulas(arch: str, kind: str, method: str, overrides: dict) -> None:
     backbone = backbone_count(arch, kind)
     model, _ = adapted(arch, method, kind, **overrides)
     d = GEOMETRY[arch][0]
@@ -633,6 +657,9 @@ def test_unknown_or_incomplete_init_is_refused_in_one_line(method: str) -> None:
     assert "random" in one_line(error)
     with pytest.raises(MethodConfigError):
         get_method(method).from_dict({"init": "text"})
+    if method == "prefix_tuning":  # a flat prefix has no embedding for init to set
+        with pytest.raises(MethodConfigError, match="prefix_projection"):
+            get_method(method).from_dict({"init": "vocab", "prefix_projection": False})
     loaded = load("bert")
     with pytest.raises(MethodConfigError):  # built directly, skipping from_dict
         AdaptedModel(loaded.backbone, get_method(method)(init="zeros"), "classification", num_labels=2)

@@ -6,6 +6,7 @@ Every loader hook returns a ``Built`` (label names plus, per split, the converte
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 import string
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.tasks.metrics import METRIC_KEYS
 
 TASK_KINDS = ("classification", "multiple_choice", "token_classification", "generation")
 SPLITS = ("train", "validation", "test")
@@ -78,7 +81,7 @@ def plain_config(cfg: Mapping) -> dict:
             cfg = OmegaConf.to_container(cfg, resolve=True)
     except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
         pass
-    out = {**DEFAULTS, **json.loads(json.dumps(dict(cfg)))}
+    out = {**DEFAULTS, **copy.deepcopy(dict(cfg))}
     for key in ("name", "kind", "loader", "metric", "primary_metric"):
         if not out.get(key):
             raise TaskDataError(f"task config {out.get('name', '?')}: missing field {key!r}")
@@ -86,6 +89,11 @@ def plain_config(cfg: Mapping) -> dict:
         raise TaskDataError(f"task config {out['name']}: kind {out['kind']!r} not in {TASK_KINDS}")
     if isinstance(out["metric"], str):
         out["metric"] = [out["metric"]]
+    unknown = [m for m in out["metric"] if m not in METRIC_KEYS]
+    produced = [key for m in out["metric"] if m in METRIC_KEYS for key in METRIC_KEYS[m]]
+    if unknown or out["primary_metric"] not in produced:
+        raise TaskDataError(f"task config {out['name']}: metric {out['metric']} / primary_metric "
+                            f"{out['primary_metric']!r} invalid (metrics: {sorted(METRIC_KEYS)})")
     return out
 
 
@@ -209,7 +217,7 @@ def remap_ids(ids: list[int], hub_names: list[str] | None, label_names: list[str
 
 
 def collect(records: Iterable[Record], convert: Callable[[dict, str], Iterable[Item]],
-            source: str) -> list[dict] | None:
+            source: str, label_field: str = "label") -> list[dict] | None:
     """Convert records to examples; all unlabeled -> None (absent split); mixed -> error."""
     items = [item for where, row in records for item in convert(row, where)]
     if not items:
@@ -219,7 +227,8 @@ def collect(records: Iterable[Record], convert: Callable[[dict, str], Iterable[I
         return None
     if len(labeled) != len(items):
         where = next(item[0] for item in items if not item[2])
-        raise TaskDataError(f"{where}: missing field 'label' (other examples of {source} are labeled)")
+        raise TaskDataError(f"{where}: missing field {label_field!r} "
+                            f"(other examples of {source} are labeled)")
     return [item[1] for item in items]
 
 

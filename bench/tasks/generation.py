@@ -68,27 +68,43 @@ def _lex_text(lex: ET.Element) -> str:
     return ((child.text if child is not None else lex.text) or "").strip()
 
 
-def read_webnlg_dir(split_dir: Path) -> list[Record]:
-    """All entries of the WebNLG XML files under ``split_dir`` (``*triples/*.xml`` or test files)."""
+def read_webnlg_dir(split_dir: Path) -> tuple[list[Record], int]:
+    """All entries of the WebNLG XML files under ``split_dir`` (``*triples/*.xml`` or test files).
+
+    A file without any <lex> (the 2017 ``testdata_no_lex.xml`` next to ``testdata_with_lex.xml``)
+    is input-only: it is left out and counted, the second value returned.
+    """
     files = sorted(split_dir.rglob("*.xml"))
     if not files:
         raise TaskDataError(f"{split_dir}: missing file: no *.xml under this directory")
-    records = []
+    records: list[Record] = []
+    unlabeled_files = 0
     for path in files:
-        try:
-            root = ET.parse(path).getroot()
-        except ET.ParseError as exc:
-            raise TaskDataError(f"{path}:{exc.position[0]}: malformed XML ({exc})") from None
-        for entry in root.iter("entry"):
-            where = f"{path} entry eid={entry.get('eid')}"
-            tripleset = entry.find("modifiedtripleset")
-            triples = [(t.text or "").strip() for t in tripleset.iter("mtriple")] if tripleset is not None else []
-            if not triples:
-                raise TaskDataError(f"{where}: missing field 'modifiedtripleset/mtriple'")
-            refs = [_lex_text(lex) for lex in entry.findall("lex")]
-            if any(not ref for ref in refs):
-                raise TaskDataError(f"{where}: field 'lex' is empty")
-            records.append((where, {"source": linearize_triples(triples, where), "references": refs}))
+        file_records = _webnlg_file(path)
+        if any(row["references"] for _where, row in file_records):
+            records += file_records
+        else:
+            unlabeled_files += 1
+    return records, unlabeled_files
+
+
+def _webnlg_file(path: Path) -> list[Record]:
+    """Entries of one WebNLG XML file: linearised modified triples and their <lex> texts."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise TaskDataError(f"{path}:{exc.position[0]}: malformed XML ({exc})") from None
+    records = []
+    for entry in root.iter("entry"):
+        where = f"{path} entry eid={entry.get('eid')}"
+        tripleset = entry.find("modifiedtripleset")
+        triples = [(t.text or "").strip() for t in tripleset.iter("mtriple")] if tripleset is not None else []
+        if not triples:
+            raise TaskDataError(f"{where}: missing field 'modifiedtripleset/mtriple'")
+        refs = [_lex_text(lex) for lex in entry.findall("lex")]
+        if any(not ref for ref in refs):
+            raise TaskDataError(f"{where}: field 'lex' is empty")
+        records.append((where, {"source": linearize_triples(triples, where), "references": refs}))
     return records
 
 
@@ -145,15 +161,17 @@ def _file_records(cfg: dict) -> tuple[dict[str, list[Record] | None], dict[str, 
     base = data_dir(cfg)
     if cfg["loader"] == "xsum":
         return read_xsum_dir(base, cfg)
-    out = {}
+    out: dict[str, list[Record] | None] = {}
+    extra: dict[str, int] = {}
     for split, path in find_split_files(cfg, base).items():
         if path is None:
             out[split] = None
         elif cfg["loader"] == "e2e":
             out[split] = read_e2e_csv(path, cfg.get("columns") or {"source": "mr", "reference": "ref"})
         else:
-            out[split] = read_webnlg_dir(path)
-    return out, {}
+            out[split], extra[f"unlabeled_files_{split}"] = read_webnlg_dir(path)
+            out[split] = out[split] or None  # only input-only files: the split is unlabeled
+    return out, extra
 
 
 def build(cfg: dict) -> Built:
@@ -174,5 +192,5 @@ def build(cfg: dict) -> Built:
         if cfg.get("group_by_source", True):
             rows = group_by_source(rows)
         splits[split] = collect(rows, lambda row, where: [(where, row, bool(row["references"]))],
-                                f"task {cfg['name']} split {split}")
+                                f"task {cfg['name']} split {split}", "references")
     return Built(label_names=None, splits=splits, records=records, extra_counts=extra)

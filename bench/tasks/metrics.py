@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 
 _PUNCTUATION = frozenset(string.punctuation)
 
+# metric name in a task config -> the keys it adds to compute_metrics' result
+METRIC_KEYS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("accuracy",), "f1_macro": ("f1_macro",), "multirc": ("f1a", "em"),
+    "record": ("f1", "em"), "seqeval": ("f1", "precision", "recall"), "bleu": ("bleu",),
+    "rouge1": ("rouge1",), "rouge2": ("rouge2",), "rougeL": ("rougeL",),
+}
+
 
 def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
     """Fraction of exact matches."""

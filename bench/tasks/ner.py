@@ -92,10 +92,12 @@ def build(cfg: dict) -> Built:
     records: dict[str, int] = {}
     if cfg["data_dir"]:
         for split, path in find_split_files(cfg, data_dir(cfg)).items():
-            rows = read_conll(path) if path else None
-            records.update({split: len(rows)} if rows is not None else {})
-            splits[split] = None if path is None else collect(
-                rows, lambda row, where: _from_columns(row, where, names), str(path))
+            if path is None:
+                splits[split] = None
+                continue
+            rows = read_conll(path)
+            records[split] = len(rows)
+            splits[split] = collect(rows, lambda row, where: _from_columns(row, where, names), str(path))
         return Built(label_names=names, splits=splits, records=records)
     convert = _from_hub_spans if cfg.get("hub_format") == "spans" else _from_hub_tags
     tag_field = (cfg.get("hub_fields") or {}).get("tags", "ner_tags")

@@ -211,5 +211,6 @@ def build(cfg: dict) -> Built:
             splits[split] = None
             continue
         rows, hub_names, label = source
-        splits[split] = collect(rows, lambda row, where: convert(row, where, names, hub_names), label)
+        splits[split] = collect(rows, lambda row, where: convert(row, where, names, hub_names), label,
+                                "answers" if subset == "record" else "label")
     return Built(label_names=names, splits=splits, records=counts)

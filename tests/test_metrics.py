@@ -1,0 +1,77 @@
+"""Metric functions: perfect predictions score 1.0, hand-checked cases match the official definitions."""
+import math
+
+import pytest
+
+from bench.tasks import metrics
+
+
+def test_accuracy_hand_checked():
+    assert metrics.accuracy([0, 1, 1, 0], [0, 1, 0, 0]) == 0.75
+    assert metrics.accuracy([2, 1, 0], [2, 1, 0]) == 1.0
+
+
+def test_f1_macro_hand_checked():
+    labels = [0, 0, 1, 2, 2, 2]
+    preds = [0, 1, 1, 2, 2, 0]
+    # class 0: P=1/2 R=1/2 F=1/2; class 1: P=1/2 R=1 F=2/3; class 2: P=1 R=2/3 F=4/5
+    assert metrics.f1_macro(preds, labels) == pytest.approx((0.5 + 2 / 3 + 0.8) / 3)
+    assert metrics.f1_macro(labels, labels) == 1.0
+
+
+def test_multirc_f1a_and_exact_match():
+    groups = ["q1", "q1", "q1", "q2", "q2", "q3"]
+    labels = [1, 0, 1, 0, 1, 1]
+    preds = [1, 0, 1, 1, 1, 0]
+    # tp=3 fp=1 fn=1 -> F1a = 3/4; only q1 has every answer-option right -> EM = 1/3
+    out = metrics.multirc_f1a_em(preds, labels, groups)
+    assert out["f1a"] == pytest.approx(0.75)
+    assert out["em"] == pytest.approx(1 / 3)
+    assert metrics.multirc_f1a_em(labels, labels, groups) == {"f1a": 1.0, "em": 1.0}
+
+
+def test_record_normalisation_and_max_over_golds():
+    assert metrics.normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    out = metrics.record_f1_em(["the Eiffel Tower!", "Paris France", "London"],
+                               [["Eiffel Tower"], ["Paris", "France"], ["Paris"]])
+    # "Paris France" vs "Paris": P=1/2 R=1 -> F1=2/3 (same for "France"); EM 0
+    assert out["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert out["em"] == pytest.approx(1 / 3)
+    assert metrics.record_f1_em(["Paris"], [["London", "paris."]]) == {"f1": 1.0, "em": 1.0}
+
+
+def test_seqeval_entity_level_micro():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]]
+    # entities: gold PER, LOC, ORG; pred PER, ORG(wrong type), ORG -> tp=2 of 3 and 3
+    out = metrics.seqeval_f1(pred, gold)
+    assert out == pytest.approx({"f1": 2 / 3, "precision": 2 / 3, "recall": 2 / 3})
+    # a boundary error is a whole miss, not partial credit
+    assert metrics.seqeval_f1([["B-PER", "O"]], [["B-PER", "I-PER"]])["f1"] == 0.0
+    assert metrics.seqeval_f1(gold, gold)["f1"] == 1.0
+
+
+def test_bleu_hand_checked():
+    # 1-4gram precisions 5/6, 3/5, 1/4, 0/3 -> sacrebleu 'exp' smoothing gives 1/(2*3); BP = 1
+    expected = (5 / 6 * 3 / 5 * 1 / 4 * 1 / 6) ** 0.25
+    got = metrics.bleu(["the cat sat on the mat"], [["the cat is on the mat"]])
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert math.isclose(got, 0.37996, abs_tol=1e-4)
+
+
+def test_bleu_uses_all_references_with_variable_counts():
+    hyps = ["the cat sat on the mat", "a dog ran in the big park"]
+    refs = [["the cat is on the mat", "the cat sat on the mat"], ["a dog ran in the big park"]]
+    assert metrics.bleu(hyps, refs) == pytest.approx(1.0)
+    assert metrics.bleu(hyps[:1], refs[:1]) == pytest.approx(1.0)
+
+
+def test_rouge_hand_checked_and_multi_reference():
+    out = metrics.rouge(["the cat sat on the mat"], [["the cat is on the mat"]],
+                        ("rouge1", "rouge2", "rougeL"))
+    # unigram overlap 5/6; bigram overlap 3/5; LCS "the cat on the mat" = 5 of 6
+    assert out == pytest.approx({"rouge1": 5 / 6, "rouge2": 3 / 5, "rougeL": 5 / 6})
+    best = metrics.rouge(["the cat sat on the mat"],
+                         [["completely different words", "the cat is on the mat"]])
+    assert best["rougeL"] == pytest.approx(5 / 6)
+    assert metrics.rouge(["a b c"], [["a b c"]])["rougeL"] == 1.0
