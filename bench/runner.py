@@ -141,6 +141,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     settings = config["trainer"]
     method_fields = {k: v for k, v in config["method"].items() if k != "name"}
     method = get_method(config["method"]["name"]).from_dict(method_fields)
+    record["declarations"] = method.declared()
     task = load_task(config["task"])
     _cap_eval(task, settings.get("max_eval_samples"))
     loaded = load_model(config["model"], task.kind)
@@ -165,6 +166,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
 
 PAPER_TRAINER_KEYS = ("batch_size", "epochs", "lr", "max_steps", "warmup_ratio", "weight_decay")
 PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection", "prefix_hidden_size")
+PAPER_TASK_KEYS = ("max_length",)
 
 
 def apply_paper_settings(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -192,6 +194,8 @@ def apply_paper_settings(config: dict[str, Any]) -> dict[str, Any] | None:
             config["trainer"][key] = value
         elif key in PAPER_METHOD_KEYS and key in config["method"]:
             config["method"][key] = value
+        elif key in PAPER_TASK_KEYS:
+            config["task"][key] = value
         else:
             applied.pop(key)
     return applied

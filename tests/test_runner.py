@@ -115,3 +115,70 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(runs_root: Path) -> None:
               datetime.fromisoformat(r["provenance"]["finished_at"])) for r in found]
     assert found[0]["provenance"]["pid"] != found[1]["provenance"]["pid"]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], "runs did not overlap in time"
+
+
+def test_paper_trainer_applies_the_tasks_published_settings_to_soft_prompt_methods_only() -> None:
+    from bench.runner import apply_paper_settings
+
+    block = {"roberta_large": {"batch_size": 32, "lr": 0.005, "epochs": 100, "num_virtual_tokens": 128,
+                               "max_length": 128}}
+
+    def config(method: str, trainer: str = "paper") -> dict:
+        cfg = run_config([f"method={method}", "model=roberta_large", "task=rte", f"trainer={trainer}"])
+        cfg["trainer"]["name"] = trainer  # run_config adds trainer=smoke; the name selects the behaviour
+        cfg["task"]["paper"] = block
+        return cfg
+
+    prefix = config("p_tuning_v2")
+    assert apply_paper_settings(prefix) == block["roberta_large"]
+    assert (prefix["trainer"]["batch_size"], prefix["trainer"]["lr"], prefix["method"]["num_virtual_tokens"],
+            prefix["task"]["max_length"]) == (32, 0.005, 128, 128)
+    full = config("full_finetune")
+    applied = apply_paper_settings(full)
+    assert "lr" not in applied and full["trainer"]["lr"] is None and full["trainer"]["batch_size"] == 32
+    assert "num_virtual_tokens" not in applied  # full fine-tuning has no such field
+    untouched = config("p_tuning_v2", trainer="default")
+    assert apply_paper_settings(untouched) is None and untouched["trainer"]["batch_size"] != 32
+
+
+def test_bf16_run_keeps_trainable_parameters_in_fp32(tmp_path: Path) -> None:
+    record = execute(run_config(["method=prefix_tuning", "model=tiny_llama", "task=synth_cls", "dtype=bf16"]),
+                     tmp_path)
+    assert record["status"] == "ok", record["error"]
+    assert record["provenance"]["dtype"] == "bf16"
+    fp16 = execute(run_config(["method=prefix_tuning", "model=tiny_llama", "task=synth_cls", "dtype=fp16",
+                               "device=cpu"]), tmp_path / "fp16")
+    assert fp16["status"] == "failed" and "fp16 needs a GPU" in fp16["error"]
+
+
+def test_placement_casts_frozen_weights_only() -> None:
+    import torch
+    import yaml
+
+    from bench.models import load_model
+    from bench.runner import _place
+    from methods import get_method
+    from methods.model import AdaptedModel
+
+    loaded = load_model(yaml.safe_load(open("conf/model/tiny_llama.yaml")), "classification")
+    model = AdaptedModel(loaded.backbone, get_method("p_tuning_v2").from_dict({}), "classification", num_labels=2)
+    _place(model, torch.device("cpu"), torch.bfloat16)
+    dtypes = {p.requires_grad: set() for p in model.parameters()}
+    for parameter in model.parameters():
+        dtypes[parameter.requires_grad].add(parameter.dtype)
+    assert dtypes == {True: {torch.float32}, False: {torch.bfloat16}}
+
+
+def test_optimizer_choices() -> None:
+    import torch
+    from transformers.optimization import Adafactor
+
+    from bench.train import TrainerConfigError, make_optimizer
+
+    weight = [torch.nn.Parameter(torch.zeros(3))]
+    assert isinstance(make_optimizer(weight, "adafactor", 0.3, 0.0), Adafactor)
+    assert isinstance(make_optimizer(weight, "adamw", 1e-3, 0.0), torch.optim.AdamW)
+    with pytest.raises(TrainerConfigError, match="adamw"):
+        make_optimizer(weight, "sgd", 1e-3, 0.0)
+    with pytest.raises(TrainerConfigError, match="nothing to train"):
+        make_optimizer([], "adamw", 1e-3, 0.0)
