@@ -479,13 +479,17 @@ def test_synthetic_is_deterministic_unique_and_sized(name):
 
 
 def test_synth_cls_is_balanced_and_relational():
-    data = load("synth_cls", n_train=300)
+    data = load("synth_cls", n_train=300, n_classes=3)
     labels = [ex["label"] for ex in data.splits["train"]]
     assert [labels.count(i) for i in range(3)] == [100, 100, 100]
     assert data.label_names == ["entailment", "contradiction", "neutral"]
-    two = load("synth_cls", n_classes=2)
+    two = load("synth_cls")
     assert two.label_names == ["entailment", "contradiction"]
-    assert {ex["label"] for ex in two.splits["train"]} == {0, 1}
+    assert [ex["label"] for ex in two.splits["train"]].count(0) == 256
+    # entailment and contradiction pairs use the same words: only who-did-what differs
+    for ex in two.splits["train"][:50]:
+        first = sorted(ex["text"].rstrip(".").split()[:-3])  # drop "at the <place>"
+        assert first == sorted(ex["text_pair"].rstrip(".").split())
     perfect = [ex["label"] for ex in data.splits["validation"]]
     assert data.compute_metrics(perfect, "validation") == {"accuracy": 1.0, "f1_macro": 1.0}
 
@@ -510,4 +514,4 @@ def test_configs_compose_under_hydra():
         cfg = compose(overrides=["+task=synth_cls", "task.n_train=12", "task.n_validation=6",
                                  "task.n_test=0", "task.k_shot=2", "task.data_dir=null"])
     data = load_task(cfg.task)
-    assert data.counts["source_train"] == 12 and data.counts["train"] == 6  # 2 per class
+    assert data.counts["source_train"] == 12 and data.counts["train"] == 4  # 2 per class

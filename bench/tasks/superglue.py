@@ -57,7 +57,7 @@ FLATTEN = {"multirc": _flatten_multirc, "record": _flatten_record, "wsc": _flatt
 def _align(words: list[str], index: int, span: str, where: str, key: str) -> int:
     """Word index of ``span`` near ``index``; the release has a few spans off by one word."""
     target = [normalize_word(w) for w in span.split()]
-    for start in (index, index - 1, index + 1):
+    for start in (index, index - 1, index + 1) if target else ():
         got = [normalize_word(w) for w in words[max(start, 0):start + len(target)]]
         if start >= 0 and len(got) == len(target) and all(
                 g == t or g.startswith(t) for g, t in zip(got, target)):

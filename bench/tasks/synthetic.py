@@ -2,12 +2,13 @@
 
 * ``synth_cls`` - sentence pairs about a transfer ("Anna gave the book to Paul at the park." /
   "Paul gave the book to Anna."); the label is the relation BETWEEN the sentences: same roles
-  (entailment), roles swapped (contradiction) or one person replaced by someone else (neutral).
-  Entailment and contradiction pairs contain exactly the same words, so no word or bag of words
-  predicts the label: it takes matching names and their order across the two sentences. On
-  frozen MiniLM features a logistic-regression probe scores chance on entailment/contradiction
-  (about 0.5 with ``n_classes: 2``, 0.6-0.7 with 3), while fine-tuning reaches ~1.0 in a few
-  epochs of the default 512 examples.
+  (entailment), roles swapped (contradiction) and, with ``n_classes: 3``, one person replaced
+  by someone else (neutral). Entailment and contradiction pairs contain exactly the same words,
+  so no word or bag of words predicts the label: it takes matching names and their order across
+  the two sentences. Measured with MiniLM-L6 on 512 training pairs: a logistic-regression probe
+  on frozen mean-pooled features scores 0.50 (2 classes; 0.62 with 3, where it only spots the
+  new name), full fine-tuning (lr 1e-4, batch 32) reaches 1.00 after 4 epochs (0.98 after 9
+  epochs with 3 classes).
 * ``synth_ner`` - template sentences with PER/ORG/LOC entities; several names are ambiguous
   (Jordan, Washington, Chelsea, Ford...) so the type depends on the context.
 * ``synth_d2t`` - E2E-style restaurant records -> sentence, two references per record.
@@ -162,7 +163,7 @@ def build(cfg: dict) -> Built:
     if kind != cfg["kind"]:
         raise TaskDataError(f"task {cfg['name']}: generator {cfg['generator']!r} makes {kind}, "
                             f"but field 'kind' is {cfg['kind']!r}")
-    n_classes = int(cfg.get("n_classes") or 3) if kind == "classification" else 1
+    n_classes = int(cfg.get("n_classes") or 2) if kind == "classification" else 1
     if not 2 <= n_classes <= 3 and kind == "classification":
         raise TaskDataError(f"task {cfg['name']}: field 'n_classes' must be 2 or 3")
     rng, seen = random.Random(f"{cfg['name']}:{cfg['seed']}"), set()
