@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
 
 IGNORE_INDEX = -100
+# the encoding code itself is part of a cached split's identity: editing this file invalidates the cache
+_ENCODER_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 @dataclass
@@ -130,7 +133,9 @@ def encode_split(task, tokenizer, split: str, max_length: int, decoder: bool) ->
 def cache_key(task, tokenizer, split: str, max_length: int) -> str:
     """Stable key for a tokenised split: its examples, tokenizer identity and vocabulary size, length."""
     payload = json.dumps([task.kind, task.config.get("separator"), split, max_length, tokenizer.name_or_path,
-                          len(tokenizer), tokenizer.padding_side, task.splits[split]], sort_keys=True, default=str)
+                          len(tokenizer), tokenizer.padding_side, tokenizer.all_special_ids, tokenizer.model_input_names,
+                          _ENCODER_SOURCE,
+                          task.splits[split]], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

@@ -90,6 +90,7 @@ def load_tiny(cfg: Mapping, causal_lm: bool) -> LoadedModel:
         # MiniLM's tokenizer emits BERT segment ids; GPT-2 would add wte(0) to every token for them,
         # which a real GPT-2/Llama tokenizer never asks for
         tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+        tokenizer.eos_token = tokenizer.sep_token  # generation needs an end token; [SEP] is the config's eos id
     return LoadedModel(model, tokenizer, cfg["name"], decoder, f"random:{cfg.get('init_seed', 0)}")
 
 

@@ -143,6 +143,10 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     method = get_method(config["method"]["name"]).from_dict(method_fields)
     record["declarations"] = method.declared()
     task = load_task(config["task"])
+    if not task.splits.get("train") or not task.splits.get("validation"):
+        missing = [s for s in ("train", "validation") if not task.splits.get(s)]
+        raise RunConfigError(f"task '{task.name}' has no {' or '.join(missing)} split; "
+                             "point task.files.<split> at a file in task.data_dir")
     _cap_eval(task, settings.get("max_eval_samples"))
     loaded = load_model(config["model"], task.kind)
     seed_everything(seed)  # the method's and head's initial values depend on the run seed only

@@ -423,8 +423,9 @@ def generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtyp
     contenders = [guarded("base", lambda: generation_call(base.backbone.to(device), batch, kwargs, device, dtype,
                                                          False), {"returns_prompt": True})]
     for method in cfg.gen_methods:
-        contenders.append(guarded(method, lambda m=method: ours_generation(shared, m, batch, kwargs, cfg, device,
-                                                                          dtype)))
+        info: dict[str, Any] = {}
+        contenders.append(guarded(method, lambda m=method, i=info: ours_generation(shared, m, batch, kwargs, cfg,
+                                                                                  device, dtype, i), info))
     contenders.append(guarded("peft_prefix_tuning", lambda: generation_call(
         build_peft_lm(cfg.lm_model, "prefix_tuning", cfg, device), batch, kwargs, device, dtype, False),
         {"returns_prompt": True}))
@@ -441,11 +442,12 @@ def generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtyp
 
 
 def ours_generation(loaded, method: str, batch: dict, kwargs: dict, cfg: SpeedConfig, device: torch.device,
-                    dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+                    dtype: torch.dtype, info: dict[str, Any]) -> Callable[[], torch.Tensor]:
     """Our adapter's ``generate``; fails loudly if the prefix is computed more than once per call."""
     model = build_ours(loaded, method, "generation", cfg, device)
     run = generation_call(model, batch, kwargs, device, dtype, True)
     computed, new = prefix_computations(model, run)
+    info.update(prefix_computations_per_generate=computed, new_tokens_per_sequence=new)
     if new != cfg.new_tokens:
         raise RuntimeError(f"{method}: generated {new} new tokens, expected {cfg.new_tokens}")
     if model.soft_prompt.attention_prefix and computed != 1:

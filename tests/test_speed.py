@@ -65,6 +65,10 @@ def test_contenders_timed(quick_run):
             assert positive(stats["median_s"]) and stats["n"] >= 1, (section, name, stats)
     for name, stats in record["sections"]["generation"]["methods"].items():
         assert positive(stats["tokens_per_s"]), name
+    generation = record["sections"]["generation"]["methods"]
+    for name in ("prefix_tuning", "p_tuning_v2"):  # the prefix is computed once per generate, not per token
+        assert generation[name]["prefix_computations_per_generate"] == 1
+        assert generation[name]["new_tokens_per_sequence"] == record["sections"]["generation"]["shapes"]["new_tokens"]
 
 
 def test_targets_and_side_figures(quick_run):

@@ -1,0 +1,87 @@
+"""`python -m bench method=X model=Y task=Z trainer=smoke` runs for every method × model on a matching task,
+and for the real tasks from ../shared/data (skipped where the folder is absent)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from bench.record import validate_record
+from bench.runner import execute
+from tests.conftest import SHARED_DATA, compose
+
+METHODS = ["prompt_tuning", "prefix_tuning", "p_tuning_v2", "head_only", "lora", "full_finetune"]
+TINY_ENCODERS = ["tiny_bert", "tiny_roberta"]
+TINY_DECODERS = ["tiny_gpt2", "tiny_llama"]
+
+
+def smoke(overrides: list[str], run_dir: Path) -> dict:
+    config = OmegaConf.to_container(compose(overrides + ["trainer=smoke"], hydra_node=False), resolve=True)
+    record = execute(config, run_dir)
+    assert validate_record(record) == []
+    assert record["status"] == "ok", f"{overrides}: {record['error']}"
+    assert record["metrics"]["final"], overrides
+    return record
+
+
+@pytest.mark.parametrize("model", TINY_ENCODERS + TINY_DECODERS)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_every_tiny_model(method: str, model: str, tmp_path: Path) -> None:
+    smoke([f"method={method}", f"model={model}", "task=synth_cls"], tmp_path / "cls")
+    smoke([f"method={method}", f"model={model}", "task=synth_ner"], tmp_path / "ner")
+    if model in TINY_DECODERS and method != "head_only":  # head-only has nothing to train on generation
+        record = smoke([f"method={method}", f"model={model}", "task=synth_d2t"], tmp_path / "d2t")
+        assert record["throughput"]["generation_tokens_per_s"] > 0
+
+
+def test_head_only_on_generation_fails_with_one_line(tmp_path: Path) -> None:
+    config = OmegaConf.to_container(compose(["method=head_only", "model=tiny_gpt2", "task=synth_d2t",
+                                             "trainer=smoke"], hydra_node=False), resolve=True)
+    record = execute(config, tmp_path)
+    assert record["status"] == "failed" and "\n" not in record["error"] and "head_only" in record["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_the_offline_pretrained_models(method: str, tmp_path: Path) -> None:
+    smoke([f"method={method}", "model=minilm", "task=synth_cls"], tmp_path / "minilm")
+    smoke([f"method={method}", "model=smollm2", "task=synth_cls"], tmp_path / "smollm2")
+    if method != "head_only":
+        smoke([f"method={method}", "model=smollm2", "task=synth_d2t", "task.generation.max_new_tokens=8"],
+              tmp_path / "smollm2_d2t")
+
+
+needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")
+SUPERGLUE = SHARED_DATA / "superglue"
+REAL_TASKS = [
+    ("rte", "minilm", [f"task.data_dir={SUPERGLUE / 'RTE'}"]),
+    ("cb", "minilm", [f"task.data_dir={SUPERGLUE / 'CB'}"]),
+    ("copa", "minilm", [f"task.data_dir={SUPERGLUE / 'COPA'}", "task.files.validation=[train32.jsonl]"]),
+    ("wic", "minilm", [f"task.data_dir={SUPERGLUE / 'WiC'}", "task.files.validation=[train32.jsonl]"]),
+    ("record", "minilm", [f"task.data_dir={SUPERGLUE / 'ReCoRD'}", "task.files.validation=[train32.jsonl]",
+                          "task.max_length=48", "task.max_train_samples=8", "trainer.batch_size=2",
+                          "trainer.max_eval_samples=4"]),
+    ("conll2003", "minilm", [f"task.data_dir={SHARED_DATA / 'ner/conll2003'}", "task.files.train=[dev.txt]",
+                             "task.max_train_samples=64"]),
+    ("e2e", "tiny_llama", [f"task.data_dir={SHARED_DATA / 'generation/e2e'}", "task.files.train=[devset.csv]",
+                           "task.max_train_samples=32", "task.generation.num_beams=1",
+                           "task.generation.max_new_tokens=8"]),
+]
+
+
+@needs_data
+def test_a_task_without_validation_split_fails_with_a_clear_error(tmp_path: Path) -> None:
+    config = OmegaConf.to_container(compose(["model=tiny_bert", "task=copa", "trainer=smoke",
+                                             f"task.data_dir={SUPERGLUE / 'COPA'}"], hydra_node=False), resolve=True)
+    record = execute(config, tmp_path)
+    assert record["status"] == "failed" and "no validation split" in record["error"]
+
+
+@needs_data
+@pytest.mark.parametrize("task,model,extra", REAL_TASKS, ids=[t[0] for t in REAL_TASKS])
+def test_real_tasks_from_shared_data(task: str, model: str, extra: list[str], tmp_path: Path) -> None:
+    record = smoke(["method=p_tuning_v2", f"model={model}", f"task={task}"] + extra, tmp_path)
+    data = record["metrics"]["data"]
+    assert data["train"] > 0 and data["validation"] > 0
+    assert record["metrics"]["primary"] in record["metrics"]["final"]
