@@ -1,7 +1,7 @@
 """``python -m bench.speed``: what a training step and a generation cost, per method, on one batch.
 
 In the style of nanoGPT's ``bench.py``: build every contender first, warm up, synchronise, then
-time.  Contenders are timed round-robin (one step of each per round, the starting one rotated
+time.  Contenders are timed round-robin (one step of each per round, in a fresh random order
 every round) in one process, so noise from other processes hits all of them alike; ratios are
 taken per round (paired) and their median reported, which is robust to slow drift in load.
 
@@ -26,6 +26,7 @@ import io
 import os
 import platform
 import pstats
+import random
 import statistics
 import sys
 import tempfile
@@ -210,10 +211,11 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: t
 
 def guarded(name: str, build: Callable[[], Callable[[], Any]], info: dict | None = None) -> Contender:
     """A contender whose construction failure becomes ``n/a (<error>)`` instead of a crash."""
+    info = info if info is not None else {}  # the same dict: a build may record checks in it
     try:
-        return Contender(name, build(), info=info or {})
+        return Contender(name, build(), info=info)
     except Exception as error:  # noqa: BLE001 — any library failure is a reportable n/a
-        return Contender(name, lambda: None, error=one_line(error), info=info or {})
+        return Contender(name, lambda: None, error=one_line(error), info=info)
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -241,12 +243,13 @@ def warm_up(contenders: list[Contender], steps: int, device: torch.device) -> li
 
 def round_robin(contenders: list[Contender], warmup: int, steps: int, repeats: int,
                 device: torch.device) -> dict[str, dict[str, list[float]]]:
-    """Per contender: ``wall``/``cpu`` seconds per round, ``repeat`` index per round; one call each per round."""
+    """Per contender: ``wall``/``cpu`` seconds per round and the round's repeat index; one call each per round."""
     live = warm_up(contenders, warmup, device)
     times = {c.name: {"wall": [], "cpu": [], "repeat": []} for c in live}
+    shuffle = random.Random(0)
     for round_index in range(steps * repeats):
-        start = round_index % max(len(live), 1)  # rotate who goes first: no fixed neighbour effects
-        for contender in live[start:] + live[:start]:
+        # a fresh order every round: no contender always follows the same one (allocator, cache state)
+        for contender in shuffle.sample(live, len(live)):
             wall, cpu = timed(contender.run, device)
             entry = times[contender.name]
             entry["wall"].append(wall)
@@ -626,7 +629,7 @@ def busy(device: torch.device, load_average: tuple[float, ...] | None) -> bool:
     if device.type != "cpu" or not load_average:
         return False
     spare = (os.cpu_count() or 1) - torch.get_num_threads()
-    return load_average[0] > spare + 0.5
+    return load_average[0] > spare + 1.0  # the 1-minute average still carries a just-finished run's tail
 
 
 def _load_average() -> tuple[float, ...] | None:
@@ -701,10 +704,11 @@ def run_speed(cfg: SpeedConfig) -> dict[str, Any]:
     cfg.name = cfg.name or ("quick" if cfg.quick else f"{device.type}{threads}-{cfg.cls_model}-{cfg.lm_model}")
     started, load_average = time.perf_counter(), _load_average()
     print(f"bench.speed: {device} {cfg.dtype}, {torch.get_num_threads()} threads, load average {load_average}; "
-          f"{cfg.warmup} warm-up + {cfg.repeats} x {cfg.steps} timed rounds, contenders alternate round-robin")
+          f"{cfg.warmup} warm-up + {cfg.repeats} x {cfg.steps} timed rounds, contenders alternate in random order")
     if busy(device, load_average):
-        print("warning: other processes are using the CPU cores this run needs; with several threads each op "
-              "waits for a descheduled thread and timings become erratic - prefer an idle machine or --threads 1")
+        print("warning: the load average says other processes use the cores this run needs; with several "
+              "threads each op then waits for a descheduled thread and timings become erratic - prefer an idle "
+              "machine or --threads 1")
     sections: dict[str, Any] = {}
     profile = None
     with quiet():
