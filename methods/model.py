@@ -175,6 +175,11 @@ class AdaptedModel(nn.Module):
         inputs = self._backbone_inputs(input_ids, attention_mask, token_type_ids)
         if "use_cache" in self.accepts:
             inputs["use_cache"] = False
+        strip = self.num_virtual_tokens
+        if self.kind == "generation" and strip and "logits_to_keep" in self.accepts:
+            # the LM head (vocab x hidden) runs on the real positions only, which are the last L
+            inputs["logits_to_keep"] = input_ids.shape[1]
+            strip = 0
         self._attach_prefixes(prefix_visible)
         try:
             out = self.backbone(**inputs)
@@ -182,7 +187,7 @@ class AdaptedModel(nn.Module):
             if not self.keep_prefix:
                 set_prefixes(self.attention_modules, None)
         states = out.logits if self.kind == "generation" else out.last_hidden_state
-        return states[:, self.num_virtual_tokens:]
+        return states[:, strip:] if strip else states
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The token the model pools without the method: first real token (encoders), last (decoders)."""
@@ -222,7 +227,8 @@ class AdaptedModel(nn.Module):
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.kind == "generation":  # next-token prediction: position t predicts label t+1
-            logits, labels = logits[:, :-1], labels[:, 1:]
+            # shift the labels, not the (B, L, vocab) logits: slicing those copies them, twice with the backward
+            labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX)
 
