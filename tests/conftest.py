@@ -52,3 +52,14 @@ def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProces
 @pytest.fixture
 def runs_root(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models run fastest on one thread; two threads on shared cores spin-wait (~100x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

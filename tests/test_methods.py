@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -45,13 +45,7 @@ GEOMETRY = {"bert": (32, 2, 4, 4, 8), "roberta": (32, 2, 4, 4, 8), "gpt2": (32, 
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread; two threads on shared cores spin-wait (~100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- helpers --------------------------------------------------------------------------------------
