@@ -411,3 +411,23 @@ def test_notebook_executes(runs, tmp_path, monkeypatch):
                       for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "Input influence" in outputs and "prompt_tuning < prefix_tuning" in outputs
     assert all((tmp_path / "nb" / "figures" / f"{n}.png").stat().st_size > 0 for n in report.FIGURE_NAMES)
+
+
+def test_comparison_uses_the_declarations_a_run_recorded(tmp_path):
+    """A flat-prefix run records reparameterized=False; the table shows that, not the class default."""
+    import json
+
+    import bench.report as report
+
+    for seed in (0, 1):
+        for method, score in (("prefix_tuning", 0.7), ("full_finetune", 0.9), ("head_only", 0.5)):
+            path = tmp_path / method / f"seed={seed}" / "result.json"
+            path.parent.mkdir(parents=True)
+            record = make_record(method, "minilm", "synth_cls", seed, score)
+            if method == "prefix_tuning":
+                record["declarations"] = {"input_tokens": False, "attention_prefix": True,
+                                          "reparameterized": False, "trains_backbone": False}
+            path.write_text(json.dumps(record))
+    table = report.comparison_table(report.load_records(tmp_path)).set_index("Method")
+    assert table.loc["prefix_tuning", "Uses MLP"] == "no"
+    assert table.loc["prefix_tuning", "Attention influence"].startswith("yes")

@@ -268,6 +268,17 @@ def _method_claims(claims: pd.DataFrame, method: str, model: str) -> str:
     return "; ".join(parts) if parts else "-"
 
 
+def _recorded_declarations(df: pd.DataFrame, method: str, model: str) -> dict[str, bool]:
+    """Flags the runs themselves recorded (e.g. a flat prefix is not reparameterized), where all runs agree."""
+    runs = df[(df["method"] == method) & (df["model"] == model)]
+    flags = {}
+    for column in (c for c in df.columns if c.startswith("declarations.")):
+        values = runs[column].dropna().unique()
+        if len(values) == 1:
+            flags[column.split(".", 1)[1]] = bool(values[0])
+    return flags
+
+
 def comparison_table(df: pd.DataFrame, variant: str = "final",
                      declarations: dict[str, dict[str, bool]] | None = None) -> pd.DataFrame:
     """Method | Model | Input influence | Attention influence | Uses MLP | Quality |
@@ -277,7 +288,8 @@ def comparison_table(df: pd.DataFrame, variant: str = "final",
     claims = claim_check_data(df, variant)
     rows = []
     for _, row in data.iterrows():
-        source, attention, mlp = _declared(declarations, row["method"])
+        flags = {**declarations.get(row["method"], {}), **_recorded_declarations(df, row["method"], row["model"])}
+        source, attention, mlp = _declared({row["method"]: flags} if flags else {}, row["method"])
         rows.append({"Method": row["method"], "Model": row["model"], "Input influence": source,
                      "Attention influence": attention, "Uses MLP": mlp, "Quality": _quality_cell(row),
                      "Parameter volume": _volume_cell(row),
