@@ -15,6 +15,7 @@ class FullFinetuneConfig(MethodConfig):
     name = "full_finetune"
     trains_backbone = True
     baseline = True
+    attention_weights = True
     description = "all backbone weights and the head train"
     lr: float = 5e-5
 

@@ -30,6 +30,7 @@ class LoraConfig(MethodConfig):
 
     name = "lora"
     baseline = True
+    attention_weights = True
     description = "rank-r updates of the attention projections (peft)"
     lr: float = 3e-3  # small backbones need more than the LoRA paper's 5e-4 (MiniLM: 5e-4 stays at chance for 160 steps)
     r: int = 8

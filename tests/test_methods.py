@@ -132,13 +132,13 @@ def attention_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 # ---- declarations ---------------------------------------------------------------------------------
 def test_registry_holds_the_six_methods_with_their_declarations() -> None:
-    expected = {  # input_tokens, attention_prefix, reparameterized, trains_backbone, baseline
-        "prompt_tuning": (True, False, False, False, False),
-        "prefix_tuning": (False, True, True, False, False),
-        "p_tuning_v2": (True, True, True, False, False),
-        "full_finetune": (False, False, False, True, True),
-        "head_only": (False, False, False, False, True),
-        "lora": (False, False, False, False, True),
+    expected = {  # input_tokens, attention_prefix, reparameterized, attention_weights, trains_backbone, baseline
+        "prompt_tuning": (True, False, False, False, False, False),
+        "prefix_tuning": (False, True, True, False, False, False),
+        "p_tuning_v2": (True, True, True, False, False, False),
+        "full_finetune": (False, False, False, True, True, True),
+        "head_only": (False, False, False, False, False, True),
+        "lora": (False, False, False, True, False, True),
     }
     table = methods.declarations()
     assert {name: tuple(flags[f] for f in methods.DECLARATIONS) for name, flags in table.items()} == expected
@@ -150,7 +150,7 @@ def test_declarations_match_behaviour(arch: str, method: str, overrides: dict,
                                       attention_calls: list) -> None:
     """input_tokens: the backbone sees L+N positions; attention_prefix: every attention call gets N
     more keys; reparameterized: what is stored (MLP folded) is not what is trained; trains_backbone:
-    backbone weights require grad."""
+    backbone weights require grad; attention_weights: parameters inside the attention modules train."""
     model, tok = adapted(arch, method, **overrides)
     attention_calls.clear()
     declared = model.method.declared()
@@ -171,6 +171,8 @@ def test_declarations_match_behaviour(arch: str, method: str, overrides: dict,
     assert (counts["method_trainable"] != counts["method_stored"]) == declared["reparameterized"]
     backbone_trains = any(p.requires_grad for n, p in model.backbone.named_parameters() if "lora_" not in n)
     assert backbone_trains == declared["trains_backbone"]
+    attention_trains = any(p.requires_grad for m in model.attention_modules for p in m.parameters())
+    assert attention_trains == declared["attention_weights"]
 
 
 def test_flat_prefix_declares_itself_not_reparameterized() -> None:

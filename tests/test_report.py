@@ -290,7 +290,7 @@ def test_comparison_labels_follow_thresholds(df, raw):
         assert table.loc[(method, "tiny_bert"), "Input influence"].startswith(
             "yes" if flags["input_tokens"] or flags["trains_backbone"] else "no")
         assert table.loc[(method, "tiny_bert"), "Attention influence"].startswith(
-            "yes" if flags["attention_prefix"] or flags["trains_backbone"]
+            "yes" if flags["attention_prefix"] or flags["trains_backbone"] or flags.get("attention_weights")
             else "indirect" if flags["input_tokens"] else "no")
     # the fixture was built so every label appears
     assert {labels[m] for m in ("p_tuning_v2", "lora", "prefix_tuning", "prompt_tuning")} == \

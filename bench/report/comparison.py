@@ -164,6 +164,8 @@ def _declared(declarations: dict[str, dict[str, bool]], method: str) -> tuple[st
         attention = "yes: K/V prefix in every layer"
     elif flags.get("trains_backbone"):
         attention = "yes: trains the attention weights"
+    elif flags.get("attention_weights"):
+        attention = "yes: updates the attention projections"
     else:
         attention = "indirect: through the input tokens" if flags.get("input_tokens") else "no"
     mlp = "yes: reparameterization MLP" if flags.get("reparameterized") else "no"
