@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig,
+from transformers import (AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig,
                           GPT2Config, LlamaConfig, PreTrainedTokenizerBase, RobertaConfig)
 
 CACHE_DIR = Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt-bench"))

@@ -75,6 +75,13 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def error_line(error: BaseException, limit: int | None = None) -> str:
+    """``Type: first line`` of an exception: the one-line ``error`` a record carries."""
+    text = str(error).strip()
+    line = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".strip()
+    return line[:limit] if limit else line
+
+
 def read_record(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 

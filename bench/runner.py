@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
-from bench.record import empty_record, git_state, package_versions, read_record, write_record
+from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.train import Diverged, Splits, TrainResult, predict, train
 
 # keys that change where or whether a run happens, not what it computes
@@ -94,9 +94,9 @@ def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None =
         _run(config, run_dir, record)
         record["status"] = "ok"
     except Diverged as error:
-        record["status"], record["error"] = "diverged", _one_line(error)
+        record["status"], record["error"] = "diverged", error_line(error)
     except Exception as error:  # noqa: BLE001 — any failure must still leave a record
-        record["status"], record["error"] = "failed", _one_line(error)
+        record["status"], record["error"] = "failed", error_line(error)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.log").write_text(traceback.format_exc())
     record["provenance"]["finished_at"] = _now()
@@ -107,10 +107,6 @@ def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None =
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
 
 
 def _summary(record: dict[str, Any], path: Path) -> None:

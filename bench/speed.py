@@ -39,7 +39,7 @@ from typing import Any, Callable
 import torch
 
 from bench.measure import synchronize
-from bench.record import PROJECT_ROOT, git_state, package_versions, write_record
+from bench.record import PROJECT_ROOT, error_line, git_state, package_versions, write_record
 
 SOFT = ("prompt_tuning", "prefix_tuning", "p_tuning_v2")
 CLS_METHODS = ("full_finetune", "head_only", *SOFT)
@@ -97,9 +97,8 @@ class Contender:
 
 # ---- small helpers ---------------------------------------------------------------------------------
 def one_line(error: BaseException) -> str:
-    """``Type: first line`` of an exception, at most 200 characters."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}"[:200]
+    """A contender's error as the table prints it: one line, at most 200 characters."""
+    return error_line(error, limit=200)
 
 
 def model_config(name: str) -> dict[str, Any]:

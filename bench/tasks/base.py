@@ -166,6 +166,21 @@ def find_split_files(cfg: Mapping, base: Path) -> dict[str, Path | None]:
     return found
 
 
+def read_split_files(cfg: Mapping, reader: Callable[[Path], list]) -> tuple[dict[str, tuple[list, Path] | None],
+                                                                           dict[str, int]]:
+    """Per split in ``data_dir``: (rows ``reader`` read, the file), or None when absent; raw row counts."""
+    found: dict[str, tuple[list, Path] | None] = {}
+    counts: dict[str, int] = {}
+    for split, path in find_split_files(cfg, data_dir(cfg)).items():
+        if path is None:
+            found[split] = None
+            continue
+        rows = reader(path)
+        counts[split] = len(rows)
+        found[split] = (rows, path)
+    return found, counts
+
+
 def load_hub(cfg: Mapping) -> dict[str, tuple[list[Record], Any]]:
     """Load ``cfg['hub']`` with ``datasets.load_dataset``: {split: (records, features)}."""
     import datasets  # imported here so tests can monkeypatch datasets.load_dataset

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench.tasks.base import (Built, Item, Record, TaskDataError, collect, data_dir,
-                              feature_names, find_split_files, get_field, label_id, load_hub,
-                              remap_ids)
+from bench.tasks.base import (Built, Item, Record, TaskDataError, collect,
+                              feature_names, get_field, label_id, load_hub,
+                              remap_ids, read_split_files)
 
 
 def read_conll(path: Path) -> list[Record]:
@@ -91,13 +91,10 @@ def build(cfg: dict) -> Built:
     splits: dict[str, list[dict] | None] = {}
     records: dict[str, int] = {}
     if cfg["data_dir"]:
-        for split, path in find_split_files(cfg, data_dir(cfg)).items():
-            if path is None:
-                splits[split] = None
-                continue
-            rows = read_conll(path)
-            records[split] = len(rows)
-            splits[split] = collect(rows, lambda row, where: _from_columns(row, where, names), str(path))
+        files, records = read_split_files(cfg, read_conll)
+        for split, found in files.items():
+            splits[split] = None if found is None else collect(
+                found[0], lambda row, where: _from_columns(row, where, names), str(found[1]))
         return Built(label_names=names, splits=splits, records=records)
     convert = _from_hub_spans if cfg.get("hub_format") == "spans" else _from_hub_tags
     tag_field = (cfg.get("hub_fields") or {}).get("tags", "ner_tags")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from bench.tasks.base import (Built, Item, Record, TaskDataError, collect, data_dir,
-                              feature_names, find_split_files, get_field, label_id, load_hub,
-                              normalize_word, read_jsonl)
+from bench.tasks.base import (Built, Item, Record, TaskDataError, collect,
+                              feature_names, get_field, label_id, load_hub,
+                              normalize_word, read_jsonl, read_split_files)
 
 COPA_CONNECTIVE = {"cause": "because", "effect": "so"}
 
@@ -181,12 +181,12 @@ def _source_records(cfg: dict) -> tuple[dict[str, tuple[list[Record], list[str] 
     counts: dict[str, int] = {}
     if cfg["data_dir"]:
         flatten = FLATTEN.get(cfg["subset"])
-        for split, path in find_split_files(cfg, data_dir(cfg)).items():
-            if path is None:
+        files, counts = read_split_files(cfg, read_jsonl)
+        for split, found in files.items():
+            if found is None:
                 out[split] = None
                 continue
-            rows = read_jsonl(path)
-            counts[split] = len(rows)
+            rows, path = found
             if flatten:
                 rows = [flat for where, row in rows for flat in flatten(row, where)]
             out[split] = (rows, None, str(path))
