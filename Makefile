@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast speed report clean
+.PHONY: install demo test test-fast lint speed report clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ demo: $(STAMP)
 	$(PY) -m bench sweep=demo
 	$(PY) -m bench.report results/runs/demo
 
-test: $(STAMP)
+# lint first: `ruff check` (rules in pyproject.toml) and `ruff format --check` fail fast, before the slow tests
+test: lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
