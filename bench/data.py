@@ -204,3 +204,40 @@ def batch_indices(features: list[dict], batch_size: int, shuffle: bool, seed: in
     if shuffle and group_by_length:
         rng.shuffle(batches)  # sorted mega-batches would otherwise feed long batches first
     yield from batches
+
+
+def eval_batch_indices(features: list[dict], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:
+    """Evaluation batches, longest examples first, so each pads little and the first shows the memory peak.
+
+    Unsorted, they are cut in the split's order.  Callers put predictions back in the split's order
+    (:func:`restore_order`); ties keep the split's order, so equal inputs always batch alike.
+    """
+    order = list(range(len(features)))
+    if sort_by_length:
+        order.sort(key=lambda i: -_length(features[i]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def restore_order(batches: Sequence[Sequence[int]], outputs: Sequence[Sequence[Any]]) -> list[Any]:
+    """Per-batch outputs (one per index) back in index order 0..n-1; every index must appear once."""
+    by_index: dict[int, Any] = {}
+    for indices, values in zip(batches, outputs, strict=True):
+        if len(indices) != len(values):
+            raise ValueError(f"a batch of {len(indices)} examples gave {len(values)} outputs")
+        by_index.update(zip(indices, values))
+    if sum(map(len, batches)) != len(by_index) or sorted(by_index) != list(range(len(by_index))):
+        raise ValueError("batches do not cover every example exactly once")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def padded_and_real(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(positions computed, real tokens) of a collated batch; padded-out choices count as padding."""
+    mask = batch["attention_mask"]
+    if "choice_mask" in batch:  # a padded-out choice is one masked-in pad token: computed, not real
+        mask = mask * batch["choice_mask"].unsqueeze(-1)
+    return batch["attention_mask"].numel(), int(mask.sum())
+
+
+def padding_waste(padded: int, real: int) -> float | None:
+    """Share of computed positions that were padding (None when nothing was computed)."""
+    return round(1 - real / padded, 6) if padded else None

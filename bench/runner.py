@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from bench.data import padding_waste
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.train import Diverged, Splits, TrainResult, predict, train
@@ -268,6 +269,7 @@ def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
         train_steps=len(timer.step_times), virtual_tokens=timer.virtual_tokens, real_tokens=timer.real_tokens,
         eval_time_s=result.eval_time_s,
         eval_tokens_per_s=(result.eval_tokens / result.eval_time_s) if result.eval_time_s else None,
+        eval_padding_waste=padding_waste(result.eval_padded_tokens, result.eval_tokens),
         generation_tokens_per_s=(result.generation_tokens / result.generation_time_s
                                  if result.generation_time_s else None),
         peak_memory_bytes=peak_memory_bytes(timer.device, timer.peak_rss))

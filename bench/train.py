@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
-from bench.data import Encoded, batch_indices, collate
+from bench.data import (IGNORE_INDEX, Encoded, batch_indices, collate, eval_batch_indices, padded_and_real,
+                        restore_order)
 from bench.measure import StepTimer, synchronize
 
 
@@ -47,6 +48,7 @@ class TrainResult:
     timer: StepTimer | None = None
     eval_time_s: float = 0.0
     eval_tokens: int = 0
+    eval_padded_tokens: int = 0  # positions computed in evaluation, padding included
     generation_tokens: int = 0
     generation_time_s: float = 0.0
 
@@ -170,27 +172,36 @@ def _evaluate_and_track(model, task, step: int, epoch: float, result: TrainResul
 
 @torch.no_grad()
 def predict(model, task, encoded: Encoded, splits: Splits, settings: Mapping[str, Any], device: torch.device,
-            dtype: torch.dtype, tokenizer, result: TrainResult) -> tuple[list, float | None]:
-    """Predictions in the task's format, and the mean eval loss (None for generation)."""
+            dtype: torch.dtype, tokenizer, result: TrainResult, sort_by_length: bool = True) -> tuple[list, float | None]:
+    """Predictions in the split's order (the task's format), and the mean eval loss (None for generation).
+
+    Batches are cut from the examples sorted longest first (``sort_by_length``): padding stays small,
+    generation prompts of similar length decode together, and the first batch shows the memory peak.
+    The loss is averaged over the labels it covers, so it does not depend on how batches were cut.
+    """
     model.eval()
-    predictions: list = []
-    losses: list[float] = []
-    for indices, batch in _batches(encoded, splits, settings["eval_batch_size"], False, 0, False):
-        batch = _to(batch, device)
+    batches = eval_batch_indices(encoded.features, settings["eval_batch_size"], sort_by_length)
+    outputs: list[list] = []
+    loss_sum, loss_weight = 0.0, 0
+    for indices in batches:
+        features = [encoded.features[i] for i in indices]
+        batch = _to(collate(features, splits.pad_id, splits.left_pad), device)
         synchronize(device)
         start = time.perf_counter()
         with autocast_context(device, dtype):
             if task.kind == "generation":
-                predictions += _generate(model, batch, task, tokenizer, result)
+                outputs.append(_generate(model, batch, task, tokenizer, result))
             else:
                 out = model(**batch)
-                losses.append(float(out.loss))
-                predictions += _decode(task, out.logits, batch, [encoded.features[i] for i in indices],
-                                       splits.left_pad)
+                weight = int((batch["labels"] != IGNORE_INDEX).sum())
+                loss_sum, loss_weight = loss_sum + float(out.loss) * weight, loss_weight + weight
+                outputs.append(_decode(task, out.logits, batch, features, splits.left_pad))
         synchronize(device)
         result.eval_time_s += time.perf_counter() - start
-        result.eval_tokens += int(batch["attention_mask"].sum())
-    return predictions, (sum(losses) / len(losses) if losses else None)
+        padded, real = padded_and_real(batch)
+        result.eval_tokens += real
+        result.eval_padded_tokens += padded
+    return restore_order(batches, outputs), (loss_sum / loss_weight if loss_weight else None)
 
 
 def _decode(task, logits: torch.Tensor, batch, features: list[dict], left_pad: bool) -> list:
