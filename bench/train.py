@@ -172,7 +172,8 @@ def _evaluate_and_track(model, task, step: int, epoch: float, result: TrainResul
 
 @torch.no_grad()
 def predict(model, task, encoded: Encoded, splits: Splits, settings: Mapping[str, Any], device: torch.device,
-            dtype: torch.dtype, tokenizer, result: TrainResult, sort_by_length: bool = True) -> tuple[list, float | None]:
+            dtype: torch.dtype, tokenizer, result: TrainResult,
+            sort_by_length: bool = True) -> tuple[list, float | None]:
     """Predictions in the split's order (the task's format), and the mean eval loss (None for generation).
 
     Batches are cut from the examples sorted longest first (``sort_by_length``): padding stays small,
