@@ -162,7 +162,10 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     _fill_record(record, result, task)
     record["provenance"]["base_weights_sha256"] = {"before": before, "after": weights_sha256(model.backbone)}
     if config.get("save_adapter"):
+        from methods.peft_export import PEFT_DIR, export_peft
+
         model.save_adapter(run_dir / "adapter")
+        record["adapter"] = {"path": "adapter", **export_peft(model, run_dir / PEFT_DIR)}
 
 
 PAPER_TRAINER_KEYS = ("batch_size", "epochs", "lr", "max_steps", "warmup_ratio", "weight_decay")

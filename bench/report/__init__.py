@@ -2,7 +2,7 @@
 
 Public API::
 
-    df = load_records(runs_dir)            # one row per result.json, failed/unreadable included
+    df = load_runs(runs_dir)               # one tidy row per result.json, failed/unreadable included
     main_table(df, variant="final"|"best") # method × model rows, task columns, mean ± std (n)
     cost_table(df)                         # parameters, throughput, memory, time to 95 % of best
     comparison_table(df)                   # declarations beside measured quality / volume
@@ -21,7 +21,7 @@ import pandas as pd
 from bench.report.comparison import (claim_check_data, claim_check_table, comparison_data, comparison_table,
                                      quality_label, relative_scores, volume_label)
 from bench.report.figures import FIGURE_NAMES, make_figures, pareto_front
-from bench.report.loading import ReportError, load_records, time_to_fraction, unreadable
+from bench.report.loading import ReportError, load_records, load_runs, time_to_fraction, unreadable
 from bench.report.render import to_latex, to_markdown, write_table
 from bench.report.style import METHOD_COLORS, method_color
 from bench.report.tables import cost_data, cost_table, failures_table, main_stats, main_table, run_counts
@@ -29,7 +29,7 @@ from bench.report.tables import cost_data, cost_table, failures_table, main_stat
 __all__ = [
     "FIGURE_NAMES", "METHOD_COLORS", "ReportError", "ReportPaths", "claim_check_data", "claim_check_table",
     "comparison_data", "comparison_table", "cost_data", "cost_table", "default_out_dir", "failures_table",
-    "load_records", "main_stats", "main_table", "make_figures", "method_color", "pareto_front",
+    "load_records", "load_runs", "main_stats", "main_table", "make_figures", "method_color", "pareto_front",
     "quality_by_task", "quality_label", "relative_scores", "run_counts", "time_to_fraction", "to_latex",
     "to_markdown", "volume_label", "write_report",
 ]
@@ -102,7 +102,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, name: 
     Raises :class:`ReportError` when ``runs_dir`` is missing or empty; malformed records are
     listed in ``ReportPaths.unreadable`` and in the failures table, the others still reported.
     """
-    df = load_records(runs_dir)
+    df = load_runs(runs_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs_dir, name)
     tables = _tables(df)
     paths = ReportPaths(out_dir=out, report=out / "report.md", unreadable=unreadable(df), records=len(df))

@@ -181,3 +181,37 @@ def history_frame(df: pd.DataFrame) -> pd.DataFrame:
                              "value": float(entry[metric])})
     columns = ["method", "model", "task", "seed", "metric", "step", "value"]
     return pd.DataFrame(rows, columns=columns)
+
+
+IDENTITY_COLUMNS = ("method", "model", "task", "seed", "hparams", "status", "error", "usable", "problem",
+                    "converged", "collapsed", "metrics.primary", "score_final", "score_best", "score_test")
+"""The first columns of :func:`load_runs`, in this order (those a frame has)."""
+SECTION_ORDER = ("metrics.", "params.", "throughput.", "diagnostics.", "declarations.", "adapter.", "provenance.")
+"""Then the record's sections, each block sorted by name; anything else last."""
+
+
+def _tidy_order(columns: list[str]) -> list[str]:
+    first = [c for c in IDENTITY_COLUMNS if c in columns]
+    rest = [c for c in columns if c not in first]
+    blocks = [sorted(c for c in rest if c.startswith(prefix)) for prefix in SECTION_ORDER]
+    placed = {c for block in blocks for c in block}
+    return first + [c for block in blocks for c in block] + [c for c in rest if c not in placed]
+
+
+def load_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """One tidy pandas row per run record (``**/result.json``) under ``runs_dir``.
+
+    Columns: ``method, model, task, seed, hparams`` (a label such as ``"lr=0.01"``; ``""`` for the
+    composed defaults, when the record has the field), ``status``, ``error``, ``usable`` (enters the
+    averages) and ``problem`` (why not), diagnostics flags where recorded, ``score_final`` /
+    ``score_best`` (the task's primary metric), then every record field flattened as ``a.b.c``:
+    ``metrics.final.<name>``, ``metrics.best.<name>``, ``params.*``, ``throughput.*``,
+    ``diagnostics.*``, ``provenance.*`` (``metrics.history`` and ``provenance.config`` stay whole).
+    Failed, diverged and unreadable records are rows too.  Every table builder of
+    :mod:`bench.report` takes this frame.  Raises :class:`ReportError` when ``runs_dir`` is missing
+    or holds no record.
+    """
+    df = load_records(runs_dir)
+    tidy = df[_tidy_order(list(df.columns))]
+    tidy.attrs.update(df.attrs)
+    return tidy
