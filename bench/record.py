@@ -1,6 +1,7 @@
 """The run record (``result.json``): built here, validated here, written atomically.
 
-A record is the only thing the report reads; its schema is in ../shared/DESIGN.md.
+A record is the only thing the report reads; its fields are described in README.md ("The run record")
+and checked by :func:`validate_record`.
 """
 from __future__ import annotations
 

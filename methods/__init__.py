@@ -1,10 +1,81 @@
 """Adaptation methods: the three soft-prompt families and the reference baselines.
 
-Importing this package registers every method; see :mod:`methods.registry`.
+Importing this package registers every method (see :mod:`methods.registry`): the built-in ones
+below, in the order tables and figures show them; then any other module in this folder, so a new
+method is one file here plus ``conf/method/<name>.yaml``; then the modules named, comma-separated,
+in the ``SOFTPROMPT_PLUGINS`` environment variable (methods kept outside this repository).
 """
-from methods.registry import (DECLARATIONS, METHODS, MethodConfig, MethodConfigError, NothingToTrainError,
-                              declarations, get_method, register)
-from methods import prompt_tuning, prefix_tuning, p_tuning_v2, full_finetune, head_only, lora  # noqa: F401  (registration)
 
-__all__ = ["DECLARATIONS", "METHODS", "MethodConfig", "MethodConfigError", "NothingToTrainError", "declarations",
-           "get_method", "register"]
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+
+from methods.registry import (
+    DECLARATIONS,
+    METHODS,
+    MethodConfig,
+    MethodConfigError,
+    NothingToTrainError,
+    acts_on_backbone,
+    declarations,
+    field_defaults,
+    get_method,
+    method_names,
+    register,
+    yaml_drift,
+)
+
+PLUGINS_ENV = "SOFTPROMPT_PLUGINS"
+# Imported first, in this order, which is the registry's and so every table's and figure's order: the three
+# families in the order of the usual claim, then the baselines.  (A tuple, not an import line: import
+# sorting must not reorder the registry.)
+BUILTIN = ("prompt_tuning", "prefix_tuning", "p_tuning_v2", "lora", "head_only", "full_finetune")
+
+
+class PluginError(ImportError):
+    """A module named in ``SOFTPROMPT_PLUGINS`` could not be imported."""
+
+
+def _import_method_modules() -> None:
+    """Import the built-ins, then every other module of this package, so a file dropped into ``methods/``
+    registers itself."""
+    others = sorted(info.name for info in pkgutil.iter_modules(__path__))
+    for module in [*BUILTIN, *others]:
+        if not module.startswith("_"):
+            importlib.import_module(f"{__name__}.{module}")
+
+
+def load_plugins(spec: str | None = None) -> list[str]:
+    """Import the modules named in ``spec`` (default: ``$SOFTPROMPT_PLUGINS``); their ``@register`` runs."""
+    spec = os.environ.get(PLUGINS_ENV, "") if spec is None else spec
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:  # one line naming the variable and the module, not a traceback
+            raise PluginError(f"{PLUGINS_ENV}: cannot import {name!r}: {error}") from None
+    return names
+
+
+_import_method_modules()
+load_plugins()
+
+__all__ = [
+    "DECLARATIONS",
+    "METHODS",
+    "PLUGINS_ENV",
+    "MethodConfig",
+    "MethodConfigError",
+    "NothingToTrainError",
+    "PluginError",
+    "acts_on_backbone",
+    "declarations",
+    "field_defaults",
+    "get_method",
+    "load_plugins",
+    "method_names",
+    "register",
+    "yaml_drift",
+]

@@ -6,16 +6,23 @@ what the method touches (``input_tokens``, ``attention_prefix``,
 ``reparameterized``); those three booleans are the first columns of the
 comparison table and tests check them against behaviour.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-METHODS: dict[str, type["MethodConfig"]] = {}
+METHODS: dict[str, type[MethodConfig]] = {}
 # the comparison table's first columns, in order
-DECLARATIONS = ("input_tokens", "attention_prefix", "reparameterized", "attention_weights", "trains_backbone",
-                "baseline")
+DECLARATIONS = (
+    "input_tokens",
+    "attention_prefix",
+    "reparameterized",
+    "attention_weights",
+    "trains_backbone",
+    "baseline",
+)
 
 
 class MethodConfigError(ValueError):
@@ -64,14 +71,12 @@ class MethodConfig:
         return {}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "MethodConfig":
+    def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
         """Build from a (Hydra) mapping, rejecting unknown keys with a one-line error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known - {"name"})
         if unknown:
-            raise MethodConfigError(
-                f"method '{cls.name}': unknown field(s) {unknown}; known: {sorted(known)}"
-            )
+            raise MethodConfigError(f"method '{cls.name}': unknown field(s) {unknown}; known: {sorted(known)}")
         config = cls(**{k: v for k, v in values.items() if k in known})
         config.validate()
         return config
@@ -98,3 +103,43 @@ def get_method(name: str) -> type[MethodConfig]:
 def declarations() -> dict[str, dict[str, bool]]:
     """The declared behaviour of every method: the comparison table's first columns."""
     return {name: {flag: getattr(cls, flag) for flag in DECLARATIONS} for name, cls in METHODS.items()}
+
+
+def acts_on_backbone(name: str) -> bool:
+    """Whether the method changes what the backbone computes (input tokens, K/V prefixes, attention
+    weights or backbone training); one that does not (head-only) has nothing to train without a head."""
+    flags = declarations()[name]
+    return any(flags[f] for f in ("input_tokens", "attention_prefix", "attention_weights", "trains_backbone"))
+
+
+def method_names(baseline: bool | None = None) -> list[str]:
+    """Registered method names in registration order; only baselines (True) or only the others (False)."""
+    return [name for name, cls in METHODS.items() if baseline is None or cls.baseline == baseline]
+
+
+def field_defaults(cls: type[MethodConfig]) -> dict[str, Any]:
+    """Every config field of ``cls`` with its dataclass default (what ``conf/method/<name>.yaml`` must repeat)."""
+    defaults = {}
+    for item in dataclasses.fields(cls):
+        has_factory = item.default_factory is not dataclasses.MISSING
+        defaults[item.name] = item.default_factory() if has_factory else item.default
+    return defaults
+
+
+def yaml_drift(cls: type[MethodConfig], values: dict[str, Any]) -> list[str]:
+    """How a method's YAML mapping differs from its dataclass: missing/unknown keys, other defaults.
+
+    The YAML lists every field so that ``method.<field>=...`` overrides need no ``+``; this is
+    what keeps those repeated values equal to the code's defaults."""
+    defaults = field_defaults(cls)
+    problems = []
+    if values.get("name") != cls.name:
+        problems.append(f"name: {values.get('name')!r} != {cls.name!r}")
+    problems += [f"{key}: missing (default {defaults[key]!r})" for key in defaults if key not in values]
+    problems += [f"{key}: not a field of {cls.__name__}" for key in values if key not in defaults and key != "name"]
+    problems += [
+        f"{key}: {values[key]!r} != dataclass default {default!r}"
+        for key, default in defaults.items()
+        if key in values and values[key] != default
+    ]
+    return problems

@@ -28,6 +28,8 @@ def compose(overrides: list[str], hydra_node: bool = True):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    import bench  # noqa: F401  (registers the ${registry:...} resolver, as `python -m bench` does)
+
     if GlobalHydra.instance().is_initialized():  # inside composer(): reuse the loaded config repository
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra_node)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

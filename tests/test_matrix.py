@@ -9,11 +9,14 @@ from omegaconf import OmegaConf
 
 from bench.record import validate_record
 from bench.runner import execute
-from tests.conftest import SHARED_DATA, compose
+from methods import acts_on_backbone, method_names
+from tests.conftest import CONF, SHARED_DATA, compose, group_choices
 
-METHODS = ["prompt_tuning", "prefix_tuning", "p_tuning_v2", "head_only", "lora", "full_finetune"]
-TINY_ENCODERS = ["tiny_bert", "tiny_roberta"]
-TINY_DECODERS = ["tiny_gpt2", "tiny_llama"]
+# from the registries: every registered method, every model config built in code (source: tiny)
+METHODS = method_names()
+MODELS = {name: OmegaConf.load(CONF / "model" / f"{name}.yaml") for name in group_choices("model")}
+TINY_ENCODERS = [name for name, cfg in MODELS.items() if cfg.source == "tiny" and not cfg.decoder]
+TINY_DECODERS = [name for name, cfg in MODELS.items() if cfg.source == "tiny" and cfg.decoder]
 
 
 def smoke(overrides: list[str], run_dir: Path) -> dict:
@@ -30,7 +33,7 @@ def smoke(overrides: list[str], run_dir: Path) -> dict:
 def test_every_method_on_every_tiny_model(method: str, model: str, tmp_path: Path) -> None:
     smoke([f"method={method}", f"model={model}", "task=synth_cls"], tmp_path / "cls")
     smoke([f"method={method}", f"model={model}", "task=synth_ner"], tmp_path / "ner")
-    if model in TINY_DECODERS and method != "head_only":  # head-only has nothing to train on generation
+    if model in TINY_DECODERS and acts_on_backbone(method):  # head-only has nothing to train on generation
         record = smoke([f"method={method}", f"model={model}", "task=synth_d2t"], tmp_path / "d2t")
         assert record["throughput"]["generation_tokens_per_s"] > 0
 
@@ -47,7 +50,7 @@ def test_head_only_on_generation_fails_with_one_line(tmp_path: Path) -> None:
 def test_every_method_on_the_offline_pretrained_models(method: str, tmp_path: Path) -> None:
     smoke([f"method={method}", "model=minilm", "task=synth_cls"], tmp_path / "minilm")
     smoke([f"method={method}", "model=smollm2", "task=synth_cls"], tmp_path / "smollm2")
-    if method != "head_only":
+    if acts_on_backbone(method):
         smoke([f"method={method}", "model=smollm2", "task=synth_d2t", "task.generation.max_new_tokens=8"],
               tmp_path / "smollm2_d2t")
 
@@ -78,8 +81,13 @@ def test_a_task_without_validation_split_fails_with_a_clear_error(tmp_path: Path
     assert record["status"] == "failed" and "no validation split" in record["error"]
 
 
+# the cases on a pretrained model (not built in code) are slow: `-m "not slow"` loads no pretrained weights
+REAL_CASES = [pytest.param(*case, id=case[0], marks=[] if MODELS[case[1]].source == "tiny" else [pytest.mark.slow])
+              for case in REAL_TASKS]
+
+
 @needs_data
-@pytest.mark.parametrize("task,model,extra", REAL_TASKS, ids=[t[0] for t in REAL_TASKS])
+@pytest.mark.parametrize("task,model,extra", REAL_CASES)
 def test_real_tasks_from_shared_data(task: str, model: str, extra: list[str], tmp_path: Path) -> None:
     record = smoke(["method=p_tuning_v2", f"model={model}", f"task={task}"] + extra, tmp_path)
     data = record["metrics"]["data"]

@@ -16,17 +16,20 @@ import torch
 import yaml
 
 from bench.models import LoadedModel, load_model
-from methods import get_method
+from methods import get_method, method_names
 from methods.model import AdaptedModel
+from methods.virtual import PrefixConfig, SoftPromptConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
-SOFT = ("prompt_tuning", "prefix_tuning", "p_tuning_v2")
-ALL = SOFT + ("full_finetune", "head_only", "lora")
+ALL = tuple(method_names())  # from the registry, as in test_methods.py
+SOFT = tuple(m for m in ALL if issubclass(get_method(m), SoftPromptConfig))
+PREFIX = tuple(m for m in ALL if issubclass(get_method(m), PrefixConfig))
 N = 5
 TEXTS = ["The capital of France is", "Hi", "One two three four five six seven", "Rain falls in spring"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# every test here loads MiniLM or SmolLM2: `-m "not slow"` deselects the whole module
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def _load(name: str, kind: str) -> LoadedModel:
@@ -156,7 +159,7 @@ def test_smollm2_prefix_keeps_positions(smollm2: LoadedModel) -> None:
         assert not close(model(**inputs).logits[mask], expected, rel=1e-2)
 
 
-@pytest.mark.parametrize("method", ["prefix_tuning", "p_tuning_v2"])
+@pytest.mark.parametrize("method", PREFIX)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_smollm2_padding_invariance(smollm2: LoadedModel, method: str, side: str) -> None:
     model = wrap(smollm2, method, "generation", num_virtual_tokens=N)

@@ -10,9 +10,10 @@ from omegaconf import OmegaConf
 
 from bench.record import read_record, validate_record
 from bench.runner import config_hash, execute
+from methods import method_names
 from tests.conftest import compose, run_bench
 
-METHODS = ["prompt_tuning", "prefix_tuning", "p_tuning_v2", "head_only", "lora", "full_finetune"]
+METHODS = method_names()  # every registered method
 
 
 def run_config(overrides: list[str]) -> dict:

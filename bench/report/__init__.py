@@ -23,11 +23,11 @@ from bench.report.comparison import (claim_check_data, claim_check_table, compar
 from bench.report.figures import FIGURE_NAMES, make_figures, pareto_front
 from bench.report.loading import ReportError, load_records, load_runs, time_to_fraction, unreadable
 from bench.report.render import to_latex, to_markdown, write_table
-from bench.report.style import METHOD_COLORS, method_color
+from bench.report.style import method_color
 from bench.report.tables import cost_data, cost_table, failures_table, main_stats, main_table, run_counts
 
 __all__ = [
-    "FIGURE_NAMES", "METHOD_COLORS", "ReportError", "ReportPaths", "claim_check_data", "claim_check_table",
+    "FIGURE_NAMES", "ReportError", "ReportPaths", "claim_check_data", "claim_check_table",
     "comparison_data", "comparison_table", "cost_data", "cost_table", "default_out_dir", "failures_table",
     "load_records", "load_runs", "main_stats", "main_table", "make_figures", "method_color", "pareto_front",
     "quality_by_task", "quality_label", "relative_scores", "run_counts", "time_to_fraction", "to_latex",

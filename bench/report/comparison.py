@@ -36,10 +36,24 @@ VOLUME_MEDIUM_PCT = 10.0
 
 CLAIM = (("prompt_tuning", "<", "prefix_tuning"), ("prefix_tuning", "<", "p_tuning_v2"),
          ("p_tuning_v2", "≈", FULL))
-"""The usual claim as a chain of pairwise relations, checked per model × task."""
+"""The usual claim as a chain of pairwise relations, checked per model × task.  It is a statement
+about these methods, so it stays data here; :func:`unregistered_claim_methods` checks it against
+the registry (tests/test_registry.py fails if a name here is not a registered method)."""
 CLAIM_NOISE_SE = 1.0
 """A "<" relation is "within noise" when |Δ| ≤ this × the standard error of the difference of
 the two seed means, sqrt(s_a²/n_a + s_b²/n_b) (0 with one seed each)."""
+
+
+def unregistered_claim_methods(registered: list[str] | None = None) -> list[str]:
+    """Names in :data:`CLAIM` and the quality references (:data:`FULL`, :data:`HEAD`) that are not
+    registered methods (default: ``methods.method_names()``); [] when the data is consistent."""
+    if registered is None:
+        import methods
+
+        registered = methods.method_names()
+    named = {FULL, HEAD} | {name for left, _, right in CLAIM for name in (left, right)}
+    return sorted(named - set(registered))
+
 
 NEAR_FULL = "≈ full FT"
 _EPS = 1e-9  # thresholds are inclusive; keep 0.80 - 0.79 = 1.0000000000000009 points "within 1 point"

@@ -2,7 +2,7 @@
 
 Figures are built from :class:`matplotlib.figure.Figure` directly rather than pyplot, so no
 global backend or figure registry is touched (the notebook keeps its inline backend, long
-sweeps do not leak figures).  Colours come from :data:`bench.report.style.METHOD_COLORS`.
+sweeps do not leak figures).  Colours come from :func:`bench.report.style.method_color` (one per registered method).
 """
 from __future__ import annotations
 

@@ -1,43 +1,59 @@
 """Method order, colours and model markers shared by every table and figure.
 
-One dict maps each method to one colour so a method looks the same in every figure.
+Both come from the method registry (``methods.METHODS``): its order is the display order, and a
+method's colour is the palette entry at its registry position, so a method looks the same in every
+figure and a new method gets the next colour without an edit here.
 """
+
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
 
-# The soft-prompt families first (in the order of the usual claim), then the baselines.
-METHOD_ORDER: tuple[str, ...] = (
-    "prompt_tuning", "prefix_tuning", "p_tuning_v2", "lora", "head_only", "full_finetune",
+# By registry position.  The first six reproduce the colours the built-ins always had (prompt blue,
+# prefix orange, P-Tuning v2 green, LoRA purple, head-only grey, full fine-tuning red); the rest
+# serve methods registered after them.
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#7f7f7f",
+    "#d62728",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
 )
-
-METHOD_COLORS: dict[str, str] = {
-    "prompt_tuning": "#1f77b4",  # blue
-    "prefix_tuning": "#ff7f0e",  # orange
-    "p_tuning_v2": "#2ca02c",  # green
-    "lora": "#9467bd",  # purple
-    "head_only": "#7f7f7f",  # grey: the floor
-    "full_finetune": "#d62728",  # red: the ceiling
-}
-
-# Colours for methods added later; picked by a stable hash so a new method keeps its colour.
-_FALLBACK_COLORS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a")
+# Methods named in records but not registered in this process (e.g. a plugin not loaded): picked by
+# a stable hash of the name, from colours the palette does not start with.
+_UNREGISTERED_COLORS = PALETTE[6:]
 _MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def method_order() -> tuple[str, ...]:
+    """Registered methods in registry order: the order of every table's rows and every legend."""
+    import methods
+
+    return tuple(methods.method_names())
 
 
 def method_color(method: str) -> str:
     """The colour of ``method`` in every figure."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    return _FALLBACK_COLORS[zlib.crc32(method.encode()) % len(_FALLBACK_COLORS)]
+    order = method_order()
+    if method in order:
+        return PALETTE[order.index(method) % len(PALETTE)]
+    return _UNREGISTERED_COLORS[zlib.crc32(method.encode()) % len(_UNREGISTERED_COLORS)]
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
-    """Known methods in :data:`METHOD_ORDER`, unknown ones after them alphabetically."""
+    """Registered methods in registry order, unregistered ones after them alphabetically."""
     unique = set(methods)
-    known = [m for m in METHOD_ORDER if m in unique]
-    return known + sorted(unique - set(METHOD_ORDER))
+    known = [m for m in method_order() if m in unique]
+    return known + sorted(unique - set(known))
 
 
 def model_markers(models: Iterable[str]) -> dict[str, str]:

@@ -1,0 +1,187 @@
+"""The registries are the single source: YAML, docs, report styles, the claim and sweep presets follow
+them, and a new method is one Python file plus one YAML (proven with a throw-away method)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import methods
+from bench.catalog import MARKDOWN_BEGIN, MARKDOWN_END, methods_markdown
+from bench.record import read_record, validate_record
+from bench.report import comparison
+from bench.report.style import PALETTE, method_color, order_methods
+from tests.conftest import CONF, ROOT, compose, group_choices
+
+
+def method_yaml(name: str) -> dict:
+    return yaml.safe_load((CONF / "method" / f"{name}.yaml").read_text())
+
+
+# ---- YAML defaults == dataclass defaults ----------------------------------------------------------
+@pytest.mark.parametrize("method", methods.method_names())
+def test_method_yaml_repeats_the_dataclass_defaults(method: str) -> None:
+    """Every field, with the code's default: a changed default in either place fails here."""
+    assert methods.yaml_drift(methods.get_method(method), method_yaml(method)) == []
+
+
+def test_yaml_drift_names_each_kind_of_difference() -> None:
+    """The control: the check above can fail, and says which key differs and how."""
+    cls = methods.get_method("prefix_tuning")
+    values = method_yaml("prefix_tuning")
+    values["lr"] = 0.01
+    del values["prefix_dropout"]
+    values["prefix_dropuot"] = 0.2
+    drift = methods.yaml_drift(cls, values)
+    assert drift == [
+        "prefix_dropout: missing (default 0.1)",
+        "prefix_dropuot: not a field of PrefixTuningConfig",
+        "lr: 0.01 != dataclass default 0.002",
+    ]
+
+
+# ---- docs ------------------------------------------------------------------------------------------
+def test_methods_doc_table_is_the_generated_one() -> None:
+    """docs/METHODS.md's declarations and default LRs are `python -m bench.catalog --methods-markdown`."""
+    page = (ROOT / "docs" / "METHODS.md").read_text()
+    assert MARKDOWN_BEGIN in page and MARKDOWN_END in page
+    table = page.split(MARKDOWN_BEGIN, 1)[1].split(MARKDOWN_END, 1)[0].strip()
+    assert table == methods_markdown()
+    for name in methods.method_names():  # the generated table really carries the code's values
+        line = next(row for row in table.splitlines() if row.startswith(f"| `{name}`"))
+        assert line.endswith(f"| {methods.get_method(name).lr:g} |")
+
+
+# ---- report style and the comparison's claim ---------------------------------------------------------
+def test_report_order_and_colours_come_from_the_registry() -> None:
+    names = methods.method_names()
+    assert order_methods(reversed(names)) == names
+    assert [method_color(m) for m in names] == list(PALETTE[: len(names)])  # one distinct colour each
+    assert order_methods(["zz_unregistered", names[0]]) == [names[0], "zz_unregistered"]
+    assert method_color("zz_unregistered") == method_color("zz_unregistered")  # stable, not registered
+    assert method_color("zz_unregistered") not in PALETTE[: len(names)]
+
+
+def test_claim_names_only_registered_methods() -> None:
+    assert comparison.unregistered_claim_methods() == []
+    assert comparison.unregistered_claim_methods(["prompt_tuning", "prefix_tuning", "head_only"]) == [
+        "full_finetune",
+        "p_tuning_v2",
+    ]
+
+
+# ---- sweep presets ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sweep", ["demo", "superglue", "ner"])
+def test_every_method_presets_take_the_registry(sweep: str) -> None:
+    params = compose([f"sweep={sweep}"]).hydra.sweeper.params
+    assert str(params.method).split(",") == methods.method_names()
+
+
+@pytest.mark.parametrize("sweep", group_choices("sweep"))
+def test_sweep_presets_name_only_registered_methods(sweep: str) -> None:
+    params = compose([f"sweep={sweep}"]).hydra.sweeper.params
+    assert set(str(params.method).split(",")) <= set(methods.method_names())
+
+
+# ---- a new method is one Python file plus one YAML ----------------------------------------------------
+TOY_METHOD = '''
+"""A throw-away method for tests/test_registry.py: two virtual input tokens."""
+from dataclasses import dataclass
+
+from methods.registry import register
+from methods.virtual import SoftPromptConfig
+
+
+@register
+@dataclass
+class ToyShortPromptConfig(SoftPromptConfig):
+    """Prompt tuning with two virtual tokens."""
+
+    name = "toy_short_prompt"
+    input_tokens = True
+    description = "throw-away test method: two virtual tokens"
+    lr: float = 1e-2
+    num_virtual_tokens: int = 2
+'''
+TOY_YAML = "name: toy_short_prompt\nlr: 0.01\nnum_virtual_tokens: 2\ninit: random\ninit_text: null\n"
+
+
+@pytest.fixture
+def toy_plugin(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """(environment naming the plugin, extra conf dir) for a method kept outside the repository."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "toy_short_prompt.py").write_text(TOY_METHOD)
+    (tmp_path / "conf" / "method").mkdir(parents=True)
+    (tmp_path / "conf" / "method" / "toy_short_prompt.yaml").write_text(TOY_YAML)
+    path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, methods.PLUGINS_ENV: "toy_short_prompt", "PYTHONUNBUFFERED": "1"}
+    return env, tmp_path / "conf"
+
+
+def python(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_a_plugin_method_runs_and_appears_in_catalog_report_and_sweeps(toy_plugin, tmp_path: Path) -> None:
+    env, conf = toy_plugin
+    runs = tmp_path / "runs"
+    python(
+        [
+            "-m",
+            "bench",
+            "method=toy_short_prompt",
+            "model=tiny_bert",
+            "task=synth_cls",
+            "trainer=smoke",
+            f"runs_root={runs}",
+            "sweep_name=plugin",
+            f"hydra.searchpath=[file://{conf}]",
+        ],
+        env,
+    )
+    record = read_record(runs / "plugin/toy_short_prompt/tiny_bert/synth_cls/seed=0/result.json")
+    assert validate_record(record) == [] and record["status"] == "ok", record["error"]
+    assert record["provenance"]["config"]["method"]["num_virtual_tokens"] == 2
+    assert record["params"]["trainable"] - record["params"]["head"] == 2 * 32  # N·d on tiny_bert (d = 32)
+
+    catalog = python(["-m", "bench.catalog"], env).stdout
+    assert "toy_short_prompt" in catalog and "throw-away test method" in catalog
+    report = python(["-m", "bench.report", str(runs / "plugin"), "--out", str(tmp_path / "report")], env).stdout
+    assert "| toy_short_prompt |" in report
+    script = (
+        "import methods, bench; from bench.report.style import method_color, PALETTE; "
+        "import yaml, sys; cls = methods.get_method('toy_short_prompt'); "
+        f"print(methods.yaml_drift(cls, yaml.safe_load(open('{conf}/method/toy_short_prompt.yaml')))); "
+        "print(bench.registered('methods')); print(method_color('toy_short_prompt') == PALETTE[6])"
+    )
+    drift, every_method, colour = python(["-c", script], env).stdout.split("\n")[:3]
+    assert drift == "[]" and every_method.split(",")[-1] == "toy_short_prompt" and colour == "True"
+
+
+def test_a_file_dropped_into_methods_registers_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Discovery imports every module of the package's folders (here a second, temporary one)."""
+    (tmp_path / "toy_dropped.py").write_text(TOY_METHOD.replace("toy_short_prompt", "toy_dropped"))
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
+    saved = dict(methods.METHODS)
+    try:
+        methods._import_method_modules()
+        assert methods.method_names()[-1] == "toy_dropped"
+        assert methods.method_names()[: len(saved)] == list(saved)  # the built-ins keep their order
+    finally:
+        methods.METHODS.clear()
+        methods.METHODS.update(saved)
+        sys.modules.pop("methods.toy_dropped", None)
+
+
+def test_a_plugin_that_cannot_be_imported_fails_in_one_line() -> None:
+    with pytest.raises(methods.PluginError) as error:
+        methods.load_plugins("no_such_module_anywhere")
+    message = str(error.value)
+    assert "\n" not in message and methods.PLUGINS_ENV in message and "no_such_module_anywhere" in message
