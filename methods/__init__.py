@@ -32,6 +32,8 @@ PLUGINS_ENV = "SOFTPROMPT_PLUGINS"
 # families in the order of the usual claim, then the baselines.  (A tuple, not an import line: import
 # sorting must not reorder the registry.)
 BUILTIN = ("prompt_tuning", "prefix_tuning", "p_tuning_v2", "lora", "head_only", "full_finetune")
+# The shared machinery, not methods: left to whoever needs it (model/injection pull in transformers).
+SUPPORT = ("registry", "virtual", "injection", "model")
 
 
 class PluginError(ImportError):
@@ -43,7 +45,7 @@ def _import_method_modules() -> None:
     registers itself."""
     others = sorted(info.name for info in pkgutil.iter_modules(__path__))
     for module in [*BUILTIN, *others]:
-        if not module.startswith("_"):
+        if not module.startswith("_") and module not in SUPPORT:
             importlib.import_module(f"{__name__}.{module}")
 
 
