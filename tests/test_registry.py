@@ -185,3 +185,20 @@ def test_a_plugin_that_cannot_be_imported_fails_in_one_line() -> None:
         methods.load_plugins("no_such_module_anywhere")
     message = str(error.value)
     assert "\n" not in message and methods.PLUGINS_ENV in message and "no_such_module_anywhere" in message
+
+
+# ---- models and tasks: a conf/ group file per entry, naming a registered loader --------------------------
+@pytest.mark.parametrize("model", group_choices("model"))
+def test_every_model_config_names_itself_and_a_registered_source(model: str) -> None:
+    from bench.models import LOADERS
+
+    cfg = yaml.safe_load((CONF / "model" / f"{model}.yaml").read_text())
+    assert cfg["name"] == model and cfg["source"] in LOADERS and isinstance(cfg["decoder"], bool)
+
+
+@pytest.mark.parametrize("task", group_choices("task"))
+def test_every_task_config_names_itself_and_a_registered_loader(task: str) -> None:
+    from bench.tasks import LOADERS
+
+    cfg = yaml.safe_load((CONF / "task" / f"{task}.yaml").read_text())
+    assert cfg["name"] == task and cfg["loader"] in LOADERS
