@@ -12,11 +12,12 @@ from bench.runner import execute
 from methods import acts_on_backbone, method_names
 from tests.conftest import CONF, SHARED_DATA, compose, group_choices
 
-# from the registries: every registered method, every model config built in code (source: tiny)
+# from the registries: every registered method, every encoder-only or decoder-only model built in code
 METHODS = method_names()
 MODELS = {name: OmegaConf.load(CONF / "model" / f"{name}.yaml") for name in group_choices("model")}
-TINY_ENCODERS = [name for name, cfg in MODELS.items() if cfg.source == "tiny" and not cfg.decoder]
-TINY_DECODERS = [name for name, cfg in MODELS.items() if cfg.source == "tiny" and cfg.decoder]
+TINY = [name for name, cfg in MODELS.items() if cfg.source == "tiny" and not cfg.get("seq2seq", False)]
+TINY_ENCODERS = [name for name in TINY if not MODELS[name].decoder]
+TINY_DECODERS = [name for name in TINY if MODELS[name].decoder]
 
 
 def smoke(overrides: list[str], run_dir: Path) -> dict:
