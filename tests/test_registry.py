@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,33 @@ def test_methods_doc_table_is_the_generated_one() -> None:
     for name in methods.method_names():  # the generated table really carries the code's values
         line = next(row for row in table.splitlines() if row.startswith(f"| `{name}`"))
         assert line.endswith(f"| {methods.get_method(name).lr:g} |")
+
+
+def yaml_text(value: object) -> str:
+    """A default as the docs and YAML spell it."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_methods_doc_field_defaults_are_the_dataclass_defaults() -> None:
+    """The 'Config fields' table of docs/METHODS.md: each field's default cell is every declaring method's default."""
+    page = (ROOT / "docs" / "METHODS.md").read_text()
+    rows = page.split("### Config fields", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    checked = set()
+    for row in rows:
+        fields_cell, _, default_cell = [cell.strip() for cell in row.strip("|").split("|")][:3]
+        if default_cell == "see table":  # lr: the generated methods table, checked above
+            continue
+        names, values = re.findall(r"`(\w+)`", fields_cell), [v.strip(" `") for v in default_cell.split(",")]
+        assert len(names) == len(values), row
+        for name, value in zip(names, values):
+            defaults = {
+                yaml_text(methods.field_defaults(cls)[name])
+                for cls in methods.METHODS.values()
+                if name in methods.field_defaults(cls)
+            }
+            assert defaults == {value}, f"docs/METHODS.md says {name} = {value}; the code: {defaults}"
+            checked.add(name)
+    assert {"num_virtual_tokens", "prefix_hidden_size", "r"} <= checked  # the table was really read
 
 
 # ---- report style and the comparison's claim ---------------------------------------------------------
