@@ -37,6 +37,16 @@ def _left_out(paths) -> str:
     return f"\nRuns left out of averages: {total}" + (f" ({detail}; listed in {where})" if total else "")
 
 
+def _paper_vs_measured(runs_dir: Path, paths) -> str:
+    """Write the paper-vs-measured table beside the others (and into report.md); its section text."""
+    from bench.report import load_records
+    from bench.report.paper import write_paper_vs_measured
+
+    written = write_paper_vs_measured(load_records(runs_dir), paths.out_dir, paths.report)
+    paths.tables["paper_vs_measured"] = written
+    return _section("Paper vs measured", written["md"]).rstrip("\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for title, name in sections:
         if name != "failures" or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
             print(_section(title, paths.tables[name]["md"]), end="")
+    print(_paper_vs_measured(args.runs_dir, paths))
     print(_left_out(paths))
     print(f"Report: {paths.report}")
     print("Figures:")

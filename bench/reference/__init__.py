@@ -1,0 +1,112 @@
+"""Published numbers to compare against: ``bench/reference/papers.csv``, versioned with the code.
+
+One row per paper × model × task × method × metric. Every value was copied from the document named
+in ``source`` (``owner/repo:path@commit`` or a URL) at the place named in ``locator``; none is
+written from memory. Rows we could not source are left out and listed in ``bench/reference/README.md``.
+
+    load_reference()          # validated DataFrame; ReferenceError names file:line and field
+    validate_rows(rows)       # the same checks on rows already read (tests use it)
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+REFERENCE_CSV = Path(__file__).resolve().parent / "papers.csv"
+COLUMNS = ("paper", "model", "hub_id", "task", "method", "metric", "value", "split", "source", "locator",
+           "note")
+REQUIRED = tuple(c for c in COLUMNS if c != "note")
+SPLITS = ("validation", "test", "unstated")
+"""``unstated``: the source does not say which split the number is on (it is shown as such)."""
+
+# owner/repo:path@<40-hex commit> (a repository file at a fixed commit) or an http(s) URL
+_SOURCE = re.compile(r"^([\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{40}|https?://\S+)$")
+_KEY = ("paper", "hub_id", "task", "method", "metric")
+
+
+class ReferenceError(ValueError):
+    """The reference table is malformed; the message names file:line and the field."""
+
+
+def _registered_methods() -> set[str]:
+    import methods
+
+    return set(methods.METHODS)
+
+
+def _task_metric_keys() -> dict[str, set[str]]:
+    """task name -> metric keys its records carry (the task config's metrics, expanded)."""
+    from omegaconf import OmegaConf
+
+    from bench.tasks import CONF_DIR
+    from bench.tasks import metrics as metric_module
+
+    expand = getattr(metric_module, "METRIC_KEYS", {})
+    keys: dict[str, set[str]] = {}
+    for path in sorted(CONF_DIR.glob("*.yaml")):
+        names = OmegaConf.load(path).get("metric") or []
+        keys[path.stem] = {key for name in names for key in expand.get(name, (name,))}
+    return keys
+
+
+def _check_row(row: dict[str, Any], where: str, methods: set[str], tasks: dict[str, set[str]]) -> float:
+    """The row's value as a float, or ReferenceError naming the first bad field."""
+    for column in REQUIRED:
+        if not str(row.get(column) or "").strip():
+            raise ReferenceError(f"{where}: field '{column}' is empty")
+    if row["method"] not in methods:
+        raise ReferenceError(f"{where}: field 'method' = {row['method']!r} is not a registered method "
+                             f"({sorted(methods)})")
+    if row["task"] not in tasks:
+        raise ReferenceError(f"{where}: field 'task' = {row['task']!r} is not a task in conf/task/")
+    if row["metric"] not in tasks[row["task"]]:
+        raise ReferenceError(f"{where}: field 'metric' = {row['metric']!r} is not a metric of task "
+                             f"{row['task']} ({sorted(tasks[row['task']])})")
+    if row["split"] not in SPLITS:
+        raise ReferenceError(f"{where}: field 'split' = {row['split']!r}; choices: {list(SPLITS)}")
+    if not _SOURCE.match(row["source"]):
+        raise ReferenceError(f"{where}: field 'source' = {row['source']!r} is neither owner/repo:path@<commit> "
+                             "nor an http(s) URL")
+    try:
+        value = float(row["value"])
+    except ValueError:
+        raise ReferenceError(f"{where}: field 'value' = {row['value']!r} is not a number") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+        raise ReferenceError(f"{where}: field 'value' = {value} is outside 0..100 (scores are in percent)")
+    return value
+
+
+def validate_rows(rows: Iterable[dict[str, Any]], path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
+    """Check every row (line numbers count the header as line 1) and return them as a DataFrame."""
+    methods, tasks = _registered_methods(), _task_metric_keys()
+    seen: dict[tuple, int] = {}
+    clean = []
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}:{line}"
+        value = _check_row(row, where, methods, tasks)
+        key = tuple(row[k] for k in _KEY)
+        if key in seen:
+            raise ReferenceError(f"{where}: duplicate of line {seen[key]} ({', '.join(_KEY)} = {key})")
+        seen[key] = line
+        clean.append({**{c: str(row.get(c) or "").strip() for c in COLUMNS}, "value": value})
+    return pd.DataFrame(clean, columns=list(COLUMNS))
+
+
+def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
+    """The reference table, validated: one row per paper × model × task × method × metric."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            if header != list(COLUMNS):
+                raise ReferenceError(f"{path}:1: header {header} != expected {list(COLUMNS)}")
+            rows = list(reader)
+    except OSError as exc:
+        raise ReferenceError(f"{path}: cannot read ({exc.strerror})") from None
+    return validate_rows(rows, path)

@@ -1,0 +1,169 @@
+"""Paper vs measured: every published number of ``bench/reference/papers.csv`` beside ours.
+
+A reference row matches the usable runs of the same method and task whose model has the same Hub id
+(the record's resolved ``model.hub_id``; otherwise the id in ``conf/model/<model>.yaml``). Hub ids
+compare by their last path part, case-insensitively, because the Hub moved legacy ids under
+organisations (``roberta-large`` is ``FacebookAI/roberta-large``) while ``bert-large-cased`` and
+``bert-large-uncased`` stay different models.
+
+When runs of several hyperparameter points match, the point with the best mean validation score
+is shown (as the tuned table does) and named. Where nothing matches, the row carries the exact
+command that would produce the number.
+
+    paper_vs_measured_data(df)   # one row per reference row: paper value, our mean/std/n, Δ, command
+    paper_vs_measured(df)        # the display table
+    write_paper_vs_measured(df, out_dir)
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from bench.reference import load_reference
+from bench.report.render import to_markdown, write_table
+
+CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
+SEEDS = "0,1,2"
+CAPTION = ("Paper vs measured (primary metric ×100; ours: mean ± std (n) over seeds of the best "
+           "hyperparameter point; Δ = ours − paper)")
+
+
+def hub_key(hub_id: Any) -> str | None:
+    """``FacebookAI/roberta-large`` -> ``roberta-large``: the part of a Hub id that names the model."""
+    if not isinstance(hub_id, str) or not hub_id.strip():
+        return None
+    return hub_id.strip().rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def model_hub_ids(conf_dir: Path = CONF_MODELS) -> dict[str, str]:
+    """Model config name -> its ``hub_id`` (configs without one are left out)."""
+    ids = {}
+    for path in sorted(conf_dir.glob("*.yaml")):
+        hub_id = OmegaConf.load(path).get("hub_id")
+        if hub_id:
+            ids[path.stem] = str(hub_id)
+    return ids
+
+
+def config_for(hub_id: str, configs: dict[str, str]) -> tuple[str | None, bool]:
+    """(model config to run ``hub_id`` with, whether ``model.hub_id`` must be overridden).
+
+    An exact id match needs no override; otherwise a config of the same family and size
+    (``bert-large-cased`` -> ``bert_large``, whose id is ``bert-large-uncased``) runs with the id
+    overridden. (None, False) when no config is close.
+    """
+    key = hub_key(hub_id)
+    for name, config_id in configs.items():
+        if hub_key(config_id) == key:
+            return name, False
+    stem = "-".join(key.split("-")[:2]) if key else ""
+    for name, config_id in configs.items():
+        if stem and "-".join(hub_key(config_id).split("-")[:2]) == stem:
+            return name, True
+    return None, False
+
+
+def command_for(row: pd.Series, configs: dict[str, str]) -> str:
+    """The command that would produce a reference row's number, or why none can."""
+    name, override = config_for(row["hub_id"], configs)
+    if name is None:
+        return f"no model config for {row['hub_id']}: add conf/model/<name>.yaml with hub_id: {row['hub_id']}"
+    hub = f" model.hub_id={row['hub_id']}" if override else ""
+    return (f"python -m bench method={row['method']} model={name}{hub} task={row['task']} trainer=paper "
+            f"seed={SEEDS} -m")
+
+
+def _record_hub_key(run: pd.Series, configs: dict[str, str]) -> str | None:
+    config = run.get("provenance.config")
+    if isinstance(config, dict) and isinstance(config.get("model"), dict) and config["model"].get("hub_id"):
+        return hub_key(config["model"]["hub_id"])
+    return hub_key(configs.get(str(run.get("model"))))
+
+
+def _hparams_label(run: pd.Series) -> str:
+    """The run's hyperparameter point as text ('' for the composed defaults)."""
+    values = {c[len("hparams."):]: run[c] for c in run.index if c.startswith("hparams.")
+              and not (isinstance(run[c], float) and math.isnan(run[c]))}
+    if not values and isinstance(run.get("hparams"), dict):
+        values = run["hparams"]
+    return ",".join(f"{k}={values[k]}" for k in sorted(values))
+
+
+def _scored_runs(df: pd.DataFrame, metric: str, split: str, configs: dict[str, str]) -> pd.DataFrame:
+    """Usable runs with: hub key, hparams point, the reported score (×100) and the validation score."""
+    runs = df[df["usable"]].copy()
+    reported = f"metrics.test.{metric}" if split == "test" else f"metrics.best.{metric}"
+    runs["reported"] = pd.to_numeric(runs.get(reported), errors="coerce") * 100
+    runs["selection"] = pd.to_numeric(runs.get(f"metrics.best.{metric}"), errors="coerce")
+    runs["hub_key"] = [_record_hub_key(run, configs) for _, run in runs.iterrows()]
+    runs["point"] = [_hparams_label(run) for _, run in runs.iterrows()]
+    return runs.dropna(subset=["reported"])
+
+
+def _best_point(matched: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the hyperparameter point with the best mean validation score (ties: first name)."""
+    means = matched.groupby("point")["selection"].mean().fillna(-math.inf)
+    best = sorted(means.index, key=lambda p: (-means[p], p))[0]
+    return matched[matched["point"] == best]
+
+
+def paper_vs_measured_data(df: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per reference row: the published value, our mean/std/n where runs match, Δ and,
+    where none match, the command that would produce them."""
+    reference = load_reference() if reference is None else reference
+    configs = model_hub_ids()
+    rows = []
+    for _, ref in reference.iterrows():
+        runs = _scored_runs(df, ref["metric"], ref["split"], configs)
+        matched = runs[(runs["method"] == ref["method"]) & (runs["task"] == ref["task"])
+                       & (runs["hub_key"] == hub_key(ref["hub_id"]))]
+        row = {**ref.to_dict(), "paper_value": ref["value"], "mean": math.nan, "std": math.nan, "n": 0,
+               "diff": math.nan, "our_model": "", "hparams": "", "command": ""}
+        if len(matched):
+            chosen = _best_point(matched)
+            row.update(mean=float(chosen["reported"].mean()), std=float(chosen["reported"].std()),
+                       n=int(len(chosen)), our_model=",".join(sorted(set(chosen["model"].astype(str)))),
+                       hparams=chosen["point"].iloc[0])
+            row["diff"] = row["mean"] - ref["value"]
+        else:
+            row["command"] = command_for(ref, configs)
+        rows.append(row)
+    return pd.DataFrame(rows).drop(columns=["value"])
+
+
+def _fmt_ours(row: pd.Series) -> str:
+    if not row["n"]:
+        return "–"
+    std = "" if math.isnan(row["std"]) else f" ± {row['std']:.1f}"
+    return f"{row['mean']:.1f}{std} ({row['n']})"
+
+
+def paper_vs_measured(df: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Display form: Paper | Model | Task | Method | Metric | Split | Paper value | Ours | Δ | Run/command."""
+    data = paper_vs_measured_data(df, reference)
+    return pd.DataFrame({
+        "Paper": data["paper"], "Model": data["hub_id"], "Task": data["task"], "Method": data["method"],
+        "Metric": data["metric"], "Split": data["split"], "Paper value": data["paper_value"].map("{:.1f}".format),
+        "Ours": data.apply(_fmt_ours, axis=1),
+        "Δ": data["diff"].map(lambda d: "" if math.isnan(d) else f"{d:+.1f}"),
+        "Our run / command": [f"{m} {h}".strip() if n else c
+                              for m, h, n, c in zip(data["our_model"], data["hparams"], data["n"], data["command"])],
+        "Source": data["source"],
+    })
+
+
+def write_paper_vs_measured(df: pd.DataFrame, out_dir: Path, report_page: Path | None = None) -> dict[str, Path]:
+    """``paper_vs_measured.{csv,md,tex}`` (+ ``_data.csv``) in ``out_dir``; appended to ``report_page``."""
+    table = paper_vs_measured(df)
+    paths = write_table(table, Path(out_dir), "paper_vs_measured", CAPTION, paper_vs_measured_data(df))
+    if report_page is not None and report_page.exists():
+        page = report_page.read_text(encoding="utf-8")
+        section = f"## {CAPTION}\n\n{to_markdown(table)}\n"
+        if section not in page:
+            report_page.write_text(page.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+    return paths
+

@@ -1,0 +1,168 @@
+"""The published reference table (schema, sources) and the paper-vs-measured join."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.reference import COLUMNS, REFERENCE_CSV, ReferenceError, load_reference, validate_rows
+from bench.report import load_records
+from bench.report.paper import config_for, hub_key, model_hub_ids, paper_vs_measured, paper_vs_measured_data
+
+REPO_SOURCE = re.compile(r"^[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{40}$")
+
+
+# --- the reference table ---------------------------------------------------------------------
+
+
+def test_every_reference_row_is_sourced_and_in_range() -> None:
+    table = load_reference()
+    assert len(table) >= 10
+    assert list(table.columns) == list(COLUMNS)
+    for _, row in table.iterrows():
+        assert REPO_SOURCE.match(row["source"]) or row["source"].startswith("https://"), row["source"]
+        assert row["locator"], "every number says where in its source it stands"
+        assert 0 < row["value"] <= 100
+    keys = table[["paper", "hub_id", "task", "method", "metric"]].apply(tuple, axis=1)
+    assert keys.is_unique
+
+
+def _rows() -> list[dict]:
+    with REFERENCE_CSV.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("source", "", "field 'source' is empty"),
+    ("source", "from memory", "field 'source'"),
+    ("source", "THUDM/P-tuning-v2:README.md@main", "field 'source'"),
+    ("value", "101", "outside 0..100"),
+    ("value", "nan", "outside 0..100"),
+    ("value", "n/a", "is not a number"),
+    ("method", "adapter", "not a registered method"),
+    ("task", "squad", "not a task"),
+    ("metric", "bleu", "not a metric of task"),
+    ("split", "dev", "field 'split'"),
+])
+def test_a_bad_reference_row_is_named_by_line_and_field(field: str, value: str, message: str) -> None:
+    rows = _rows()
+    rows[2] = {**rows[2], field: value}
+    with pytest.raises(ReferenceError, match=re.escape(message)) as caught:
+        validate_rows(rows, "papers.csv")
+    assert str(caught.value).startswith("papers.csv:4:")  # header is line 1, rows[2] is line 4
+
+
+def test_duplicate_reference_rows_and_wrong_header_are_refused(tmp_path: Path) -> None:
+    rows = _rows()
+    with pytest.raises(ReferenceError, match="duplicate of line 2"):
+        validate_rows([rows[0], rows[1], rows[0]], "papers.csv")
+    bad = tmp_path / "papers.csv"
+    bad.write_text("paper,value\nx,1\n", encoding="utf-8")
+    with pytest.raises(ReferenceError, match=r"papers.csv:1: header"):
+        load_reference(bad)
+
+
+# --- mapping Hub ids to model configs ----------------------------------------------------------
+
+
+def test_hub_ids_map_to_model_configs() -> None:
+    configs = model_hub_ids()
+    assert hub_key("FacebookAI/roberta-large") == hub_key("roberta-large") == "roberta-large"
+    assert config_for("roberta-large", configs) == ("roberta_large", False)
+    assert config_for("bert-large-uncased", configs) == ("bert_large", False)
+    assert config_for("bert-large-cased", configs) == ("bert_large", True)  # same size, other vocabulary
+    assert config_for("sentence-transformers/all-MiniLM-L6-v2", configs) == ("minilm", False)
+    assert config_for("google/t5-base-lm-adapt", configs)[0] in (None, *configs)
+
+
+# --- the join ----------------------------------------------------------------------------------
+
+
+def _record(method: str, model: str, hub_id: str, task: str, seed: int, best: float, *, metric: str = "accuracy",
+            status: str = "ok", lr: float | None = None, test: float | None = None) -> dict:
+    return {
+        "schema": 1, "status": status, "error": None if status == "ok" else "boom", "method": method,
+        "model": model, "task": task, "seed": seed,
+        "metrics": {"primary": metric, "final": {metric: best - 0.01}, "best": {metric: best}, "best_step": 10,
+                    "history": [], "data": {}, **({"test": {metric: test}} if test is not None else {})},
+        "params": {}, "throughput": {},
+        "provenance": {"config": {"model": {"name": model, "hub_id": hub_id}, "trainer": {"lr": lr}}},
+        **({"hparams": {"trainer.lr": lr}} if lr is not None else {}),
+    }
+
+
+def _write(runs: Path, record: dict) -> None:
+    slug = f"lr={record['hparams']['trainer.lr']}/" if "hparams" in record else ""
+    path = runs / record["method"] / record["model"] / record["task"] / f"{slug}seed={record['seed']}" / "result.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+REFERENCE = validate_rows([
+    {"paper": "p", "model": "RoBERTa-large", "hub_id": "roberta-large", "task": "rte", "method": "p_tuning_v2",
+     "metric": "accuracy", "value": "86.6", "split": "validation", "source": "https://example.org/t2",
+     "locator": "Table 2", "note": ""},
+    {"paper": "p", "model": "BERT-large", "hub_id": "bert-large-cased", "task": "rte", "method": "p_tuning_v2",
+     "metric": "accuracy", "value": "80.1", "split": "validation", "source": "https://example.org/t2",
+     "locator": "Table 2", "note": ""},
+    {"paper": "p", "model": "MiniLM", "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "task": "conll2003",
+     "method": "lora", "metric": "f1", "value": "90.0", "split": "test", "source": "https://example.org/t3",
+     "locator": "Table 3", "note": ""},
+], "inline")
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    runs = tmp_path / "runs"
+    for seed, best in enumerate((0.80, 0.82, 0.84)):  # three seeds of the chosen point: mean 82, std 2
+        _write(runs, _record("p_tuning_v2", "roberta_large", "FacebookAI/roberta-large", "rte", seed, best, lr=0.005))
+    for seed, best in enumerate((0.70, 0.72)):  # a worse point of the same grid
+        _write(runs, _record("p_tuning_v2", "roberta_large", "FacebookAI/roberta-large", "rte", seed, best, lr=0.01))
+    _write(runs, _record("p_tuning_v2", "roberta_large", "FacebookAI/roberta-large", "rte", 3, 0.99, lr=0.005,
+                         status="failed"))  # never averaged in
+    _write(runs, _record("p_tuning_v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2", "rte", 0, 0.6))
+    for seed, test in enumerate((0.90, 0.92)):  # a test-split row reads metrics.test, not the validation score
+        _write(runs, _record("lora", "minilm", "sentence-transformers/all-MiniLM-L6-v2", "conll2003", seed, 0.5,
+                             metric="f1", test=test))
+    return runs
+
+
+def test_join_averages_seeds_of_the_best_point_and_skips_failed_runs(runs: Path) -> None:
+    data = paper_vs_measured_data(load_records(runs), REFERENCE)
+    roberta = data.iloc[0]
+    assert (roberta["n"], roberta["hparams"], roberta["our_model"]) == (3, "trainer.lr=0.005", "roberta_large")
+    assert roberta["mean"] == pytest.approx(82.0) and roberta["std"] == pytest.approx(2.0)
+    assert roberta["diff"] == pytest.approx(82.0 - 86.6)
+    assert roberta["command"] == ""
+
+
+def test_join_leaves_missing_rows_with_the_command_that_would_fill_them(runs: Path) -> None:
+    data = paper_vs_measured_data(load_records(runs), REFERENCE)
+    bert = data.iloc[1]  # MiniLM's RTE run must not match a BERT-large row
+    assert bert["n"] == 0 and math.isnan(bert["mean"]) and math.isnan(bert["diff"])
+    assert bert["command"] == ("python -m bench method=p_tuning_v2 model=bert_large model.hub_id=bert-large-cased "
+                               "task=rte trainer=paper seed=0,1,2 -m")
+
+
+def test_join_reads_the_test_split_for_test_rows(runs: Path) -> None:
+    row = paper_vs_measured_data(load_records(runs), REFERENCE).iloc[2]
+    assert row["n"] == 2 and row["mean"] == pytest.approx(91.0) and row["diff"] == pytest.approx(1.0)
+
+
+def test_display_table_and_cli_section(runs: Path, tmp_path: Path, capsys) -> None:
+    table = paper_vs_measured(load_records(runs), REFERENCE)
+    assert table.loc[0, "Ours"] == "82.0 ± 2.0 (3)" and table.loc[0, "Δ"] == "-4.6"
+    assert table.loc[1, "Ours"] == "–" and table.loc[1, "Our run / command"].startswith("python -m bench ")
+    from bench.report.__main__ import main
+
+    assert main([str(runs), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "== Paper vs measured" in out
+    written = pd.read_csv(tmp_path / "report" / "paper_vs_measured.csv")
+    assert len(written) == len(load_reference())  # the committed reference table, every row
+    assert "Paper vs measured" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
