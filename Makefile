@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint speed report clean
+.PHONY: install demo test test-fast lint speed report clean gpu-check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test-fast: $(STAMP)
 
 speed: $(STAMP)
 	$(PY) -m bench.speed
+
+# One CUDA GPU, offline models, <= 12 min: bench.speed (cuda, bf16) and the cpu_ner preset at seed 0,
+# everything under results/gpu/. Not tied to $(STAMP): that installs the CPU build of torch.
+gpu-check:
+	PY=$(PY) scripts/gpu_check.sh
 
 clean:
 	rm -rf results/runs results/reports .pytest_cache

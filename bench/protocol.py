@@ -1,0 +1,283 @@
+"""``python -m bench.protocol PRESET [--dry-run] [overrides...]``: the reference-results protocol.
+
+Two stages, one command, resumable:
+
+1. **grid** — for each method of the sweep preset (``conf/sweep/PRESET.yaml``), a Hydra multirun of
+   its hyperparameter grid (``protocol.grid.<method>``, e.g. ``trainer.lr: [1e-3, 3e-3, 1e-2]``) over
+   the preset's models and tasks at one seed (``protocol.grid_seed``);
+2. **seeds** — the records are read back and, per method × model × task, the grid point with the
+   best validation score (``metrics.<protocol.select_on>.<primary>``; ties go to the earlier grid
+   value) is run at every seed of ``protocol.seeds``.
+
+A rerun skips every run whose ``ok`` record is up to date (the runner's resume), so a killed
+protocol continues where it stopped. What was chosen and why is printed and written to
+``<runs_root>/<sweep_name>/protocol.json``. Extra ``key=value`` arguments are passed to every run
+(e.g. ``task.data_dir=...`` or ``device=cuda``).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class ProtocolError(ValueError):
+    """The preset cannot drive the protocol (no such preset, no ``protocol`` block, bad grid)."""
+
+
+@dataclass
+class Plan:
+    """What a preset asks for, read from its composed config."""
+
+    preset: str
+    runs_dir: Path
+    methods: list[str]
+    models: list[str]
+    tasks: list[str]
+    grid: dict[str, dict[str, list[Any]]]  # method -> override key -> values
+    grid_seed: int
+    seeds: list[int]
+    select_on: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Choice:
+    """The grid point chosen for one method × model × task, with the evidence."""
+
+    method: str
+    model: str
+    task: str
+    point: dict[str, Any] | None  # None: no usable grid record
+    score: float | None
+    metric: str | None
+    tried: list[dict[str, Any]]  # every grid point: values, score (None when missing or unusable), status
+
+
+def compose_preset(preset: str, overrides: list[str]) -> Any:
+    """The preset's composed config, with the Hydra node (for the sweeper's lists)."""
+    if not (CONF_DIR / "sweep" / f"{preset}.yaml").is_file():
+        names = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+        raise ProtocolError(f"no sweep preset {preset!r} (conf/sweep/{preset}.yaml); have {names}")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"sweep={preset}", *overrides], return_hydra_config=True)
+
+
+def _split(value: Any) -> list[str]:
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def make_plan(preset: str, overrides: list[str], only: dict[str, list[str]] | None = None) -> Plan:
+    """Read the preset's methods, models, tasks and ``protocol`` block; ``only`` replaces any of
+    the three lists (``{"task": ["rte", "cb"]}``)."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_preset(preset, overrides)
+    block = cfg.get("protocol")
+    if block is None:
+        raise ProtocolError(f"conf/sweep/{preset}.yaml: no 'protocol' block (grid, grid_seed, seeds)")
+    params = cfg.hydra.sweeper.params
+    only = only or {}
+    methods = only.get("method") or _split(params.get("method", cfg.method.name))
+    grid = OmegaConf.to_container(block.get("grid") or {}, resolve=True)
+    for method, keys in grid.items():
+        if method not in methods and not only.get("method"):
+            raise ProtocolError(f"conf/sweep/{preset}.yaml: protocol.grid.{method}: not a method of the preset")
+        for key, values in keys.items():
+            if not isinstance(values, list) or not values:
+                raise ProtocolError(f"conf/sweep/{preset}.yaml: protocol.grid.{method}.{key}: need a non-empty list")
+    return Plan(preset=preset, runs_dir=Path(cfg.runs_root) / cfg.sweep_name, methods=methods,
+                models=only.get("model") or _split(params.get("model", cfg.model.name)),
+                tasks=only.get("task") or _split(params.get("task", cfg.task.name)),
+                grid=grid, grid_seed=int(block.get("grid_seed", 0)), seeds=[int(s) for s in block.seeds],
+                select_on=str(block.get("select_on", "best")), overrides=list(overrides))
+
+
+def grid_points(plan: Plan, method: str) -> list[dict[str, Any]]:
+    """Every point of a method's grid, in grid order ([{}] when it has none: its defaults)."""
+    keys = list(plan.grid.get(method, {}))
+    values = [plan.grid[method][k] for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _bench(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "bench", "-m", *args]
+
+
+def grid_command(plan: Plan, method: str) -> list[str]:
+    """Stage 1 for one method: its grid over the preset's models and tasks at the grid seed."""
+    sweep = [f"{k}={','.join(str(v) for v in values)}" for k, values in plan.grid.get(method, {}).items()]
+    return _bench([f"sweep={plan.preset}", f"method={method}", f"model={','.join(plan.models)}",
+                   f"task={','.join(plan.tasks)}", f"seed={plan.grid_seed}", *sweep, *plan.overrides])
+
+
+def seeds_command(plan: Plan, choice: Choice) -> list[str]:
+    """Stage 2 for one method × model × task: every seed at the chosen point."""
+    point = [f"{k}={v}" for k, v in (choice.point or {}).items()]
+    return _bench([f"sweep={plan.preset}", f"method={choice.method}", f"model={choice.model}",
+                   f"task={choice.task}", f"seed={','.join(str(s) for s in plan.seeds)}", *point, *plan.overrides])
+
+
+def _config_value(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(config, dict):
+            return None
+        config = config.get(part)
+    return config
+
+
+def point_of(run: Any, keys: list[str]) -> dict[str, Any]:
+    """A record row's values for the grid keys: ``hparams.<key>`` when recorded, else its resolved config."""
+    values = {}
+    for key in keys:
+        value = run.get(f"hparams.{key}")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = _config_value(run.get("provenance.config"), key)
+        values[key] = value
+    return values
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _grid_rows(runs: Any, plan: Plan, method: str, model: str, task: str) -> Any:
+    if runs is None or not len(runs):
+        return runs
+    seeds = runs["seed"].apply(lambda s: str(s) == str(plan.grid_seed))
+    return runs[(runs["method"] == method) & (runs["model"] == model) & (runs["task"] == task) & seeds]
+
+
+def choose(runs: Any, plan: Plan, method: str, model: str, task: str) -> Choice:
+    """The grid point with the best validation score among usable grid-seed records."""
+    column = "score_best" if plan.select_on == "best" else "score_final"
+    rows = _grid_rows(runs, plan, method, model, task)
+    tried, best = [], None
+    for point in grid_points(plan, method):
+        found = [r for _, r in rows.iterrows() if all(_same(v, point[k]) for k, v in point_of(r, list(point)).items())
+                 ] if rows is not None else []
+        usable = [r for r in found if r["usable"] and not math.isnan(r[column])]
+        score = max((float(r[column]) for r in usable), default=None)
+        status = "ok" if usable else (str(found[0]["status"]) if found else "missing")
+        tried.append({"point": point, "score": score, "status": status})
+        if score is not None and (best is None or score > best[1]):
+            best = (point, score, usable[0]["metrics.primary"])
+    if best is None:
+        return Choice(method, model, task, None, None, None, tried)
+    return Choice(method, model, task, best[0], best[1], best[2], tried)
+
+
+def describe(choice: Choice, select_on: str) -> str:
+    """One line: what was chosen and why (every grid point's score)."""
+    def fmt(point: dict[str, Any]) -> str:
+        return ",".join(f"{k}={v}" for k, v in point.items()) or "defaults"
+
+    others = "; ".join(f"{fmt(t['point'])} " + (f"{t['score']:.4f}" if t["score"] is not None else t["status"])
+                       for t in choice.tried)
+    where = f"{choice.method}/{choice.model}/{choice.task}"
+    if choice.point is None:
+        return f"[protocol] {where}: no usable grid run ({others}); seeds stage skipped"
+    return (f"[protocol] {where}: chose {fmt(choice.point)} — best validation {choice.metric} ({select_on}) "
+            f"{choice.score:.4f} of: {others}")
+
+
+def load_runs(runs_dir: Path) -> Any:
+    """Every record under the preset's runs folder (None when there is none yet)."""
+    from bench.report import ReportError, load_records
+
+    try:
+        return load_records(runs_dir)
+    except ReportError:
+        return None
+
+
+def _run(command: list[str], dry_run: bool) -> int:
+    print("$ " + shlex.join(["python", *command[1:]]), flush=True)
+    if dry_run:
+        return 0
+    return subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+
+
+def run_counts(plan: Plan) -> tuple[int, int]:
+    """(stage-1 runs, stage-2 runs beyond them): what the protocol costs, in runs."""
+    cells = len(plan.models) * len(plan.tasks)
+    grid = sum(len(grid_points(plan, m)) for m in plan.methods) * cells
+    extra = len(plan.methods) * cells * len([s for s in plan.seeds if s != plan.grid_seed])
+    return grid, extra
+
+
+def run_protocol(plan: Plan, dry_run: bool = False) -> list[Choice]:
+    """Stage 1, selection, stage 2; returns the choices (also written to protocol.json)."""
+    grid, extra = run_counts(plan)
+    print(f"[protocol] {plan.preset}: stage 1 = {grid} grid runs at seed {plan.grid_seed}; stage 2 = {extra} "
+          f"more runs (seeds {plan.seeds} at each chosen point); records in {plan.runs_dir}", flush=True)
+    failures = 0
+    for method in plan.methods:
+        failures += _run(grid_command(plan, method), dry_run) != 0
+    runs = load_runs(plan.runs_dir)
+    choices = [choose(runs, plan, m, model, t) for m in plan.methods for model in plan.models for t in plan.tasks]
+    for choice in choices:
+        print(describe(choice, plan.select_on), flush=True)
+    more_seeds = bool(set(plan.seeds) - {plan.grid_seed})
+    for choice in choices:
+        if choice.point is not None and more_seeds:
+            failures += _run(seeds_command(plan, choice), dry_run) != 0
+        elif dry_run and more_seeds:
+            print(f"# after stage 1: {choice.method}/{choice.model}/{choice.task} at seeds {plan.seeds} "
+                  "at the chosen point")
+    if not dry_run:
+        _write_choices(plan, choices)
+    print(f"[protocol] {plan.preset}: {len(choices)} method×model×task cells, "
+          f"{sum(c.point is not None for c in choices)} chosen, {failures} command(s) exited non-zero")
+    return choices
+
+
+def _write_choices(plan: Plan, choices: list[Choice]) -> None:
+    plan.runs_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.runs_dir / "protocol.json"
+    body = {"preset": plan.preset, "select_on": plan.select_on, "grid_seed": plan.grid_seed, "seeds": plan.seeds,
+            "choices": [asdict(c) for c in choices]}
+    temp = path.with_suffix(".json.tmp")
+    temp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
+    temp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exit 2 with one line when the preset cannot drive the protocol."""
+    parser = argparse.ArgumentParser(prog="python -m bench.protocol", description=__doc__.splitlines()[0])
+    parser.add_argument("preset", help="a sweep preset with a 'protocol' block (conf/sweep/<preset>.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value passed to every run")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands (and choices so far) only")
+    for group in ("method", "model", "task"):
+        parser.add_argument(f"--{group}s", help=f"comma list replacing the preset's {group}s")
+    parser.add_argument("--seeds", help="comma list replacing protocol.seeds (e.g. 0: the grid stage only)")
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options
+    only = {g: _split(getattr(args, f"{g}s")) for g in ("method", "model", "task") if getattr(args, f"{g}s")}
+    try:
+        plan = make_plan(args.preset, args.overrides, only)
+        if args.seeds:
+            plan.seeds = [int(s) for s in _split(args.seeds)]
+    except ValueError as error:  # ProtocolError, or a --seeds value that is not an integer
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    choices = run_protocol(plan, args.dry_run)
+    return 0 if args.dry_run or all(c.point is not None for c in choices) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
