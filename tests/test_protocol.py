@@ -9,8 +9,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bench.protocol import (Choice, Plan, ProtocolError, choose, describe, grid_command, main, make_plan,
-                            run_counts, seeds_command)
+from bench.protocol import (
+    Choice,
+    Plan,
+    ProtocolError,
+    choose,
+    describe,
+    grid_command,
+    main,
+    make_plan,
+    run_counts,
+    seeds_command,
+)
 from bench.report import load_records
 from tests.conftest import ROOT, compose
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -46,7 +47,11 @@ def _task_metric_keys() -> dict[str, set[str]]:
     from bench.tasks import CONF_DIR
     from bench.tasks import metrics as metric_module
 
-    expand = getattr(metric_module, "METRIC_KEYS", {})
+    registry = getattr(metric_module, "METRICS", None)  # name -> metric with .keys (the registry)
+    if registry is not None:
+        expand = {name: tuple(metric.keys) for name, metric in registry.items()}
+    else:
+        expand = getattr(metric_module, "METRIC_KEYS", {})
     keys: dict[str, set[str]] = {}
     for path in sorted(CONF_DIR.glob("*.yaml")):
         names = OmegaConf.load(path).get("metric") or []

@@ -1,9 +1,10 @@
 """``python -m bench.report RUNS_DIR [--out DIR] [--name NAME]``.
 
 Prints the main tables, the cost table, the runs left out (if any), the comparison table with
-the per-task claim check and, last, the figure paths.  Exit code 2 with a one-line error when RUNS_DIR is missing or holds no record,
-and also when a record is malformed: that record is named on stderr and listed as unreadable,
-while every other record is still reported.
+the per-task claim check, the paper-vs-measured table and, last, the figure paths. Exit code 2
+with a one-line error when RUNS_DIR is missing or holds no record, and also when a record is
+malformed: that record is named on stderr and listed as unreadable, while every other record is
+still reported.
 """
 from __future__ import annotations
 
