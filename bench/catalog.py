@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         help="print the methods table of docs/METHODS.md (generated from the registry)",
     )
     args = parser.parse_args(argv)
-    print(methods_markdown() if args.methods_markdown else catalog())
+    try:
+        print(methods_markdown() if args.methods_markdown else catalog())
+    except ImportError as error:  # e.g. a SOFTPROMPT_PLUGINS module that is not importable: one line
+        raise SystemExit(f"bench.catalog: {error}") from None
 
 
 if __name__ == "__main__":
