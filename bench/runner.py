@@ -5,6 +5,7 @@ Every exception ends as a record with status and a one-line error (the traceback
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from bench.data import padding_waste
+from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.train import Diverged, Splits, TrainResult, predict, train
@@ -96,6 +98,7 @@ def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None =
         record["status"] = "ok"
     except Diverged as error:
         record["status"], record["error"] = "diverged", error_line(error)
+        record["diagnostics"] = diverged_diagnostics(str(error))
     except Exception as error:  # noqa: BLE001 — any failure must still leave a record
         record["status"], record["error"] = "failed", error_line(error)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +142,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     method_fields = {k: v for k, v in config["method"].items() if k != "name"}
     method = get_method(config["method"]["name"]).from_dict(method_fields)
     record["declarations"] = method.declared()
+    _check_protocol(config["task"])
     task = load_task(config["task"])
     if not task.splits.get("train") or not task.splits.get("validation"):
         missing = [s for s in ("train", "validation") if not task.splits.get(s)]
@@ -166,6 +170,14 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
 
         model.save_adapter(run_dir / "adapter")
         record["adapter"] = {"path": "adapter", **export_peft(model, run_dir / PEFT_DIR)}
+
+
+def _check_protocol(task: Mapping[str, Any]) -> None:
+    """A protocol other than ``full`` names files (FewGLUE's train32/dev32), which the Hub copy lacks."""
+    protocol = task.get("protocol")
+    if protocol not in (None, "full") and not task.get("data_dir"):
+        raise RunConfigError(f"task.protocol={protocol} reads the files {dict(task.get('files') or {})}: "
+                             f"set task.data_dir to the folder holding them (e.g. ../shared/data/superglue/RTE)")
 
 
 PAPER_TRAINER_KEYS = ("batch_size", "epochs", "lr", "max_steps", "warmup_ratio", "weight_decay")
@@ -245,11 +257,16 @@ def _data_counts(task, splits: Splits) -> dict[str, Any]:
 def _train_and_test(model, task, splits: Splits, settings, lr_default: float, seed: int, device, dtype,
                     tokenizer) -> TrainResult:
     reset_peak_memory(device)
-    holder: dict[str, TrainResult] = {}
+    holder: dict[str, Any] = {}
+    prefixed = bool(model.soft_prompt is not None and model.soft_prompt.attention_prefix)
 
     def evaluate(split: str) -> dict[str, float]:
-        predictions, loss = predict(model, task, splits.encoded[split], splits, settings, device, dtype,
-                                    tokenizer, holder["result"])
+        probe = PrefixProbe(len(model.attention_modules)) if split == "validation" and prefixed else None
+        with probe or contextlib.nullcontext():
+            predictions, loss = predict(model, task, splits.encoded[split], splits, settings, device, dtype,
+                                        tokenizer, holder["result"])
+        if split == "validation":  # the last validation pass describes the end of training
+            holder["predictions"], holder["prefix"] = predictions, probe.summary() if probe else None
         metrics = task.compute_metrics(predictions, split)
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
@@ -257,6 +274,8 @@ def _train_and_test(model, task, splits: Splits, settings, lr_default: float, se
     result = TrainResult()
     holder["result"] = result
     trained = train(model, task, splits, settings, lr, seed, device, dtype, evaluate, result)
+    trained.diagnostics = run_diagnostics(trained.history, task.primary_metric, task.kind,
+                                          holder.get("predictions"), holder.get("prefix"))
     if "test" in splits.encoded:
         trained.test = evaluate("test")
     return trained
@@ -266,6 +285,7 @@ def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
     timer = result.timer
     record["metrics"].update(final=result.final, best=result.best, best_step=result.best_step,
                              history=result.history, test=result.test, best_is_checkpoint=True)
+    record["diagnostics"] = result.diagnostics
     record["throughput"].update(
         train_tokens_per_s=timer.tokens_per_s(), train_samples_per_s=timer.samples_per_s(),
         step_time_s_median=timer.median_step_s(), train_time_s=timer.total_s,

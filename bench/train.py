@@ -18,11 +18,12 @@ from transformers.optimization import Adafactor
 
 from bench.data import (IGNORE_INDEX, Encoded, batch_indices, collate, eval_batch_indices, padded_and_real,
                         restore_order)
+from bench.diagnostics import LossWatch
 from bench.measure import StepTimer, synchronize
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite, or exploded (bench.diagnostics.LossWatch)."""
 
 
 class TrainerConfigError(ValueError):
@@ -51,6 +52,7 @@ class TrainResult:
     eval_padded_tokens: int = 0  # positions computed in evaluation, padding included
     generation_tokens: int = 0
     generation_time_s: float = 0.0
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # the record's diagnostics section
 
 
 def make_optimizer(parameters: list[torch.nn.Parameter], name: str, lr: float,
@@ -103,6 +105,7 @@ def train(model, task, splits: Splits, settings: Mapping[str, Any], lr: float, s
     result.timer = StepTimer(device, warmup=int(settings.get("timing_warmup_steps", 3)))
     state = {"best_score": -math.inf, "best_params": None, "losses": []}
     progress = tqdm(total=steps, desc=f"train {model.method.name}", leave=False, disable=None)
+    watch = LossWatch()
     step, epoch = 0, 0
     while step < steps:
         for _, batch in _batches(splits.encoded["train"], splits, settings["batch_size"], True, seed + epoch,
@@ -111,8 +114,9 @@ def train(model, task, splits: Splits, settings: Mapping[str, Any], lr: float, s
             step += 1
             state["losses"].append(loss)
             progress.update(1)
-            if not math.isfinite(loss):
-                raise Diverged(f"training loss became {loss} at step {step}")
+            problem = watch.update(loss)
+            if problem:
+                raise Diverged(problem)
             if step % eval_every == 0 or step == steps:
                 _evaluate_and_track(model, task, step, step / per_epoch, result, state, evaluate)
             if step >= steps:

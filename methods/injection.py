@@ -9,7 +9,7 @@ model's own cache are untouched, so one code path serves encoders and decoders a
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -19,6 +19,20 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 IMPLEMENTATION = "softprompt_prefix"
 _PREFIX_ATTR = "_softprompt_prefix"
+# observers (module, query, key with prefix, extended mask, n_prefix) -> None; bench.diagnostics
+# measures prefix-key norms and attention shares through them without a second attention path
+_PROBES: list[Callable[..., None]] = []
+
+
+def add_probe(probe: Callable[..., None]) -> None:
+    """Call ``probe(module, query, key, mask, n_prefix)`` in every attention call that has a prefix."""
+    _PROBES.append(probe)
+
+
+def remove_probe(probe: Callable[..., None]) -> None:
+    """Stop calling ``probe``."""
+    if probe in _PROBES:
+        _PROBES.remove(probe)
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -70,6 +84,8 @@ def prefix_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.
         key = torch.cat([prefix_key.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
         value = torch.cat([prefix_value.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
         kwargs["is_causal"] = False  # the explicit mask carries causality now
+        for probe in _PROBES:
+            probe(module, query, key, attention_mask, n_prefix)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 

@@ -33,8 +33,10 @@ def make_record(method: str, model: str, task: str, seed: int, score: float, *, 
                 primary: str = "accuracy", trainable: int = 1000, stored: int | None = None, head: int = 100,
                 tokens_per_s: float = 1000.0, step_time_s: float = 0.01, train_time_s: float = 10.0,
                 peak_memory_bytes: int = 2**28, history_time_s: bool = False, error: str | None = None,
-                final: dict | None = None) -> dict:
-    """A schema-1 record (DESIGN.md) whose validation history ends at ``score``."""
+                final: dict | None = None, test: float | None | str = "final", converged: bool | None = True,
+                collapsed: bool = False, hparams: dict | None = None) -> dict:
+    """A schema-1 record (DESIGN.md) whose validation history ends at ``score``; its test score is
+    ``score`` by default (``test=None``: no test split); ``converged=None``: no diagnostics."""
     history = []
     for step, fraction in zip(HISTORY_STEPS, HISTORY_FRACTIONS):
         entry = {"step": step, "epoch": step / 50, "split": "validation", primary: score * fraction}
@@ -43,11 +45,15 @@ def make_record(method: str, model: str, task: str, seed: int, score: float, *, 
         history.append(entry)
     history.insert(1, {"step": 15, "epoch": 0.3, "split": "train", "loss": 0.5})  # must be ignored
     best = max(h[primary] for h in history if h["split"] == "validation")
-    return {
+    diagnostics = {} if converged is None else {"diagnostics": {
+        "converged": converged, "converged_reason": "plateau" if converged else "still rising",
+        "collapsed": collapsed, "exploded": False}}
+    return {**diagnostics, **({"hparams": hparams} if hparams is not None else {}),
         "schema": 1, "status": status, "error": error, "method": method, "model": model, "task": task,
         "seed": seed,
         "metrics": {"primary": primary, "final": {primary: score} if final is None else final,
                     "best": {primary: best}, "best_step": 40, "history": history,
+                    "test": None if test is None else {primary: score if test == "final" else test},
                     "data": {"train": 100, "validation": 50, "test": 0, "truncated": 0}},
         "params": {"trainable": trainable, "stored": trainable if stored is None else stored, "head": head,
                    "backbone": BACKBONE, "trainable_percent": 100 * trainable / BACKBONE},
@@ -62,7 +68,8 @@ def make_record(method: str, model: str, task: str, seed: int, score: float, *, 
 
 
 def write_record(runs: Path, record: dict) -> Path:
-    path = runs / record["method"] / record["model"] / record["task"] / f"seed={record['seed']}" / "result.json"
+    point = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted((record.get("hparams") or {}).items()))
+    path = runs / record["method"] / record["model"] / record["task"] / point / f"seed={record['seed']}" / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path
@@ -320,7 +327,7 @@ def test_claim_check_shows_violations(df, raw):
     cb = claims.loc[("tiny_bert", "cb")]
     assert cb["prompt_tuning < prefix_tuning"].startswith("violated (Δ -2.0")
     assert cb["prefix_tuning < p_tuning_v2"].startswith("holds")
-    assert cb["p_tuning_v2 ≈ full_finetune"] == "holds (gap 0.5)"
+    assert cb["p_tuning_v2 ≈ full_finetune"].startswith("holds (gap 0.5 ± ")
     assert cb["Claim"] == "violated: prompt_tuning < prefix_tuning"
     assert claims.loc[("tiny_bert", "rte"), "Claim"] == "holds"
     assert claims.loc[("tiny_gpt2", "rte"), "prefix_tuning < p_tuning_v2"].startswith("n/a (no prefix_tuning")
@@ -431,3 +438,115 @@ def test_comparison_uses_the_declarations_a_run_recorded(tmp_path):
     table = report.comparison_table(report.load_records(tmp_path)).set_index("Method")
     assert table.loc["prefix_tuning", "Uses MLP"] == "no"
     assert table.loc["prefix_tuning", "Attention influence"].startswith("yes")
+
+
+# --- tuned selection, diagnostics marks, inconclusive claims --------------------------------------
+
+
+def test_tuned_table_selects_on_validation_and_reports_test(tmp_path):
+    runs = tmp_path / "grid"
+    # lr=0.1 wins on validation, lr=0.01 on test: the table must pick lr=0.1 and report ITS test score
+    for seed in (0, 1):
+        write_record(runs, make_record("prompt_tuning", "minilm", "synth_cls", seed, 0.80 + seed / 100,
+                                       test=0.60 + seed / 100, hparams={"trainer.lr": 0.1}))
+        write_record(runs, make_record("prompt_tuning", "minilm", "synth_cls", seed, 0.70, test=0.90,
+                                       hparams={"trainer.lr": 0.01}))
+    df = report.load_records(runs)
+    data = report.tuned_data(df).iloc[0]
+    assert (data["hparams"], data["split"], data["n"], data["candidates"]) == ("lr=0.1", "test", 2, 2)
+    assert data["mean"] == pytest.approx(0.605) and data["std"] == pytest.approx(0.01 / math.sqrt(2))
+    assert data["selection"] == pytest.approx(1.02 * 0.805)  # best-checkpoint validation, mean over seeds
+    cell = report.main_table(df, "tuned").iloc[0]["synth_cls (accuracy)"]
+    assert cell == "**60.5** ± 0.7 (n=2) [lr=0.1]"
+    every_point = report.main_table(df, "final").set_index("Hparams")
+    assert every_point.loc["lr=0.01", "synth_cls (accuracy)"] == "70.0 ± 0.0 (n=2)"
+
+
+def test_selection_never_reads_the_test_split(tmp_path):
+    runs = tmp_path / "grid"
+    for seed in (0, 1, 2):
+        for lr, val in ((0.3, 0.72), (0.03, 0.75), (0.003, 0.74)):
+            write_record(runs, make_record("prompt_tuning", "minilm", "rte", seed, val, test=0.5,
+                                           hparams={"trainer.lr": lr}))
+    df = report.load_records(runs)
+    chosen = report.select_points(df)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # any test scores at all: the choice stays the same
+        shuffled = df.assign(score_test=rng.uniform(0, 1, len(df)))
+        pd.testing.assert_frame_equal(report.select_points(shuffled), chosen)
+        assert report.tuned_data(shuffled).iloc[0]["hparams"] == "lr=0.03"
+    assert chosen.iloc[0]["hparams"] == "lr=0.03"
+
+
+def test_without_a_test_split_the_tuned_cell_says_it_was_selected_on_validation(tmp_path):
+    runs = tmp_path / "grid"
+    for seed in (0, 1):
+        write_record(runs, make_record("lora", "minilm", "boolq", seed, 0.7, test=None))
+        write_record(runs, make_record("lora", "minilm", "rte", seed, 0.7))
+    df = report.load_records(runs)
+    data = report.tuned_data(df).set_index("task")
+    assert data.loc["boolq", "split"] == "validation" and data.loc["rte", "split"] == "test"
+    assert data.loc["boolq", "mean"] == pytest.approx(0.7 * 1.02)  # the selection score itself
+    table = report.main_table(df, "tuned").iloc[0]
+    assert "§" in table["boolq (accuracy)"] and "§" not in table["rte (accuracy)"]
+    assert table["rte (accuracy)"].endswith("[defaults]")
+
+
+def test_cells_mark_and_list_runs_that_did_not_converge_or_collapsed(tmp_path):
+    runs = tmp_path / "grid"
+    write_record(runs, make_record("prefix_tuning", "minilm", "rte", 0, 0.5, converged=False, collapsed=True))
+    write_record(runs, make_record("prefix_tuning", "minilm", "rte", 1, 0.6))
+    write_record(runs, make_record("prompt_tuning", "minilm", "rte", 0, 0.6, converged=None))
+    write_record(runs, make_record("lora", "minilm", "rte", 0, 0.6))
+    df = report.load_records(runs)
+    table = report.main_table(df, "tuned").set_index("Method")["rte (accuracy)"]
+    assert "†‡" in table["prefix_tuning"] and "?" in table["prompt_tuning"]
+    assert not any(mark in table["lora"] for mark in "†‡?§")
+    flagged = report.flagged_table(df).set_index(["Method", "Seed"])
+    assert sorted(flagged.index) == [("prefix_tuning", "0"), ("prompt_tuning", "0")]
+    assert flagged.loc[("prefix_tuning", "0"), "Flags"] == \
+        "† not converged (still rising); ‡ collapsed: every validation prediction is the same"
+    assert flagged.loc[("prompt_tuning", "0"), "Flags"].startswith("? no diagnostics")
+
+
+def _claim_runs(runs: Path, model: str, scores: dict[str, list[float]], converged: bool = True) -> None:
+    for method, values in scores.items():
+        for seed, value in enumerate(values):
+            write_record(runs, make_record(method, model, "rte", seed, value,
+                                           converged=converged or method != "prefix_tuning"))
+
+
+def test_claim_check_is_inconclusive_when_runs_cannot_decide(tmp_path):
+    runs = tmp_path / "claims"
+    base = {"head_only": [0.5, 0.51], "full_finetune": [0.90, 0.91], "p_tuning_v2": [0.895, 0.90]}
+    _claim_runs(runs, "clear", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81]})
+    _claim_runs(runs, "one_seed", {**base, "prompt_tuning": [0.60], "prefix_tuning": [0.80, 0.81]})
+    _claim_runs(runs, "unconverged", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81]},
+                converged=False)
+    _claim_runs(runs, "noisy", {**base, "prompt_tuning": [0.60, 0.70], "prefix_tuning": [0.66, 0.68]})
+    _claim_runs(runs, "far", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81],
+                              "p_tuning_v2": [0.70, 0.71]})
+    data = report.claim_check_data(report.load_records(runs)).set_index(["model", "relation"])
+    first, second, third = "prompt_tuning < prefix_tuning", "prefix_tuning < p_tuning_v2", \
+        "p_tuning_v2 ≈ full_finetune"
+    assert data.loc[("clear", first), "verdict"] == data.loc[("clear", third), "verdict"] == "holds"
+    assert data.loc[("one_seed", first), "verdict"] == "inconclusive"
+    assert data.loc[("one_seed", first), "reason"] == "prompt_tuning has 1 seed"
+    assert data.loc[("one_seed", second), "verdict"] == "holds"  # the other relations are unaffected
+    assert data.loc[("unconverged", first), "reason"] == "prefix_tuning: 2/2 run(s) not converged"
+    noisy = data.loc[("noisy", first)]  # Δ = +1.5 points, standard error 3.6 points
+    assert noisy["verdict"] == "inconclusive" and noisy["reason"] == "|Δ| within 2 standard errors"
+    assert noisy["se"] == pytest.approx(math.sqrt(np.var([0.60, 0.70], ddof=1) / 2 + np.var([0.66, 0.68], ddof=1) / 2))
+    assert data.loc[("far", third), "verdict"] == "violated"
+    table = report.claim_check_table(report.load_records(runs)).set_index("Model")
+    assert table.loc["one_seed", "Claim"] == "inconclusive: prompt_tuning < prefix_tuning"
+    assert table.loc["one_seed", first].startswith("inconclusive (Δ +20.") and "1 seed" in table.loc["one_seed", first]
+
+
+def test_an_unreadable_record_in_a_point_folder_is_placed_by_its_path(tmp_path):
+    bad = tmp_path / "runs" / "lora" / "minilm" / "rte" / "lr=0.01,r=4" / "seed=2" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{")
+    row = report.load_records(tmp_path / "runs").iloc[0]
+    assert (row["status"], row["method"], row["model"], row["task"], row["seed"]) == \
+        ("unreadable", "lora", "minilm", "rte", 2)

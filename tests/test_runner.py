@@ -93,7 +93,7 @@ def test_a_diverging_run_is_recorded_as_diverged(runs_root: Path) -> None:
                         "trainer.lr=1e30", f"runs_root={runs_root}", "sweep_name=d"])
     assert result.returncode == 1
     (record,) = records(runs_root / "d")
-    assert record["status"] == "diverged" and "loss became" in record["error"]
+    assert record["status"] == "diverged" and "training loss" in record["error"]  # NaN or exploded
 
 
 def test_bad_method_field_gives_one_line_error_and_a_failed_record(runs_root: Path) -> None:

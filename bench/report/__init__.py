@@ -3,7 +3,10 @@
 Public API::
 
     df = load_runs(runs_dir)               # one tidy row per result.json, failed/unreadable included
-    main_table(df, variant="final"|"best") # method × model rows, task columns, mean ± std (n)
+    main_table(df, variant="tuned")        # hparams chosen on validation, test score (mean ± std, n)
+    main_table(df, variant="final"|"best") # every sweep point: method × model (× hparams) rows, task columns
+    cell_stats(df, variant) / select_points(df)   # the numbers behind the tuned table
+    flagged_table(df)                      # runs not converged, collapsed or without diagnostics
     cost_table(df)                         # parameters, throughput, memory, time to 95 % of best
     comparison_table(df)                   # declarations beside measured quality / volume
     claim_check_table(df)                  # prompt < prefix < P-Tuning v2 ≈ full FT, per task
@@ -24,14 +27,16 @@ from bench.report.figures import FIGURE_NAMES, make_figures, pareto_front
 from bench.report.loading import ReportError, load_records, load_runs, time_to_fraction, unreadable
 from bench.report.render import to_latex, to_markdown, write_table
 from bench.report.style import method_color
-from bench.report.tables import cost_data, cost_table, failures_table, main_stats, main_table, run_counts
+from bench.report.tables import (LEGEND, cell_stats, cost_data, cost_table, failures_table, flagged_table,
+                                 main_stats, main_table, run_counts, select_points, tuned_data)
 
 __all__ = [
-    "FIGURE_NAMES", "ReportError", "ReportPaths", "claim_check_data", "claim_check_table",
-    "comparison_data", "comparison_table", "cost_data", "cost_table", "default_out_dir", "failures_table",
-    "load_records", "load_runs", "main_stats", "main_table", "make_figures", "method_color", "pareto_front",
-    "quality_by_task", "quality_label", "relative_scores", "run_counts", "time_to_fraction", "to_latex",
-    "to_markdown", "volume_label", "write_report",
+    "FIGURE_NAMES", "LEGEND", "ReportError", "ReportPaths", "cell_stats", "claim_check_data",
+    "claim_check_table", "comparison_data", "comparison_table", "cost_data", "cost_table", "default_out_dir",
+    "failures_table", "flagged_table", "load_records", "load_runs", "main_stats", "main_table", "make_figures",
+    "method_color", "pareto_front", "quality_by_task", "quality_label", "relative_scores", "run_counts",
+    "select_points", "time_to_fraction", "to_latex", "to_markdown", "tuned_data", "volume_label",
+    "write_report",
 ]
 
 
@@ -52,7 +57,7 @@ def default_out_dir(runs_dir: str | Path, name: str | None = None) -> Path:
     return Path("results") / "reports" / (name or Path(runs_dir).resolve().name)
 
 
-def quality_by_task(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+def quality_by_task(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """Display form of :func:`relative_scores`: each method's score, r, rank and label per task."""
     data = relative_scores(df, variant)
     return pd.DataFrame({
@@ -67,19 +72,27 @@ def quality_by_task(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
 def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame | None]]:
     """name -> (display table, caption, numbers) for every table of the report."""
     return {
-        "main_final": (main_table(df, "final"), "Final score (primary metric ×100, mean ± std over seeds; "
-                       "best per column in bold)", main_stats(df, "final")),
-        "main_best": (main_table(df, "best"), "Best-validation score (primary metric ×100, mean ± std over "
-                      "seeds; best per column in bold)", main_stats(df, "best")),
+        "main_tuned": (main_table(df, "tuned"), "Tuned: per method × model × task the hparams with the best mean "
+                       "validation score (best checkpoint), reported on the labelled test split (primary metric "
+                       f"×100, mean ± std over seeds; chosen hparams in brackets; best per column in bold). {LEGEND}",
+                       tuned_data(df)),
+        "main_final": (main_table(df, "final"), "Every sweep point, final validation score (primary metric ×100, "
+                       f"mean ± std over seeds; best per column in bold). {LEGEND}", main_stats(df, "final")),
+        "main_best": (main_table(df, "best"), "Every sweep point, best-epoch validation score as P-Tuning v2 reports "
+                      "it (selected on the reported split: optimistic; primary metric ×100, mean ± std over "
+                      f"seeds). {LEGEND}", main_stats(df, "best")),
         "cost": (cost_table(df), "Cost per method and model (usable runs)", cost_data(df)),
-        "comparison": (comparison_table(df), "Comparison: declared mechanism vs measured quality and "
-                       "parameter volume", comparison_data(df)),
-        "claim_check": (claim_check_table(df), "Claim check per task: prompt < prefix < P-Tuning v2 ≈ full "
-                        "fine-tuning (Δ in points)", claim_check_data(df)),
+        "comparison": (comparison_table(df), "Comparison: declared mechanism vs measured quality (tuned scores) "
+                       "and parameter volume", comparison_data(df)),
+        "claim_check": (claim_check_table(df), "Claim check per task on tuned scores: prompt < prefix < P-Tuning "
+                        "v2 ≈ full fine-tuning (Δ in points ± its standard error; inconclusive when a side has "
+                        "< 2 seeds or unconverged runs, or |Δ| ≤ 2 standard errors)", claim_check_data(df)),
         "quality_by_task": (quality_by_task(df), "Quality per task relative to head-only and full "
                             "fine-tuning", None),
         "run_counts": (run_counts(df), "Runs per method and model by outcome", None),
         "failures": (failures_table(df), "Runs left out of every average", None),
+        "flagged": (flagged_table(df), "Runs in the averages whose diagnostics raise a doubt (rules: README, "
+                    "Diagnostics)", None),
     }
 
 

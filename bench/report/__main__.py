@@ -59,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{paths.records} record(s) from {args.runs_dir} -> {paths.out_dir}")
-    sections = [("Main table, final score", "main_final"), ("Main table, best-validation score", "main_best"),
+    sections = [("Main table, tuned (hparams chosen on validation)", "main_tuned"),
+                ("Every sweep point, final score", "main_final"),
+                ("Every sweep point, best-epoch score", "main_best"),
                 ("Cost", "cost"), ("Runs left out of every average", "failures"),
+                ("Flagged runs (diagnostics)", "flagged"),
                 ("Comparison", "comparison"), ("Claim check", "claim_check")]  # comparison last: `make demo` ends on it
     for title, name in sections:
-        if name != "failures" or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
+        if name not in ("failures", "flagged") or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
             print(_section(title, paths.tables[name]["md"]), end="")
     print(_paper_vs_measured(args.runs_dir, paths))
     print(_left_out(paths))

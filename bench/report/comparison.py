@@ -2,7 +2,10 @@
 
 The first columns come from the methods' declarations (``methods.declarations()``); Quality
 and Parameter volume come from the records and get a qualitative label by the thresholds
-below.  The claim "prompt < prefix < P-Tuning v2 ≈ full fine-tuning" is checked per task.
+below.  Scores are the tuned ones by default: per method × model × task, the hparams chosen on
+validation, reported on test where a labelled test split exists (``bench.report.tables.cell_stats``).
+The claim "prompt < prefix < P-Tuning v2 ≈ full fine-tuning" is checked per task and answers
+"inconclusive" (with the reason) when the runs cannot decide it.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import warnings
 
 import pandas as pd
 
-from bench.report.tables import _sort, cost_data, fmt_count, fmt_percent, main_stats
+from bench.report.tables import _sort, cell_stats, cost_data, fmt_count, fmt_percent
 
 FULL, HEAD = "full_finetune", "head_only"
 
@@ -39,9 +42,13 @@ CLAIM = (("prompt_tuning", "<", "prefix_tuning"), ("prefix_tuning", "<", "p_tuni
 """The usual claim as a chain of pairwise relations, checked per model × task.  It is a statement
 about these methods, so it stays data here; :func:`unregistered_claim_methods` checks it against
 the registry (tests/test_registry.py fails if a name here is not a registered method)."""
-CLAIM_NOISE_SE = 1.0
-"""A "<" relation is "within noise" when |Δ| ≤ this × the standard error of the difference of
-the two seed means, sqrt(s_a²/n_a + s_b²/n_b) (0 with one seed each)."""
+CLAIM_NOISE_SE = 2.0
+"""A relation is "inconclusive" when |Δ| ≤ this × the standard error of the difference of the two
+seed means, sqrt(s_a²/n_a + s_b²/n_b) (for "≈": when the gap is too large for ≈ but within this)."""
+CLAIM_MIN_SEEDS = 2
+"""… or when either side has fewer usable seeds than this (no standard error without two) …"""
+INCONCLUSIVE = "inconclusive"
+"""… or when a run of either side did not converge (or recorded no diagnostics)."""
 
 
 def unregistered_claim_methods(registered: list[str] | None = None) -> list[str]:
@@ -110,9 +117,9 @@ def method_declarations() -> dict[str, dict[str, bool]]:
         return {}
 
 
-def relative_scores(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
-    """Per method × model × task: mean score, the references, r, rank among methods, label."""
-    stats = main_stats(df, variant).dropna(subset=["mean"])
+def relative_scores(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
+    """Per method × model × task (the chosen hparams): mean score, the references, r, rank, label."""
+    stats = cell_stats(df, variant).dropna(subset=["mean"])
     refs = {name: stats[stats["method"] == name].set_index(["model", "task"])["mean"] for name in (FULL, HEAD)}
     index = pd.MultiIndex.from_frame(stats[["model", "task"]])
     stats["full"] = refs[FULL].reindex(index).to_numpy()
@@ -143,7 +150,7 @@ def _aggregate_quality(rows: pd.DataFrame, has_full: bool, has_head: bool) -> di
             "n_methods": int(rows["n_methods"].max()) if len(rows) else 0}
 
 
-def comparison_data(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+def comparison_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """Per method × model: averaged quality (score, references, r, mean rank, label) and volume.
 
     Scores are averaged over the tasks where the method and both references have usable runs
@@ -208,25 +215,42 @@ def relation_name(left: str, op: str, right: str) -> str:
     return f"{left} {op} {right}"
 
 
+def _doubts(row: pd.Series, name: str) -> list[str]:
+    """Why one side of a relation cannot support a verdict (empty when it can)."""
+    reasons = []
+    if row["n"] < CLAIM_MIN_SEEDS:
+        reasons.append(f"{name} has {int(row['n'])} seed{'s' if row['n'] != 1 else ''}")
+    if row.get("not_converged", 0):
+        reasons.append(f"{name}: {int(row['not_converged'])}/{int(row['n'])} run(s) not converged")
+    if row.get("unknown", 0):
+        reasons.append(f"{name}: {int(row['unknown'])}/{int(row['n'])} run(s) without diagnostics")
+    return reasons
+
+
 def _verdict(op: str, a: pd.Series | None, b: pd.Series | None, left: str, right: str) -> dict:
     """Check ``a op b`` for two rows of :func:`relative_scores` (None when a method has no runs)."""
     if a is None or b is None:
-        return {"diff": math.nan, "se": math.nan, "verdict": f"n/a (no {left if a is None else right} runs)"}
+        return {"diff": math.nan, "se": math.nan, "verdict": f"n/a (no {left if a is None else right} runs)",
+                "reason": ""}
     diff = float(b["mean"] - a["mean"])
     se = math.sqrt(sum(0.0 if math.isnan(r["std"]) else r["std"] ** 2 / r["n"] for r in (a, b)))
+    doubts = _doubts(a, left) + _doubts(b, right)
+    if doubts:
+        return {"diff": diff, "se": se, "verdict": INCONCLUSIVE, "reason": "; ".join(doubts)}
     if op == "≈":
-        near = quality_label(a["mean"], b["mean"], a["head"]) == NEAR_FULL
-        return {"diff": diff, "se": se, "verdict": "holds" if near else "violated"}
+        if quality_label(a["mean"], b["mean"], a["head"]) == NEAR_FULL:
+            return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
     if abs(diff) <= CLAIM_NOISE_SE * se:
-        verdict = "within noise"
-    else:
-        verdict = "holds" if diff > 0 else "violated"
-    return {"diff": diff, "se": se, "verdict": verdict}
+        return {"diff": diff, "se": se, "verdict": INCONCLUSIVE,
+                "reason": f"|Δ| within {CLAIM_NOISE_SE:g} standard errors"}
+    verdict = "violated" if op == "≈" or diff < 0 else "holds"
+    return {"diff": diff, "se": se, "verdict": verdict, "reason": ""}
 
 
-def claim_check_data(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+def claim_check_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """Per model × task × relation of :data:`CLAIM`: Δ = right − left (in [0, 1]), its standard
-    error and the verdict ("holds", "violated", "within noise", "n/a (no X runs)")."""
+    error, the verdict ("holds", "violated", "inconclusive", "n/a (no X runs)") and, when
+    inconclusive, the reason."""
     scores = relative_scores(df, variant)
     rows = []
     for (model, task), group in scores.groupby(["model", "task"]):
@@ -234,29 +258,30 @@ def claim_check_data(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
         for left, op, right in CLAIM:
             check = _verdict(op, by_method.get(left), by_method.get(right), left, right)
             rows.append({"model": model, "task": task, "relation": relation_name(left, op, right), **check})
-    return pd.DataFrame(rows, columns=["model", "task", "relation", "diff", "se", "verdict"])
+    return pd.DataFrame(rows, columns=["model", "task", "relation", "diff", "se", "verdict", "reason"])
 
 
 def _claim_cell(row: pd.Series) -> str:
     if row["verdict"].startswith("n/a"):
         return row["verdict"]
-    if "≈" in row["relation"]:
-        return f"{row['verdict']} (gap {row['diff'] * 100:.1f})"
     noise = f" ± {row['se'] * 100:.1f}" if row["se"] > 0 else ""
-    return f"{row['verdict']} (Δ {row['diff'] * 100:+.1f}{noise})"
+    numbers = f"gap {row['diff'] * 100:.1f}{noise}" if "≈" in row["relation"] else \
+        f"Δ {row['diff'] * 100:+.1f}{noise}"
+    reason = f"; {row['reason']}" if row["reason"] else ""
+    return f"{row['verdict']} ({numbers}{reason})"
 
 
 def _claim_summary(verdicts: list[str], relations: list[str]) -> str:
     violated = [r for r, v in zip(relations, verdicts) if v == "violated"]
-    unresolved = [r for r, v in zip(relations, verdicts) if v == "within noise"]
+    unresolved = [r for r, v in zip(relations, verdicts) if v == INCONCLUSIVE]
     if violated:
-        return "violated: " + "; ".join(violated)
+        return "violated: " + "; ".join(violated) + (f" (inconclusive: {'; '.join(unresolved)})" if unresolved else "")
     if unresolved:
-        return "not resolved (within noise): " + "; ".join(unresolved)
+        return "inconclusive: " + "; ".join(unresolved)
     return "holds" if all(v == "holds" for v in verdicts) else "incomplete (missing methods)"
 
 
-def claim_check_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+def claim_check_table(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """One line per model × task: each relation of the claim with Δ (points) and the verdict."""
     data = claim_check_data(df, variant)
     relations = [relation_name(*c) for c in CLAIM]
@@ -277,7 +302,7 @@ def _method_claims(claims: pd.DataFrame, method: str, model: str) -> str:
         if rows.empty:
             continue
         text = f"{relation}: holds on {(rows['verdict'] == 'holds').sum()}/{len(rows)} tasks"
-        for verdict in ("violated", "within noise"):
+        for verdict in ("violated", INCONCLUSIVE):
             tasks = sorted(rows.loc[rows["verdict"] == verdict, "task"])
             text += f" ({verdict}: {', '.join(tasks)})" if tasks else ""
         parts.append(text)
@@ -295,7 +320,7 @@ def _recorded_declarations(df: pd.DataFrame, method: str, model: str) -> dict[st
     return flags
 
 
-def comparison_table(df: pd.DataFrame, variant: str = "final",
+def comparison_table(df: pd.DataFrame, variant: str = "tuned",
                      declarations: dict[str, dict[str, bool]] | None = None) -> pd.DataFrame:
     """Method | Model | Input influence | Attention influence | Uses MLP | Quality |
     Parameter volume | Claim check — declarations beside measurements (see docs/REPORT.md)."""

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 from bench.report.loading import history_frame
 from bench.report.style import method_color, model_markers, order_methods
-from bench.report.tables import _column, cost_data, main_averages, main_stats, task_metrics
+from bench.report.tables import _column, cell_stats, cost_data, main_averages, selected_runs, task_metrics
 
 FIGURE_NAMES = ("score_vs_params", "throughput", "task_bars", "validation_curves", "pareto")
 """Every figure :func:`make_figures` writes, each as ``<name>.png`` and ``<name>.pdf``."""
@@ -67,11 +67,12 @@ def _zero_nan(values: pd.Series) -> np.ndarray:
 
 
 def score_vs_params(df: pd.DataFrame) -> Figure:
-    """Final score (mean ± std over seeds) against trainable parameters, one panel per task."""
-    stats = main_stats(df).dropna(subset=["mean"])
+    """Final score (mean ± std over seeds, chosen hparams) against trainable parameters, one panel per task."""
+    stats = cell_stats(df, "final").dropna(subset=["mean"])
     if stats.empty:
         return _empty("no usable runs")
-    ok = df[df["usable"]].assign(trainable=lambda d: _column(d, "params.trainable"))
+    ok = selected_runs(df)
+    ok = ok[ok["usable"]].assign(trainable=lambda d: _column(d, "params.trainable"))
     params = ok.groupby(["method", "model", "task"])["trainable"].median().rename("trainable")
     stats = stats.join(params, on=["method", "model", "task"])
     tasks, metrics, markers = sorted(stats["task"].unique()), task_metrics(df), model_markers(stats["model"])
@@ -111,8 +112,8 @@ def throughput(df: pd.DataFrame) -> Figure:
 
 
 def task_bars(df: pd.DataFrame) -> Figure:
-    """Final score per task as grouped bars (one bar per method), error bars = std over seeds."""
-    stats = main_stats(df).dropna(subset=["mean"])
+    """Final score per task as grouped bars (one bar per method, chosen hparams), error bars = std over seeds."""
+    stats = cell_stats(df, "final").dropna(subset=["mean"])
     if stats.empty:
         return _empty("no usable runs")
     models, metrics = sorted(stats["model"].unique()), task_metrics(df)
@@ -133,8 +134,9 @@ def task_bars(df: pd.DataFrame) -> Figure:
 
 
 def validation_curves(df: pd.DataFrame) -> Figure:
-    """Validation primary metric against step, mean over seeds with a ±std band, per model × task."""
-    history = history_frame(df)
+    """Validation primary metric against step (chosen hparams), mean over seeds with a ±std band, per
+    model × task."""
+    history = history_frame(selected_runs(df))
     if history.empty:
         return _empty("no validation history")
     panels = sorted(history.groupby(["model", "task"]).groups)
@@ -169,7 +171,7 @@ def pareto_points(df: pd.DataFrame) -> pd.DataFrame:
 
     Rows missing a task of their model have no average (see ``main_averages``) and are left out.
     """
-    averages = main_averages(main_stats(df)).dropna(subset=["average"])
+    averages = main_averages(cell_stats(df, "final")).dropna(subset=["average"])
     costs = cost_data(df)[["method", "model", "trainable", "train_time_s_mean"]]
     return averages.merge(costs, on=["method", "model"], how="left")
 

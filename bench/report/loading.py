@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 REQUIRED_KEYS = ("status", "method", "model", "task", "seed", "metrics")
@@ -24,8 +25,10 @@ TIME_TO_BEST_FRACTION = 0.95
 """Cost table: time until validation first reaches this fraction of the run's best score."""
 
 # Nested values kept whole: lists and free-form configs would explode into hundreds of columns.
-_KEEP_WHOLE = frozenset({"metrics.history", "provenance.config", "provenance.overrides"})
-_PATH_LAYOUT = re.compile(r"(?P<method>[^/]+)/(?P<model>[^/]+)/(?P<task>[^/]+)/seed=(?P<seed>-?\d+)/result\.json$")
+_KEEP_WHOLE = frozenset({"metrics.history", "provenance.config", "provenance.overrides", "hparams"})
+# <method>/<model>/<task>/[<hparams slug, which always holds "=">/]seed=<n>/result.json
+_PATH_LAYOUT = re.compile(r"(?P<method>[^/=]+)/(?P<model>[^/=]+)/(?P<task>[^/=]+)/(?:[^/]*=[^/]*/)?"
+                          r"seed=(?P<seed>-?\d+)/result\.json$")
 
 
 class ReportError(Exception):
@@ -109,6 +112,23 @@ def _score(row: pd.Series, which: str) -> float:
     return float(value) if is_finite(value) else math.nan
 
 
+def hparams_label(hparams: Any) -> str:
+    """``"lr=0.01, num_virtual_tokens=10"`` from a record's ``hparams`` ({} or absent: ``""``, the defaults).
+
+    Keys are dotted (``trainer.lr``); the last part names a key unless two keys share it.
+    """
+    if not isinstance(hparams, dict) or not hparams:
+        return ""
+    leaves = [str(key).rsplit(".", 1)[-1] for key in hparams]
+    names = [leaf if leaves.count(leaf) == 1 else str(key) for key, leaf in zip(hparams, leaves)]
+    return ", ".join(f"{name}={value}" for name, value in sorted(zip(names, hparams.values())))
+
+
+def _flag(value: Any) -> bool | None:
+    """A diagnostics boolean, None when the record does not say (older records, failed runs)."""
+    return bool(value) if isinstance(value, (bool, np.bool_)) else None
+
+
 def _problem(row: pd.Series) -> str:
     """Why a row is left out of the averages ('' when it is used)."""
     if row["status"] != "ok":
@@ -125,6 +145,10 @@ def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
     """Columns every table uses: scores of the primary metric, usability, time to 95 %."""
     df["score_final"] = df.apply(_score, axis=1, which="final")
     df["score_best"] = df.apply(_score, axis=1, which="best")
+    df["score_test"] = df.apply(_score, axis=1, which="test")
+    df["hparams"] = [hparams_label(h) for h in df.get("hparams", pd.Series(None, index=df.index))]
+    df["converged"] = [_flag(v) for v in df.get("diagnostics.converged", pd.Series(None, index=df.index))]
+    df["collapsed"] = [_flag(v) for v in df.get("diagnostics.collapsed", pd.Series(None, index=df.index))]
     df["problem"] = df.apply(_problem, axis=1)
     df["usable"] = df["problem"] == ""
     df["time_to_95_s"] = [

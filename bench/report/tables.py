@@ -8,6 +8,7 @@ counted next to the numbers and listed by :func:`failures_table`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,17 @@ import pandas as pd
 from bench.report.style import order_methods
 
 KEYS = ["method", "model", "task"]
-VARIANTS = {"final": "score_final", "best": "score_best"}
-"""Main-table variants: the score at the end of training, or at the best validation step."""
+POINT = KEYS + ["hparams"]
+"""A sweep point: one cell of the grid (its seeds are the repeats)."""
+VARIANTS = {"final": "score_final", "best": "score_best", "tuned": "score_tuned"}
+"""Score variants: validation at the end of training; validation at the best checkpoint (PT2-style
+best epoch); tuned = test of the best checkpoint of the hparams chosen on validation."""
+SELECTION = "score_best"
+"""Hyperparameters are chosen on the mean over seeds of the best-checkpoint validation score: the
+checkpoint whose test score the tuned table reports."""
+MARKS = {"not_converged": "†", "collapsed": "‡", "unknown": "?", "same_split": "§"}
+LEGEND = ("† a run did not converge, ‡ a run's validation predictions collapsed to one value, ? a record "
+          "without diagnostics, § selected and reported on the same (validation) split")
 
 
 def score_column(variant: str) -> str:
@@ -38,18 +48,87 @@ def task_metrics(df: pd.DataFrame) -> dict[str, str]:
     return {task: "/".join(sorted(set(group["metrics.primary"]))) for task, group in named.groupby("task")}
 
 
-def main_stats(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
-    """Per method × model × task: mean, std (sample, ddof=1) and n of usable runs, and the runs
-    left out (``not_ok`` count, ``not_ok_detail`` such as ``"1 diverged"``)."""
-    column = score_column(variant)
+def _with_points(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with an ``hparams`` column ('' = the defaults) for frames built without one."""
+    return df if "hparams" in df else df.assign(hparams="")
+
+
+def _stats(df: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
+    """Per ``keys``: mean, std (ddof=1), n of usable runs with a finite ``column``, their diagnostic
+    flags (counts), and the runs left out (``not_ok`` count, ``not_ok_detail`` e.g. ``"1 diverged"``)."""
     ok = df[df["usable"] & df[column].notna()]
-    stats = ok.groupby(KEYS)[column].agg(mean="mean", std="std", n="count").reset_index()
+    flags = ok.assign(not_converged=ok["converged"].eq(False), collapsed=ok["collapsed"].eq(True),
+                      unknown=ok["converged"].isna())
+    stats = flags.groupby(keys).agg(mean=(column, "mean"), std=(column, "std"), n=(column, "count"),
+                                    not_converged=("not_converged", "sum"), collapsed=("collapsed", "sum"),
+                                    unknown=("unknown", "sum")).reset_index()
     bad = df[~df["usable"] & (df["status"] != "unreadable")].dropna(subset=KEYS)
     bad = bad.assign(kind=bad["status"].where(bad["status"] != "ok", "invalid"))
-    not_ok = bad.groupby(KEYS).agg(not_ok=("kind", "size"), not_ok_detail=("kind", _count_kinds)).reset_index()
-    stats = stats.merge(not_ok, on=KEYS, how="outer")
-    stats[["n", "not_ok"]] = stats[["n", "not_ok"]].fillna(0).astype(int)
+    not_ok = bad.groupby(keys).agg(not_ok=("kind", "size"), not_ok_detail=("kind", _count_kinds)).reset_index()
+    stats = stats.merge(not_ok, on=keys, how="outer")
+    counts = ["n", "not_ok", "not_converged", "collapsed", "unknown"]
+    stats[counts] = stats[counts].fillna(0).astype(int)
     stats["not_ok_detail"] = stats["not_ok_detail"].fillna("")
+    return _sort(stats, keys) if len(stats) else stats
+
+
+def main_stats(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
+    """Per method × model × task × hparams (every sweep point): see :func:`_stats`."""
+    if variant == "tuned":
+        return cell_stats(df, "tuned")
+    return _stats(_with_points(df), score_column(variant), POINT)
+
+
+def select_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method × model × task, the hparams with the best mean :data:`SELECTION` score over seeds.
+
+    Only validation scores are read, never test.  Ties go to more seeds, then to the first hparams
+    in sort order.  ``candidates`` counts the points compared.
+    """
+    ok = _with_points(df)
+    ok = ok[ok["usable"] & ok[SELECTION].notna()]
+    means = ok.groupby(POINT).agg(selection=(SELECTION, "mean"), selection_n=(SELECTION, "count")).reset_index()
+    means = means.sort_values(["selection", "selection_n", "hparams"], ascending=[False, False, True])
+    chosen = means.drop_duplicates(KEYS).copy()
+    chosen["candidates"] = chosen.set_index(KEYS).index.map(means.groupby(KEYS).size()).to_numpy()
+    return chosen.reset_index(drop=True)
+
+
+def selected_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of each cell's chosen point (:func:`select_points`); every run of a cell that has no
+    usable run at all (so its failures are still counted)."""
+    df = _with_points(df)
+    chosen = select_points(df)
+    cell = pd.MultiIndex.from_frame(df[KEYS].astype(str))
+    point = pd.MultiIndex.from_frame(df[POINT].astype(str))
+    picked = point.isin(pd.MultiIndex.from_frame(chosen[POINT].astype(str)))
+    unchosen_cell = ~cell.isin(pd.MultiIndex.from_frame(chosen[KEYS].astype(str)))
+    return df[picked | unchosen_cell]
+
+
+def _tuned_scores(runs: pd.DataFrame) -> pd.DataFrame:
+    """``score_tuned`` and ``split`` per run: test where every usable run of the cell has a test
+    score, else the best-checkpoint validation score (selected and reported on the same split)."""
+    usable = runs[runs["usable"]]
+    has_test = usable.groupby(KEYS)["score_test"].apply(lambda s: bool(s.notna().all()))
+    index = pd.MultiIndex.from_frame(runs[KEYS])
+    test = pd.Series(index.map(has_test.to_dict()).to_numpy(), index=runs.index).eq(True)
+    return runs.assign(score_tuned=runs["score_test"].where(test, runs["score_best"]),
+                       split=np.where(test, "test", "validation"))
+
+
+def cell_stats(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
+    """Per method × model × task, the chosen point's ``variant`` score (see :data:`VARIANTS`) with
+    its hparams, the selection score, how many points competed and the reported split."""
+    runs = _tuned_scores(selected_runs(df))
+    stats = _stats(runs, score_column(variant), KEYS)
+    chosen = select_points(df)[KEYS + ["hparams", "selection", "candidates"]]
+    stats = stats.merge(chosen, on=KEYS, how="left")
+    split = runs[runs["usable"]].groupby(KEYS)["split"].first() if variant == "tuned" else None
+    stats["split"] = (pd.MultiIndex.from_frame(stats[KEYS]).map(split.to_dict()).to_numpy()
+                      if split is not None else "validation")
+    stats["same_split"] = stats["split"].eq("validation")
+    stats["hparams"] = stats["hparams"].fillna("")
     return _sort(stats, KEYS) if len(stats) else stats
 
 
@@ -59,27 +138,40 @@ def _count_kinds(kinds: pd.Series) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in sorted(counts.index))
 
 
-def main_averages(stats: pd.DataFrame) -> pd.DataFrame:
-    """Per method × model: mean over tasks of the per-task means, and how many tasks it covers.
+def main_averages(stats: pd.DataFrame, rows: tuple[str, ...] = ("method", "model")) -> pd.DataFrame:
+    """Per row (method × model, or × hparams): mean over tasks of the per-task means, and how many
+    tasks it covers.
 
     The average is only given (``average`` not NaN) when the row covers every task that has a
     usable run for that model; a partial average would compare rows over different tasks.
     """
     scored = stats.dropna(subset=["mean"])
     tasks_per_model = scored.groupby("model")["task"].nunique()
-    rows = stats.groupby(["method", "model"]).agg(average=("mean", "mean"), tasks=("mean", "count")).reset_index()
-    rows["model_tasks"] = rows["model"].map(tasks_per_model).fillna(0).astype(int)
-    rows.loc[rows["tasks"] < rows["model_tasks"], "average"] = np.nan
-    return rows
+    out = stats.groupby(list(rows)).agg(average=("mean", "mean"), tasks=("mean", "count")).reset_index()
+    out["model_tasks"] = out["model"].map(tasks_per_model).fillna(0).astype(int)
+    out.loc[out["tasks"] < out["model_tasks"], "average"] = np.nan
+    return out
 
 
-def _fmt_score(mean: float, std: float, n: int, not_ok: str, best: bool) -> str:
-    lost = f"; {not_ok}" if not_ok else ""
-    if n == 0:
-        return f"- (0 ok{lost})" if not_ok else ""
-    value = f"**{mean * 100:.1f}**" if best else f"{mean * 100:.1f}"
-    spread = f" ± {std * 100:.1f}" if n > 1 and not math.isnan(std) else ""
-    return f"{value}{spread} (n={n}{lost})"
+def cell_marks(row) -> str:
+    """The diagnostic marks of a cell (:data:`MARKS`)."""
+    marks = [MARKS[name] for name in ("not_converged", "collapsed", "unknown")
+             if int(getattr(row, name, 0) or 0) > 0]
+    if getattr(row, "tuned", False) and getattr(row, "split", None) == "validation":
+        marks.append(MARKS["same_split"])
+    return "".join(marks)
+
+
+def _fmt_score(row, best: bool) -> str:
+    lost = f"; {row.not_ok_detail}" if row.not_ok_detail else ""
+    if row.n == 0:
+        return f"- (0 ok{lost})" if row.not_ok_detail else ""
+    value = f"**{row.mean * 100:.1f}**" if best else f"{row.mean * 100:.1f}"
+    spread = f" ± {row.std * 100:.1f}" if row.n > 1 and not math.isnan(row.std) else ""
+    text = f"{value}{spread} (n={row.n}{lost}){cell_marks(row)}"
+    if getattr(row, "tuned", False):
+        text += f" [{row.hparams or 'defaults'}]"
+    return text
 
 
 def _fmt_average(average: float, tasks: int, model_tasks: int, best: bool) -> str:
@@ -96,26 +188,36 @@ def _is_best(values: pd.Series, groups: pd.Series) -> pd.Series:
 
 
 def main_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
-    """Method × model rows, task columns: ``mean ± std (n=k)`` ×100; best per column in bold.
+    """Rows = method × model (× hparams when a sweep varied any), task columns: ``mean ± std (n=k)``
+    ×100 with diagnostic marks (:data:`MARKS`); best per column in bold.
 
-    The best is marked among the methods of the same model.  The Average column is the mean of
-    the per-task means (see :func:`main_averages`).
+    ``variant="tuned"``: one row per method × model, each cell the chosen hparams' test score (see
+    :func:`cell_stats`) followed by the hparams.  The best is marked among the methods of the same
+    model.  The Average column is the mean of the per-task means (see :func:`main_averages`).
     """
     stats = main_stats(df, variant)
     if stats.empty:
         return pd.DataFrame(columns=["Method", "Model", "Average"])
+    tuned = variant == "tuned"
+    rows = ["method", "model"] if tuned or not stats["hparams"].ne("").any() else ["method", "model", "hparams"]
     stats["best"] = _is_best(stats["mean"], stats["model"] + "\0" + stats["task"])
-    stats["cell"] = [_fmt_score(r.mean, r.std, r.n, r.not_ok_detail, r.best) for r in stats.itertuples()]
+    stats["tuned"] = tuned
+    stats["cell"] = [_fmt_score(r, r.best) for r in stats.itertuples()]
     metrics = task_metrics(df)
     stats["column"] = [f"{t} ({metrics.get(t, '?')})" for t in stats["task"]]
-    table = stats.pivot(index=["method", "model"], columns="column", values="cell").fillna("")
+    table = stats.pivot(index=rows, columns="column", values="cell").fillna("")
     table = table[sorted(table.columns)].reset_index()
-    averages = main_averages(stats)
+    averages = main_averages(stats, tuple(rows))
     averages["best"] = _is_best(averages["average"], averages["model"])
-    table = table.merge(averages, on=["method", "model"], how="left")
+    table = table.merge(averages, on=rows, how="left")
     table["Average"] = [_fmt_average(r.average, r.tasks, r.model_tasks, r.best) for r in table.itertuples()]
-    table = _sort(table, ["method", "model"]).drop(columns=["average", "tasks", "model_tasks", "best"])
-    return table.rename(columns={"method": "Method", "model": "Model"})
+    table = _sort(table, rows).drop(columns=["average", "tasks", "model_tasks", "best"])
+    return table.rename(columns={"method": "Method", "model": "Model", "hparams": "Hparams"})
+
+
+def tuned_data(df: pd.DataFrame) -> pd.DataFrame:
+    """The tuned table's numbers: one row per method × model × task (see :func:`cell_stats`)."""
+    return cell_stats(df, "tuned")
 
 
 def _column(df: pd.DataFrame, name: str) -> pd.Series:
@@ -233,6 +335,41 @@ def failures_table(df: pd.DataFrame) -> pd.DataFrame:
         "Record": bad["path"],
     })
     return table.sort_values(["Status", "Record"]).reset_index(drop=True)
+
+
+def _flags(run: pd.Series) -> str:
+    """Why a usable run is flagged, one line."""
+    parts = []
+    if run["converged"] is None:
+        parts.append(f"{MARKS['unknown']} no diagnostics in the record")
+    elif not run["converged"]:
+        parts.append(f"{MARKS['not_converged']} not converged ({run.get('diagnostics.converged_reason') or '?'})")
+    if run["collapsed"] is True:
+        parts.append(f"{MARKS['collapsed']} collapsed: every validation prediction is the same")
+    return "; ".join(parts)
+
+
+def _fmt_number(value: Any, digits: int = 2) -> str:
+    return f"{float(value):.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
+
+
+def flagged_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Usable runs whose diagnostics raise a doubt (not converged, collapsed, none recorded), with the
+    prefix health measured at the end of training (attention-prefix methods)."""
+    ok = _with_points(df[df["usable"]])
+    flagged = ok[ok["converged"].ne(True) | ok["collapsed"].eq(True)]
+    table = pd.DataFrame({
+        "Flags": [_flags(run) for _, run in flagged.iterrows()],
+        "Method": flagged["method"], "Model": flagged["model"], "Task": flagged["task"],
+        "Hparams": flagged["hparams"], "Seed": flagged["seed"].map(lambda s: str(int(s))),
+        "Prefix key/real key norm": [_fmt_number(v) for v in flagged.get("diagnostics.prefix_key_norm_ratio",
+                                                                         pd.Series(None, index=flagged.index))],
+        "Prefix attention share": [_fmt_number(v) for v in flagged.get("diagnostics.prefix_attention_share",
+                                                                       pd.Series(None, index=flagged.index))],
+        "Record": flagged["path"],
+    }, columns=["Flags", "Method", "Model", "Task", "Hparams", "Seed", "Prefix key/real key norm",
+                "Prefix attention share", "Record"])
+    return table.sort_values("Record").reset_index(drop=True) if len(table) else table
 
 
 def run_counts(df: pd.DataFrame) -> pd.DataFrame:
