@@ -5,6 +5,7 @@ The record's ``diagnostics`` section is built by :func:`run_diagnostics`; the lo
 (:class:`LossWatch`) runs inside the training loop so an exploding run stops early and is
 recorded as ``diverged``, like a NaN loss.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,11 @@ def convergence(history: Sequence[Mapping[str, Any]], metric: str) -> tuple[bool
     :data:`CONVERGENCE_LOSS_MARGIN` — unless the best earlier score already is
     :data:`METRIC_CEILING`.  A run still climbing at its last step is therefore not converged.
     """
-    passes = [h for h in history if str(h.get("split", "validation")) == "validation"
-              and _finite(h.get(metric)) and _finite(h.get("step"))]
+    passes = [
+        h
+        for h in history
+        if str(h.get("split", "validation")) == "validation" and _finite(h.get(metric)) and _finite(h.get("step"))
+    ]
     if len(passes) < 2:
         return False, f"{len(passes)} validation pass(es): too few to tell"
     last = max(h["step"] for h in passes)
@@ -109,12 +113,14 @@ class LossWatch:
             return f"training loss exploded: {loss:.3g} > {EXPLOSION_ABSOLUTE:g} at step {step}"
         if step < 2:
             return None
-        reference = statistics.median(self.losses[:min(step - 1, EXPLOSION_REFERENCE_STEPS)])
+        reference = statistics.median(self.losses[: min(step - 1, EXPLOSION_REFERENCE_STEPS)])
         window = self.losses[-EXPLOSION_WINDOW:]
         smoothed = sum(window) / len(window)
         if reference > 0 and smoothed > EXPLOSION_FACTOR * reference:
-            return (f"training loss exploded: mean of last {len(window)} steps {smoothed:.3g} > "
-                    f"{EXPLOSION_FACTOR:g} × first-steps loss {reference:.3g} at step {step}")
+            return (
+                f"training loss exploded: mean of last {len(window)} steps {smoothed:.3g} > "
+                f"{EXPLOSION_FACTOR:g} × first-steps loss {reference:.3g} at step {step}"
+            )
         return None
 
 
@@ -131,7 +137,7 @@ class PrefixProbe:
         self.key_ratios: list[float] = []
         self.shares: list[float] = []
 
-    def __enter__(self) -> "PrefixProbe":
+    def __enter__(self) -> PrefixProbe:
         from methods.injection import add_probe
 
         add_probe(self.observe)
@@ -143,8 +149,9 @@ class PrefixProbe:
         remove_probe(self.observe)
 
     @torch.no_grad()
-    def observe(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
-                mask: torch.Tensor | None, n_prefix: int) -> None:
+    def observe(
+        self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, n_prefix: int
+    ) -> None:
         """One layer: ``key`` holds the prefix in its first ``n_prefix`` positions; ``mask`` is the
         extended (B, 1, Q, K) mask (bool: True = attend; float: additive) or None."""
         if len(self.shares) >= self.layers:
@@ -184,13 +191,18 @@ def _allowed(mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor) 
     return allowed[..., -k_len:].expand(batch, 1, q_len, k_len)
 
 
-def run_diagnostics(history: Sequence[Mapping[str, Any]], metric: str | None, kind: str,
-                    last_predictions: Sequence[Any] | None,
-                    prefix: Mapping[str, float | None] | None = None) -> dict[str, Any]:
+def run_diagnostics(
+    history: Sequence[Mapping[str, Any]],
+    metric: str | None,
+    kind: str,
+    last_predictions: Sequence[Any] | None,
+    prefix: Mapping[str, float | None] | None = None,
+) -> dict[str, Any]:
     """The record's ``diagnostics`` section for a run that finished training."""
     converged, reason = convergence(history, metric) if metric else (False, "no primary metric")
     result: dict[str, Any] = {
-        "converged": converged, "converged_reason": reason,
+        "converged": converged,
+        "converged_reason": reason,
         "collapsed": bool(last_predictions is not None and is_collapsed(kind, last_predictions)),
         "exploded": False,
     }
@@ -201,5 +213,10 @@ def run_diagnostics(history: Sequence[Mapping[str, Any]], metric: str | None, ki
 
 def diverged_diagnostics(reason: str) -> dict[str, Any]:
     """The ``diagnostics`` section of a run stopped by a NaN or exploding loss."""
-    return {"converged": False, "converged_reason": "training diverged", "collapsed": False,
-            "exploded": True, "exploded_reason": reason}
+    return {
+        "converged": False,
+        "converged_reason": "training diverged",
+        "collapsed": False,
+        "exploded": True,
+        "exploded_reason": reason,
+    }

@@ -1,5 +1,6 @@
 """Diagnostics on constructed cases: plateau, still rising, constant predictor, exploding loss,
 and the prefix probe measured through the real attention function."""
+
 from __future__ import annotations
 
 import math
@@ -55,17 +56,20 @@ def test_too_few_passes_cannot_be_called_converged() -> None:
     assert not convergence([], "accuracy")[0]
 
 
-@pytest.mark.parametrize("kind,predictions,expected", [
-    ("classification", [1, 1, 1, 1], True),
-    ("classification", [1, 0, 1, 1], False),
-    ("multiple_choice", [0, 0, 0], True),
-    ("token_classification", [[0, 0], [0], [0, 0, 0]], True),
-    ("token_classification", [[0, 1], [0], [0, 0, 0]], False),
-    ("generation", ["", " ", ""], True),
-    ("generation", ["the cafe", "the cafe"], True),
-    ("generation", ["the cafe", "a bar"], False),
-    ("classification", [1], False),
-])
+@pytest.mark.parametrize(
+    "kind,predictions,expected",
+    [
+        ("classification", [1, 1, 1, 1], True),
+        ("classification", [1, 0, 1, 1], False),
+        ("multiple_choice", [0, 0, 0], True),
+        ("token_classification", [[0, 0], [0], [0, 0, 0]], True),
+        ("token_classification", [[0, 1], [0], [0, 0, 0]], False),
+        ("generation", ["", " ", ""], True),
+        ("generation", ["the cafe", "the cafe"], True),
+        ("generation", ["the cafe", "a bar"], False),
+        ("classification", [1], False),
+    ],
+)
 def test_a_constant_predictor_is_collapsed(kind: str, predictions: list, expected: bool) -> None:
     assert is_collapsed(kind, predictions) is expected
 
@@ -86,21 +90,34 @@ def test_a_single_spike_is_not_an_explosion_but_an_absolute_bound_is() -> None:
 
 
 def test_the_lr_1e6_smoke_run_is_recorded_as_diverged(tmp_path: Path, one_thread) -> None:
-    config = OmegaConf.to_container(compose(["method=prompt_tuning", "model=tiny_bert", "task=synth_cls",
-                                             "trainer=smoke", "trainer.lr=1e6"], hydra_node=False), resolve=True)
+    config = OmegaConf.to_container(
+        compose(
+            ["method=prompt_tuning", "model=tiny_bert", "task=synth_cls", "trainer=smoke", "trainer.lr=1e6"],
+            hydra_node=False,
+        ),
+        resolve=True,
+    )
     record = execute(config, tmp_path)
     assert record["status"] == "diverged" and "exploded" in record["error"]
     assert record["diagnostics"]["exploded"] is True and record["diagnostics"]["converged"] is False
 
 
 def test_an_ok_run_records_every_diagnostic(tmp_path: Path, one_thread) -> None:
-    config = OmegaConf.to_container(compose(["method=p_tuning_v2", "model=tiny_bert", "task=synth_cls",
-                                             "trainer=smoke"], hydra_node=False), resolve=True)
+    config = OmegaConf.to_container(
+        compose(["method=p_tuning_v2", "model=tiny_bert", "task=synth_cls", "trainer=smoke"], hydra_node=False),
+        resolve=True,
+    )
     record = execute(config, tmp_path)
     found = record["diagnostics"]
     assert record["status"] == "ok"
-    assert set(found) >= {"converged", "converged_reason", "collapsed", "exploded", "prefix_key_norm_ratio",
-                          "prefix_attention_share"}
+    assert set(found) >= {
+        "converged",
+        "converged_reason",
+        "collapsed",
+        "exploded",
+        "prefix_key_norm_ratio",
+        "prefix_attention_share",
+    }
     assert found["prefix_key_norm_ratio"] > 0 and 0 < found["prefix_attention_share"] < 1
 
 

@@ -1,4 +1,5 @@
 """The FewGLUE protocol (task.protocol=fewglue): train on train32, select on dev32, report on val."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,15 @@ def rte_folder(root: Path) -> Path:
     """An RTE-format folder with every file of a full + FewGLUE download (no test.jsonl)."""
     root.mkdir(parents=True, exist_ok=True)
     for name, size in SIZES.items():
-        rows = [{"premise": f"{name} premise {i} about a cat.", "hypothesis": f"A cat {i}.", "idx": i,
-                 "label": "entailment" if i % 2 else "not_entailment"} for i in range(size)]
+        rows = [
+            {
+                "premise": f"{name} premise {i} about a cat.",
+                "hypothesis": f"A cat {i}.",
+                "idx": i,
+                "label": "entailment" if i % 2 else "not_entailment",
+            }
+            for i in range(size)
+        ]
         (root / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
     return root
 
@@ -35,8 +43,9 @@ def test_the_protocol_picks_the_files_of_each_split(tmp_path: Path) -> None:
     assert {s: len(e) for s, e in full.splits.items()} == {"train": 10, "validation": 4}
     few = load_task(task_cfg([f"task.data_dir={folder}", "task.protocol=fewglue"]))
     assert {s: len(e) for s, e in few.splits.items()} == {"train": 8, "validation": 6, "test": 4}
-    overridden = load_task(task_cfg([f"task.data_dir={folder}", "task.protocol=fewglue",
-                                     "task.files.test=[train.jsonl]"]))  # one split still overridable
+    overridden = load_task(
+        task_cfg([f"task.data_dir={folder}", "task.protocol=fewglue", "task.files.test=[train.jsonl]"])
+    )  # one split still overridable
     assert len(overridden.splits["test"]) == 10
 
 
@@ -44,13 +53,28 @@ def test_a_fewglue_run_selects_on_dev32_and_reports_val(tmp_path: Path, one_thre
     folder = rte_folder(tmp_path / "RTE")
     runs = tmp_path / "runs"
     for lr in (1e-3, 1e-2):
-        config = OmegaConf.to_container(compose([
-            "method=head_only", "model=tiny_bert", "task=rte", "trainer=smoke", f"trainer.lr={lr}",
-            f"task.data_dir={folder}", "task.protocol=fewglue"], hydra_node=False), resolve=True)
+        config = OmegaConf.to_container(
+            compose(
+                [
+                    "method=head_only",
+                    "model=tiny_bert",
+                    "task=rte",
+                    "trainer=smoke",
+                    f"trainer.lr={lr}",
+                    f"task.data_dir={folder}",
+                    "task.protocol=fewglue",
+                ],
+                hydra_node=False,
+            ),
+            resolve=True,
+        )
         record = execute(config, runs / f"lr={lr}" / "seed=0")
         assert record["status"] == "ok", record["error"]
-        assert {k: record["metrics"]["data"][k] for k in ("train", "validation", "test")} == \
-            {"train": 8, "validation": 6, "test": 4}
+        assert {k: record["metrics"]["data"][k] for k in ("train", "validation", "test")} == {
+            "train": 8,
+            "validation": 6,
+            "test": 4,
+        }
         record["hparams"] = {"trainer.lr": lr}  # what the run identity records (bench.identity)
         (runs / f"lr={lr}" / "seed=0" / "result.json").write_text(json.dumps(record))
     data = report.tuned_data(report.load_records(runs)).iloc[0]
@@ -58,8 +82,13 @@ def test_a_fewglue_run_selects_on_dev32_and_reports_val(tmp_path: Path, one_thre
 
 
 def test_fewglue_without_data_dir_fails_in_one_line_before_loading(tmp_path: Path) -> None:
-    config = OmegaConf.to_container(compose(["method=head_only", "model=tiny_bert", "task=rte", "trainer=smoke",
-                                             "task.protocol=fewglue"], hydra_node=False), resolve=True)
+    config = OmegaConf.to_container(
+        compose(
+            ["method=head_only", "model=tiny_bert", "task=rte", "trainer=smoke", "task.protocol=fewglue"],
+            hydra_node=False,
+        ),
+        resolve=True,
+    )
     record = execute(config, tmp_path)
     assert record["status"] == "failed" and "\n" not in record["error"]
     assert record["error"].startswith("RunConfigError: task.protocol=fewglue") and "task.data_dir" in record["error"]

@@ -3,6 +3,7 @@
 Expected numbers are computed here with pandas straight from the JSON files, independently of
 the report's own loading and aggregation code.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,30 @@ HISTORY_STEPS = (10, 20, 30, 40, 50)
 # --- record factory ------------------------------------------------------------------------
 
 
-def make_record(method: str, model: str, task: str, seed: int, score: float, *, status: str = "ok",
-                primary: str = "accuracy", trainable: int = 1000, stored: int | None = None, head: int = 100,
-                tokens_per_s: float = 1000.0, step_time_s: float = 0.01, train_time_s: float = 10.0,
-                peak_memory_bytes: int = 2**28, history_time_s: bool = False, error: str | None = None,
-                final: dict | None = None, test: float | None | str = "final", converged: bool | None = True,
-                collapsed: bool = False, hparams: dict | None = None) -> dict:
+def make_record(
+    method: str,
+    model: str,
+    task: str,
+    seed: int,
+    score: float,
+    *,
+    status: str = "ok",
+    primary: str = "accuracy",
+    trainable: int = 1000,
+    stored: int | None = None,
+    head: int = 100,
+    tokens_per_s: float = 1000.0,
+    step_time_s: float = 0.01,
+    train_time_s: float = 10.0,
+    peak_memory_bytes: int = 2**28,
+    history_time_s: bool = False,
+    error: str | None = None,
+    final: dict | None = None,
+    test: float | None | str = "final",
+    converged: bool | None = True,
+    collapsed: bool = False,
+    hparams: dict | None = None,
+) -> dict:
     """A schema-1 record (DESIGN.md) whose validation history ends at ``score``; its test score is
     ``score`` by default (``test=None``: no test split); ``converged=None``: no diagnostics."""
     history = []
@@ -45,25 +64,65 @@ def make_record(method: str, model: str, task: str, seed: int, score: float, *, 
         history.append(entry)
     history.insert(1, {"step": 15, "epoch": 0.3, "split": "train", "loss": 0.5})  # must be ignored
     best = max(h[primary] for h in history if h["split"] == "validation")
-    diagnostics = {} if converged is None else {"diagnostics": {
-        "converged": converged, "converged_reason": "plateau" if converged else "still rising",
-        "collapsed": collapsed, "exploded": False}}
-    return {**diagnostics, **({"hparams": hparams} if hparams is not None else {}),
-        "schema": 1, "status": status, "error": error, "method": method, "model": model, "task": task,
+    diagnostics = (
+        {}
+        if converged is None
+        else {
+            "diagnostics": {
+                "converged": converged,
+                "converged_reason": "plateau" if converged else "still rising",
+                "collapsed": collapsed,
+                "exploded": False,
+            }
+        }
+    )
+    return {
+        **diagnostics,
+        **({"hparams": hparams} if hparams is not None else {}),
+        "schema": 1,
+        "status": status,
+        "error": error,
+        "method": method,
+        "model": model,
+        "task": task,
         "seed": seed,
-        "metrics": {"primary": primary, "final": {primary: score} if final is None else final,
-                    "best": {primary: best}, "best_step": 40, "history": history,
-                    "test": None if test is None else {primary: score if test == "final" else test},
-                    "data": {"train": 100, "validation": 50, "test": 0, "truncated": 0}},
-        "params": {"trainable": trainable, "stored": trainable if stored is None else stored, "head": head,
-                   "backbone": BACKBONE, "trainable_percent": 100 * trainable / BACKBONE},
-        "throughput": {"train_tokens_per_s": tokens_per_s, "train_samples_per_s": tokens_per_s / 50,
-                       "step_time_s_median": step_time_s, "eval_tokens_per_s": 2 * tokens_per_s,
-                       "generation_tokens_per_s": None,
-                       "train_time_s": train_time_s, "eval_time_s": 1.0, "peak_memory_bytes": peak_memory_bytes},
-        "provenance": {"git_sha": "0" * 40, "git_dirty": False, "versions": {"torch": "x"}, "device": "cpu",
-                       "dtype": "float32", "config": {"trainer": {"max_steps": 50}}, "overrides": [],
-                       "config_hash": "abc", "base_weights_sha256": {"before": "a", "after": "a"}},
+        "metrics": {
+            "primary": primary,
+            "final": {primary: score} if final is None else final,
+            "best": {primary: best},
+            "best_step": 40,
+            "history": history,
+            "test": None if test is None else {primary: score if test == "final" else test},
+            "data": {"train": 100, "validation": 50, "test": 0, "truncated": 0},
+        },
+        "params": {
+            "trainable": trainable,
+            "stored": trainable if stored is None else stored,
+            "head": head,
+            "backbone": BACKBONE,
+            "trainable_percent": 100 * trainable / BACKBONE,
+        },
+        "throughput": {
+            "train_tokens_per_s": tokens_per_s,
+            "train_samples_per_s": tokens_per_s / 50,
+            "step_time_s_median": step_time_s,
+            "eval_tokens_per_s": 2 * tokens_per_s,
+            "generation_tokens_per_s": None,
+            "train_time_s": train_time_s,
+            "eval_time_s": 1.0,
+            "peak_memory_bytes": peak_memory_bytes,
+        },
+        "provenance": {
+            "git_sha": "0" * 40,
+            "git_dirty": False,
+            "versions": {"torch": "x"},
+            "device": "cpu",
+            "dtype": "float32",
+            "config": {"trainer": {"max_steps": 50}},
+            "overrides": [],
+            "config_hash": "abc",
+            "base_weights_sha256": {"before": "a", "after": "a"},
+        },
     }
 
 
@@ -77,16 +136,40 @@ def write_record(runs: Path, record: dict) -> Path:
 
 # Base scores chosen away from every label threshold (see the comparison assertions).
 SCORES = {  # (model, task) -> method -> base score
-    ("tiny_bert", "rte"): {"prompt_tuning": 0.66, "prefix_tuning": 0.72, "p_tuning_v2": 0.795,
-                           "lora": 0.76, "head_only": 0.60, "full_finetune": 0.80},
-    ("tiny_bert", "cb"): {"prompt_tuning": 0.68, "prefix_tuning": 0.66, "p_tuning_v2": 0.795,  # prefix < prompt
-                          "lora": 0.76, "head_only": 0.60, "full_finetune": 0.80},
+    ("tiny_bert", "rte"): {
+        "prompt_tuning": 0.66,
+        "prefix_tuning": 0.72,
+        "p_tuning_v2": 0.795,
+        "lora": 0.76,
+        "head_only": 0.60,
+        "full_finetune": 0.80,
+    },
+    ("tiny_bert", "cb"): {
+        "prompt_tuning": 0.68,
+        "prefix_tuning": 0.66,
+        "p_tuning_v2": 0.795,  # prefix < prompt
+        "lora": 0.76,
+        "head_only": 0.60,
+        "full_finetune": 0.80,
+    },
     ("tiny_gpt2", "rte"): {"prompt_tuning": 0.55, "head_only": 0.50},  # no full_finetune runs
 }
-PARAMS = {"prompt_tuning": (600, None), "prefix_tuning": (5000, 2000), "p_tuning_v2": (50_000, 20_000),
-          "lora": (9000, None), "head_only": (100, None), "full_finetune": (BACKBONE + 100, None)}
-SPEED = {"prompt_tuning": 900.0, "prefix_tuning": 800.0, "p_tuning_v2": 700.0, "lora": 850.0,
-         "head_only": 1200.0, "full_finetune": 400.0}
+PARAMS = {
+    "prompt_tuning": (600, None),
+    "prefix_tuning": (5000, 2000),
+    "p_tuning_v2": (50_000, 20_000),
+    "lora": (9000, None),
+    "head_only": (100, None),
+    "full_finetune": (BACKBONE + 100, None),
+}
+SPEED = {
+    "prompt_tuning": 900.0,
+    "prefix_tuning": 800.0,
+    "p_tuning_v2": 700.0,
+    "lora": 850.0,
+    "head_only": 1200.0,
+    "full_finetune": 400.0,
+}
 
 
 def build_runs(runs: Path) -> None:
@@ -95,15 +178,51 @@ def build_runs(runs: Path) -> None:
         for method, base in methods.items():
             trainable, stored = PARAMS[method]
             for seed, offset in enumerate(SEED_OFFSETS):
-                write_record(runs, make_record(
-                    method, model, task, seed, base + offset, primary="f1" if task == "cb" else "accuracy",
-                    trainable=trainable, stored=stored, tokens_per_s=SPEED[method] + 10 * seed,
-                    step_time_s=0.01 + 0.001 * seed, train_time_s=10.0 + seed, history_time_s=method == "lora",
-                    peak_memory_bytes=2**28 + seed * 2**20))
-    write_record(runs, make_record("prefix_tuning", "tiny_bert", "rte", 3, 0.99, status="failed",
-                                   error="RuntimeError: CUDA out of memory", trainable=5000))
-    write_record(runs, make_record("p_tuning_v2", "tiny_bert", "cb", 3, 0.01, status="diverged", primary="f1",
-                                   error="loss is NaN at step 12", trainable=50_000))
+                write_record(
+                    runs,
+                    make_record(
+                        method,
+                        model,
+                        task,
+                        seed,
+                        base + offset,
+                        primary="f1" if task == "cb" else "accuracy",
+                        trainable=trainable,
+                        stored=stored,
+                        tokens_per_s=SPEED[method] + 10 * seed,
+                        step_time_s=0.01 + 0.001 * seed,
+                        train_time_s=10.0 + seed,
+                        history_time_s=method == "lora",
+                        peak_memory_bytes=2**28 + seed * 2**20,
+                    ),
+                )
+    write_record(
+        runs,
+        make_record(
+            "prefix_tuning",
+            "tiny_bert",
+            "rte",
+            3,
+            0.99,
+            status="failed",
+            error="RuntimeError: CUDA out of memory",
+            trainable=5000,
+        ),
+    )
+    write_record(
+        runs,
+        make_record(
+            "p_tuning_v2",
+            "tiny_bert",
+            "cb",
+            3,
+            0.01,
+            status="diverged",
+            primary="f1",
+            error="loss is NaN at step 12",
+            trainable=50_000,
+        ),
+    )
     write_record(runs, make_record("lora", "tiny_bert", "rte", 3, 0.7, final={}, trainable=9000))
 
 
@@ -126,10 +245,20 @@ def raw(runs) -> pd.DataFrame:
     for path in sorted(runs.glob("**/result.json")):
         rec = json.loads(path.read_text())
         primary = rec["metrics"]["primary"]
-        rows.append({"method": rec["method"], "model": rec["model"], "task": rec["task"], "seed": rec["seed"],
-                     "status": rec["status"], "final": rec["metrics"]["final"].get(primary, np.nan),
-                     "best": rec["metrics"]["best"].get(primary, np.nan), "rec": rec,
-                     **{f"p_{k}": v for k, v in rec["params"].items()}, **rec["throughput"]})
+        rows.append(
+            {
+                "method": rec["method"],
+                "model": rec["model"],
+                "task": rec["task"],
+                "seed": rec["seed"],
+                "status": rec["status"],
+                "final": rec["metrics"]["final"].get(primary, np.nan),
+                "best": rec["metrics"]["best"].get(primary, np.nan),
+                "rec": rec,
+                **{f"p_{k}": v for k, v in rec["params"].items()},
+                **rec["throughput"],
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["ok"] = (frame["status"] == "ok") & frame["final"].notna()
     return frame
@@ -151,8 +280,12 @@ def test_factory_records_follow_the_schema(runs):
 
 def test_load_records_keeps_every_record_flat(df, raw):
     assert len(df) == len(raw) == 3 * 14 + 3
-    assert {"metrics.final.accuracy", "params.trainable", "throughput.train_tokens_per_s",
-            "provenance.versions.torch"} <= set(df.columns)
+    assert {
+        "metrics.final.accuracy",
+        "params.trainable",
+        "throughput.train_tokens_per_s",
+        "provenance.versions.torch",
+    } <= set(df.columns)
     assert df["status"].value_counts().to_dict() == {"ok": 43, "failed": 1, "diverged": 1}
     assert int(df["usable"].sum()) == int(raw["ok"].sum()) == 42
     invalid = df[(df["status"] == "ok") & ~df["usable"]]
@@ -196,8 +329,11 @@ def test_main_table_numbers_match_pandas(df, raw, variant):
     table = report.main_table(df, variant).set_index(["Method", "Model"])
     for (method, model, task), row in expected.iterrows():
         column = f"{task} ({'f1' if task == 'cb' else 'accuracy'})"
-        text = f"{row['mean'] * 100:.1f}** ± {row['std'] * 100:.1f}" if "**" in table.loc[(method, model), column] \
+        text = (
+            f"{row['mean'] * 100:.1f}** ± {row['std'] * 100:.1f}"
+            if "**" in table.loc[(method, model), column]
             else f"{row['mean'] * 100:.1f} ± {row['std'] * 100:.1f}"
+        )
         assert text in table.loc[(method, model), column]
 
 
@@ -206,15 +342,20 @@ def test_main_table_marks_best_counts_failures_and_averages(df, raw):
     assert list(table.columns) == ["cb (f1)", "rte (accuracy)", "Average"]
     bold = {(m, c) for (m, _), row in table.iterrows() for c, v in row.items() if "**" in v}
     best = raw[raw["ok"]].groupby(["model", "task", "method"])["final"].mean()
-    for (model, task), group in best.groupby(level=[0, 1]):
+    for (_model, task), group in best.groupby(level=[0, 1]):
         winner = group.idxmax()[2]
         column = f"{task} ({'f1' if task == 'cb' else 'accuracy'})"
         assert (winner, column) in bold
     assert table.loc[("prefix_tuning", "tiny_bert"), "rte (accuracy)"].endswith("(n=3; 1 failed)")
     assert table.loc[("p_tuning_v2", "tiny_bert"), "cb (f1)"].endswith("(n=3; 1 diverged)")  # not averaged in
     assert table.loc[("lora", "tiny_bert"), "rte (accuracy)"].endswith("(n=3; 1 invalid)")  # ok without score
-    avg = raw[raw["ok"] & (raw["model"] == "tiny_bert")].groupby(["method", "task"])["final"].mean() \
-        .groupby("method").mean()
+    avg = (
+        raw[raw["ok"] & (raw["model"] == "tiny_bert")]
+        .groupby(["method", "task"])["final"]
+        .mean()
+        .groupby("method")
+        .mean()
+    )
     for method, value in avg.items():
         assert table.loc[(method, "tiny_bert"), "Average"].replace("*", "").startswith(f"{value * 100:.1f} (2 tasks)")
     assert table.loc[("prompt_tuning", "tiny_gpt2"), "cb (f1)"] == ""
@@ -230,14 +371,20 @@ def test_cost_table_numbers_match_pandas(df, raw):
     groups = ok.groupby(["method", "model"])
     data = report.cost_data(df).set_index(["method", "model"])
     assert set(data.index) == set(groups.groups)
-    checks = {"trainable": groups["p_trainable"].median(), "stored": groups["p_stored"].median(),
-              "head": groups["p_head"].median(), "trainable_pct": groups["pct"].median(),
-              "tokens_per_s_mean": groups["train_tokens_per_s"].mean(),
-              "tokens_per_s_std": groups["train_tokens_per_s"].std(),
-              "step_time_s_mean": groups["step_time_s_median"].mean(),
-              "peak_memory_bytes": groups["peak_memory_bytes"].max(),
-              "time_to_95_s_mean": groups["t95"].mean(), "time_to_95_s_std": groups["t95"].std(),
-              "train_time_s_mean": groups["train_time_s"].mean(), "runs": groups.size()}
+    checks = {
+        "trainable": groups["p_trainable"].median(),
+        "stored": groups["p_stored"].median(),
+        "head": groups["p_head"].median(),
+        "trainable_pct": groups["pct"].median(),
+        "tokens_per_s_mean": groups["train_tokens_per_s"].mean(),
+        "tokens_per_s_std": groups["train_tokens_per_s"].std(),
+        "step_time_s_mean": groups["step_time_s_median"].mean(),
+        "peak_memory_bytes": groups["peak_memory_bytes"].max(),
+        "time_to_95_s_mean": groups["t95"].mean(),
+        "time_to_95_s_std": groups["t95"].std(),
+        "train_time_s_mean": groups["train_time_s"].mean(),
+        "runs": groups.size(),
+    }
     for column, expected in checks.items():
         for key, value in expected.items():
             assert data.loc[key, column] == pytest.approx(value), (column, key)
@@ -245,12 +392,16 @@ def test_cost_table_numbers_match_pandas(df, raw):
     row = table.loc[("prefix_tuning", "tiny_bert")]
     assert row["Trainable params"] == "5.0K (0.50 %)" and row["Stored params"] == "2.0K (0.20 %)"
     tps = groups["train_tokens_per_s"]
-    assert row["Train tokens/s"] == f"{tps.mean()[('prefix_tuning', 'tiny_bert')]:,.0f} ± " \
-                                    f"{tps.std()[('prefix_tuning', 'tiny_bert')]:,.0f}"
+    assert (
+        row["Train tokens/s"] == f"{tps.mean()[('prefix_tuning', 'tiny_bert')]:,.0f} ± "
+        f"{tps.std()[('prefix_tuning', 'tiny_bert')]:,.0f}"
+    )
     assert row["Peak memory (MiB)"] == "258"
     t95 = groups["t95"]
-    assert row["Time to 95% of best (s)"] == f"{t95.mean()[('prefix_tuning', 'tiny_bert')]:.1f} ± " \
-                                             f"{t95.std()[('prefix_tuning', 'tiny_bert')]:.1f}"
+    assert (
+        row["Time to 95% of best (s)"] == f"{t95.mean()[('prefix_tuning', 'tiny_bert')]:.1f} ± "
+        f"{t95.std()[('prefix_tuning', 'tiny_bert')]:.1f}"
+    )
 
 
 # --- comparison table ----------------------------------------------------------------------------
@@ -261,16 +412,23 @@ def expected_quality(score: float, full: float, head: float) -> str:
     if (full - score) * 100 <= cmp.QUALITY_NEAR_FULL_POINTS:
         return "≈ full FT"
     r = (score - head) / (full - head)
-    for bound, label in ((cmp.QUALITY_NEAR_FULL_R, "≈ full FT"), (cmp.QUALITY_HIGH_R, "high"),
-                         (cmp.QUALITY_MEDIUM_R, "medium"), (0.0, "low")):
+    for bound, label in (
+        (cmp.QUALITY_NEAR_FULL_R, "≈ full FT"),
+        (cmp.QUALITY_HIGH_R, "high"),
+        (cmp.QUALITY_MEDIUM_R, "medium"),
+        (0.0, "low"),
+    ):
         if r >= bound:
             return label
     return "below head-only"
 
 
 def expected_volume(pct: float) -> str:
-    for bound, label in ((cmp.VOLUME_TINY_PCT, "tiny"), (cmp.VOLUME_SMALL_PCT, "small"),
-                         (cmp.VOLUME_MEDIUM_PCT, "medium")):
+    for bound, label in (
+        (cmp.VOLUME_TINY_PCT, "tiny"),
+        (cmp.VOLUME_SMALL_PCT, "small"),
+        (cmp.VOLUME_MEDIUM_PCT, "medium"),
+    ):
         if pct < bound:
             return label
     return "full"
@@ -281,8 +439,14 @@ def test_comparison_labels_follow_thresholds(df, raw):
 
     declared = methods.declarations()
     table = report.comparison_table(df).set_index(["Method", "Model"])
-    assert list(table.columns) == ["Input influence", "Attention influence", "Uses MLP", "Quality",
-                                   "Parameter volume", "Claim check"]
+    assert list(table.columns) == [
+        "Input influence",
+        "Attention influence",
+        "Uses MLP",
+        "Quality",
+        "Parameter volume",
+        "Claim check",
+    ]
     means = raw[raw["ok"] & (raw["model"] == "tiny_bert")].groupby(["method", "task"])["final"].mean().unstack()
     avg = means.mean(axis=1)
     labels = {}
@@ -295,26 +459,38 @@ def test_comparison_labels_follow_thresholds(df, raw):
         flags = declared[method]
         assert table.loc[(method, "tiny_bert"), "Uses MLP"].startswith("yes" if flags["reparameterized"] else "no")
         assert table.loc[(method, "tiny_bert"), "Input influence"].startswith(
-            "yes" if flags["input_tokens"] or flags["trains_backbone"] else "no")
+            "yes" if flags["input_tokens"] or flags["trains_backbone"] else "no"
+        )
         assert table.loc[(method, "tiny_bert"), "Attention influence"].startswith(
-            "yes" if flags["attention_prefix"] or flags["trains_backbone"] or flags.get("attention_weights")
-            else "indirect" if flags["input_tokens"] else "no")
+            "yes"
+            if flags["attention_prefix"] or flags["trains_backbone"] or flags.get("attention_weights")
+            else "indirect"
+            if flags["input_tokens"]
+            else "no"
+        )
     # the fixture was built so every label appears
-    assert {labels[m] for m in ("p_tuning_v2", "lora", "prefix_tuning", "prompt_tuning")} == \
-        {"≈ full FT", "high", "medium", "low"}
+    assert {labels[m] for m in ("p_tuning_v2", "lora", "prefix_tuning", "prompt_tuning")} == {
+        "≈ full FT",
+        "high",
+        "medium",
+        "low",
+    }
     r = (avg["lora"] - avg["head_only"]) / (avg["full_finetune"] - avg["head_only"])
     assert f"r = {r:.2f}" in table.loc[("lora", "tiny_bert"), "Quality"]
     assert table.loc[("prompt_tuning", "tiny_gpt2"), "Quality"].startswith("n/a (no full_finetune runs)")
 
 
-@pytest.mark.parametrize("score, full, head, label", [
-    (0.70, 0.80, 0.72, "below head-only"),  # r = -0.25
-    (0.795, 0.80, 0.72, "≈ full FT"),  # within 1 point of full FT
-    (0.92, 0.95, 0.30, "≈ full FT"),  # 3 points below, but r = 0.954
-    (0.86, 0.90, 0.70, "high"),  # r = 0.8
-    (0.62, 0.90, 0.40, "medium"),  # r = 0.44
-    (0.75, 0.90, 0.72, "low"),  # r = 0.17
-])
+@pytest.mark.parametrize(
+    "score, full, head, label",
+    [
+        (0.70, 0.80, 0.72, "below head-only"),  # r = -0.25
+        (0.795, 0.80, 0.72, "≈ full FT"),  # within 1 point of full FT
+        (0.92, 0.95, 0.30, "≈ full FT"),  # 3 points below, but r = 0.954
+        (0.86, 0.90, 0.70, "high"),  # r = 0.8
+        (0.62, 0.90, 0.40, "medium"),  # r = 0.44
+        (0.75, 0.90, 0.72, "low"),  # r = 0.17
+    ],
+)
 def test_quality_label_edges(score, full, head, label):
     assert cmp.quality_label(score, full, head) == expected_quality(score, full, head) == label
     assert cmp.quality_label(0.6, math.nan, 0.5) == "n/a (no full_finetune runs)"
@@ -394,9 +570,14 @@ def test_cli_errors_and_malformed_record(runs, tmp_path, capsys):
 
 
 def test_cli_module_prints_comparison_and_figures(runs, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bench.report", str(runs), "--name", "demo"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.report", str(runs), "--name", "demo"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.index("== Comparison") < out.index("Figures:")
@@ -412,10 +593,15 @@ def test_notebook_executes(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTPROMPT_RUNS_DIR", str(runs))
     monkeypatch.setenv("SOFTPROMPT_REPORT_OUT", str(tmp_path / "nb"))
     notebook = nbformat.read(REPO / "notebooks" / "report.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120,
-                            resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
-                      for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    nbclient.NotebookClient(
+        notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(REPO)}}
+    ).execute()
+    outputs = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+    )
     assert "Input influence" in outputs and "prompt_tuning < prefix_tuning" in outputs
     assert all((tmp_path / "nb" / "figures" / f"{n}.png").stat().st_size > 0 for n in report.FIGURE_NAMES)
 
@@ -432,8 +618,12 @@ def test_comparison_uses_the_declarations_a_run_recorded(tmp_path):
             path.parent.mkdir(parents=True)
             record = make_record(method, "minilm", "synth_cls", seed, score)
             if method == "prefix_tuning":
-                record["declarations"] = {"input_tokens": False, "attention_prefix": True,
-                                          "reparameterized": False, "trains_backbone": False}
+                record["declarations"] = {
+                    "input_tokens": False,
+                    "attention_prefix": True,
+                    "reparameterized": False,
+                    "trains_backbone": False,
+                }
             path.write_text(json.dumps(record))
     table = report.comparison_table(report.load_records(tmp_path)).set_index("Method")
     assert table.loc["prefix_tuning", "Uses MLP"] == "no"
@@ -447,10 +637,22 @@ def test_tuned_table_selects_on_validation_and_reports_test(tmp_path):
     runs = tmp_path / "grid"
     # lr=0.1 wins on validation, lr=0.01 on test: the table must pick lr=0.1 and report ITS test score
     for seed in (0, 1):
-        write_record(runs, make_record("prompt_tuning", "minilm", "synth_cls", seed, 0.80 + seed / 100,
-                                       test=0.60 + seed / 100, hparams={"trainer.lr": 0.1}))
-        write_record(runs, make_record("prompt_tuning", "minilm", "synth_cls", seed, 0.70, test=0.90,
-                                       hparams={"trainer.lr": 0.01}))
+        write_record(
+            runs,
+            make_record(
+                "prompt_tuning",
+                "minilm",
+                "synth_cls",
+                seed,
+                0.80 + seed / 100,
+                test=0.60 + seed / 100,
+                hparams={"trainer.lr": 0.1},
+            ),
+        )
+        write_record(
+            runs,
+            make_record("prompt_tuning", "minilm", "synth_cls", seed, 0.70, test=0.90, hparams={"trainer.lr": 0.01}),
+        )
     df = report.load_records(runs)
     data = report.tuned_data(df).iloc[0]
     assert (data["hparams"], data["split"], data["n"], data["candidates"]) == ("lr=0.1", "test", 2, 2)
@@ -466,8 +668,9 @@ def test_selection_never_reads_the_test_split(tmp_path):
     runs = tmp_path / "grid"
     for seed in (0, 1, 2):
         for lr, val in ((0.3, 0.72), (0.03, 0.75), (0.003, 0.74)):
-            write_record(runs, make_record("prompt_tuning", "minilm", "rte", seed, val, test=0.5,
-                                           hparams={"trainer.lr": lr}))
+            write_record(
+                runs, make_record("prompt_tuning", "minilm", "rte", seed, val, test=0.5, hparams={"trainer.lr": lr})
+            )
     df = report.load_records(runs)
     chosen = report.select_points(df)
     rng = np.random.default_rng(0)
@@ -504,16 +707,19 @@ def test_cells_mark_and_list_runs_that_did_not_converge_or_collapsed(tmp_path):
     assert not any(mark in table["lora"] for mark in "†‡?§")
     flagged = report.flagged_table(df).set_index(["Method", "Seed"])
     assert sorted(flagged.index) == [("prefix_tuning", "0"), ("prompt_tuning", "0")]
-    assert flagged.loc[("prefix_tuning", "0"), "Flags"] == \
-        "† not converged (still rising); ‡ collapsed: every validation prediction is the same"
+    assert (
+        flagged.loc[("prefix_tuning", "0"), "Flags"]
+        == "† not converged (still rising); ‡ collapsed: every validation prediction is the same"
+    )
     assert flagged.loc[("prompt_tuning", "0"), "Flags"].startswith("? no diagnostics")
 
 
 def _claim_runs(runs: Path, model: str, scores: dict[str, list[float]], converged: bool = True) -> None:
     for method, values in scores.items():
         for seed, value in enumerate(values):
-            write_record(runs, make_record(method, model, "rte", seed, value,
-                                           converged=converged or method != "prefix_tuning"))
+            write_record(
+                runs, make_record(method, model, "rte", seed, value, converged=converged or method != "prefix_tuning")
+            )
 
 
 def test_claim_check_is_inconclusive_when_runs_cannot_decide(tmp_path):
@@ -521,14 +727,15 @@ def test_claim_check_is_inconclusive_when_runs_cannot_decide(tmp_path):
     base = {"head_only": [0.5, 0.51], "full_finetune": [0.90, 0.91], "p_tuning_v2": [0.895, 0.90]}
     _claim_runs(runs, "clear", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81]})
     _claim_runs(runs, "one_seed", {**base, "prompt_tuning": [0.60], "prefix_tuning": [0.80, 0.81]})
-    _claim_runs(runs, "unconverged", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81]},
-                converged=False)
+    _claim_runs(
+        runs, "unconverged", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81]}, converged=False
+    )
     _claim_runs(runs, "noisy", {**base, "prompt_tuning": [0.60, 0.70], "prefix_tuning": [0.66, 0.68]})
-    _claim_runs(runs, "far", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81],
-                              "p_tuning_v2": [0.70, 0.71]})
+    _claim_runs(
+        runs, "far", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81], "p_tuning_v2": [0.70, 0.71]}
+    )
     data = report.claim_check_data(report.load_records(runs)).set_index(["model", "relation"])
-    first, second, third = "prompt_tuning < prefix_tuning", "prefix_tuning < p_tuning_v2", \
-        "p_tuning_v2 ≈ full_finetune"
+    first, second, third = "prompt_tuning < prefix_tuning", "prefix_tuning < p_tuning_v2", "p_tuning_v2 ≈ full_finetune"
     assert data.loc[("clear", first), "verdict"] == data.loc[("clear", third), "verdict"] == "holds"
     assert data.loc[("one_seed", first), "verdict"] == "inconclusive"
     assert data.loc[("one_seed", first), "reason"] == "prompt_tuning has 1 seed"
@@ -548,5 +755,10 @@ def test_an_unreadable_record_in_a_point_folder_is_placed_by_its_path(tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_text("{")
     row = report.load_records(tmp_path / "runs").iloc[0]
-    assert (row["status"], row["method"], row["model"], row["task"], row["seed"]) == \
-        ("unreadable", "lora", "minilm", "rte", 2)
+    assert (row["status"], row["method"], row["model"], row["task"], row["seed"]) == (
+        "unreadable",
+        "lora",
+        "minilm",
+        "rte",
+        2,
+    )

@@ -14,6 +14,7 @@ Public API::
     make_figures(df, out_dir)              # PNG + PDF figures, returns their paths
     write_report(runs_dir, out_dir)        # all of the above on disk, returns ReportPaths
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,21 +22,65 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report.comparison import (claim_check_data, claim_check_table, comparison_data, comparison_table,
-                                     quality_label, relative_scores, volume_label)
+from bench.report.comparison import (
+    claim_check_data,
+    claim_check_table,
+    comparison_data,
+    comparison_table,
+    quality_label,
+    relative_scores,
+    volume_label,
+)
 from bench.report.figures import FIGURE_NAMES, make_figures, pareto_front
 from bench.report.loading import ReportError, load_records, load_runs, time_to_fraction, unreadable
 from bench.report.render import to_latex, to_markdown, write_table
 from bench.report.style import method_color
-from bench.report.tables import (LEGEND, cell_stats, cost_data, cost_table, failures_table, flagged_table,
-                                 main_stats, main_table, run_counts, select_points, tuned_data)
+from bench.report.tables import (
+    LEGEND,
+    cell_stats,
+    cost_data,
+    cost_table,
+    failures_table,
+    flagged_table,
+    main_stats,
+    main_table,
+    run_counts,
+    select_points,
+    tuned_data,
+)
 
 __all__ = [
-    "FIGURE_NAMES", "LEGEND", "ReportError", "ReportPaths", "cell_stats", "claim_check_data",
-    "claim_check_table", "comparison_data", "comparison_table", "cost_data", "cost_table", "default_out_dir",
-    "failures_table", "flagged_table", "load_records", "load_runs", "main_stats", "main_table", "make_figures",
-    "method_color", "pareto_front", "quality_by_task", "quality_label", "relative_scores", "run_counts",
-    "select_points", "time_to_fraction", "to_latex", "to_markdown", "tuned_data", "volume_label",
+    "FIGURE_NAMES",
+    "LEGEND",
+    "ReportError",
+    "ReportPaths",
+    "cell_stats",
+    "claim_check_data",
+    "claim_check_table",
+    "comparison_data",
+    "comparison_table",
+    "cost_data",
+    "cost_table",
+    "default_out_dir",
+    "failures_table",
+    "flagged_table",
+    "load_records",
+    "load_runs",
+    "main_stats",
+    "main_table",
+    "make_figures",
+    "method_color",
+    "pareto_front",
+    "quality_by_task",
+    "quality_label",
+    "relative_scores",
+    "run_counts",
+    "select_points",
+    "time_to_fraction",
+    "to_latex",
+    "to_markdown",
+    "tuned_data",
+    "volume_label",
     "write_report",
 ]
 
@@ -60,39 +105,63 @@ def default_out_dir(runs_dir: str | Path, name: str | None = None) -> Path:
 def quality_by_task(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """Display form of :func:`relative_scores`: each method's score, r, rank and label per task."""
     data = relative_scores(df, variant)
-    return pd.DataFrame({
-        "Method": data["method"], "Model": data["model"], "Task": data["task"],
-        "Score": [f"{m * 100:.1f}" for m in data["mean"]],
-        "r": ["n/a" if pd.isna(r) else f"{r:.2f}" for r in data["r"]],
-        "Rank": [f"{int(k)}/{int(n)}" for k, n in zip(data["rank"], data["n_methods"])],
-        "Quality": data["label"],
-    })
+    return pd.DataFrame(
+        {
+            "Method": data["method"],
+            "Model": data["model"],
+            "Task": data["task"],
+            "Score": [f"{m * 100:.1f}" for m in data["mean"]],
+            "r": ["n/a" if pd.isna(r) else f"{r:.2f}" for r in data["r"]],
+            "Rank": [f"{int(k)}/{int(n)}" for k, n in zip(data["rank"], data["n_methods"])],
+            "Quality": data["label"],
+        }
+    )
 
 
 def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame | None]]:
     """name -> (display table, caption, numbers) for every table of the report."""
     return {
-        "main_tuned": (main_table(df, "tuned"), "Tuned: per method × model × task the hparams with the best mean "
-                       "validation score (best checkpoint), reported on the labelled test split (primary metric "
-                       f"×100, mean ± std over seeds; chosen hparams in brackets; best per column in bold). {LEGEND}",
-                       tuned_data(df)),
-        "main_final": (main_table(df, "final"), "Every sweep point, final validation score (primary metric ×100, "
-                       f"mean ± std over seeds; best per column in bold). {LEGEND}", main_stats(df, "final")),
-        "main_best": (main_table(df, "best"), "Every sweep point, best-epoch validation score as P-Tuning v2 reports "
-                      "it (selected on the reported split: optimistic; primary metric ×100, mean ± std over "
-                      f"seeds). {LEGEND}", main_stats(df, "best")),
+        "main_tuned": (
+            main_table(df, "tuned"),
+            "Tuned: per method × model × task the hparams with the best mean "
+            "validation score (best checkpoint), reported on the labelled test split (primary metric "
+            f"×100, mean ± std over seeds; chosen hparams in brackets; best per column in bold). {LEGEND}",
+            tuned_data(df),
+        ),
+        "main_final": (
+            main_table(df, "final"),
+            "Every sweep point, final validation score (primary metric ×100, "
+            f"mean ± std over seeds; best per column in bold). {LEGEND}",
+            main_stats(df, "final"),
+        ),
+        "main_best": (
+            main_table(df, "best"),
+            "Every sweep point, best-epoch validation score as P-Tuning v2 reports "
+            "it (selected on the reported split: optimistic; primary metric ×100, mean ± std over "
+            f"seeds). {LEGEND}",
+            main_stats(df, "best"),
+        ),
         "cost": (cost_table(df), "Cost per method and model (usable runs)", cost_data(df)),
-        "comparison": (comparison_table(df), "Comparison: declared mechanism vs measured quality (tuned scores) "
-                       "and parameter volume", comparison_data(df)),
-        "claim_check": (claim_check_table(df), "Claim check per task on tuned scores: prompt < prefix < P-Tuning "
-                        "v2 ≈ full fine-tuning (Δ in points ± its standard error; inconclusive when a side has "
-                        "< 2 seeds or unconverged runs, or |Δ| ≤ 2 standard errors)", claim_check_data(df)),
-        "quality_by_task": (quality_by_task(df), "Quality per task relative to head-only and full "
-                            "fine-tuning", None),
+        "comparison": (
+            comparison_table(df),
+            "Comparison: declared mechanism vs measured quality (tuned scores) and parameter volume",
+            comparison_data(df),
+        ),
+        "claim_check": (
+            claim_check_table(df),
+            "Claim check per task on tuned scores: prompt < prefix < P-Tuning "
+            "v2 ≈ full fine-tuning (Δ in points ± its standard error; inconclusive when a side has "
+            "< 2 seeds or unconverged runs, or |Δ| ≤ 2 standard errors)",
+            claim_check_data(df),
+        ),
+        "quality_by_task": (quality_by_task(df), "Quality per task relative to head-only and full fine-tuning", None),
         "run_counts": (run_counts(df), "Runs per method and model by outcome", None),
         "failures": (failures_table(df), "Runs left out of every average", None),
-        "flagged": (flagged_table(df), "Runs in the averages whose diagnostics raise a doubt (rules: README, "
-                    "Diagnostics)", None),
+        "flagged": (
+            flagged_table(df),
+            "Runs in the averages whose diagnostics raise a doubt (rules: README, Diagnostics)",
+            None,
+        ),
     }
 
 

@@ -1,11 +1,12 @@
 """``python -m bench.report RUNS_DIR [--out DIR] [--name NAME]``.
 
-Prints the main tables, the cost table, the runs left out (if any), the comparison table with
-the per-task claim check, the paper-vs-measured table and, last, the figure paths. Exit code 2
-with a one-line error when RUNS_DIR is missing or holds no record, and also when a record is
-malformed: that record is named on stderr and listed as unreadable, while every other record is
-still reported.
+Prints the tuned main table, the tables of every sweep point, the cost table, the runs left out and
+the flagged runs (if any), the comparison table with the per-task claim check, the paper-vs-measured
+table and, last, the figure paths.  Exit code 2 with a one-line error when RUNS_DIR is missing or holds
+no record, and also when a record is malformed: that record is named on stderr and listed as
+unreadable, while every other record is still reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,7 @@ import pandas as pd
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path, help="folder searched for **/result.json")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: results/reports/<NAME>/)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/reports/<NAME>/)")
     parser.add_argument("--name", default=None, help="report name (default: basename of RUNS_DIR)")
     return parser
 
@@ -59,12 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{paths.records} record(s) from {args.runs_dir} -> {paths.out_dir}")
-    sections = [("Main table, tuned (hparams chosen on validation)", "main_tuned"),
-                ("Every sweep point, final score", "main_final"),
-                ("Every sweep point, best-epoch score", "main_best"),
-                ("Cost", "cost"), ("Runs left out of every average", "failures"),
-                ("Flagged runs (diagnostics)", "flagged"),
-                ("Comparison", "comparison"), ("Claim check", "claim_check")]  # comparison last: `make demo` ends on it
+    sections = [
+        ("Main table, tuned (hparams chosen on validation)", "main_tuned"),
+        ("Every sweep point, final score", "main_final"),
+        ("Every sweep point, best-epoch score", "main_best"),
+        ("Cost", "cost"),
+        ("Runs left out of every average", "failures"),
+        ("Flagged runs (diagnostics)", "flagged"),
+        ("Comparison", "comparison"),
+        ("Claim check", "claim_check"),
+    ]  # comparison last: `make demo` ends on it
     for title, name in sections:
         if name not in ("failures", "flagged") or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
             print(_section(title, paths.tables[name]["md"]), end="")

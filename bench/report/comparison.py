@@ -7,6 +7,7 @@ validation, reported on test where a labelled test split exists (``bench.report.
 The claim "prompt < prefix < P-Tuning v2 ≈ full fine-tuning" is checked per task and answers
 "inconclusive" (with the reason) when the runs cannot decide it.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,7 @@ VOLUME_SMALL_PCT = 1.0
 VOLUME_MEDIUM_PCT = 10.0
 """Parameter volume "medium": < this %; "full" otherwise."""
 
-CLAIM = (("prompt_tuning", "<", "prefix_tuning"), ("prefix_tuning", "<", "p_tuning_v2"),
-         ("p_tuning_v2", "≈", FULL))
+CLAIM = (("prompt_tuning", "<", "prefix_tuning"), ("prefix_tuning", "<", "p_tuning_v2"), ("p_tuning_v2", "≈", FULL))
 """The usual claim as a chain of pairwise relations, checked per model × task.  It is a statement
 about these methods, so it stays data here; :func:`unregistered_claim_methods` checks it against
 the registry (tests/test_registry.py fails if a name here is not a registered method)."""
@@ -144,10 +144,16 @@ def _aggregate_quality(rows: pd.DataFrame, has_full: bool, has_head: bool) -> di
     quality = quality_label(score, full, head)
     if used.empty and rows["mean"].notna().any():
         quality = f"n/a (no task shared with {FULL}/{HEAD})"
-    return {"tasks": int(mask.sum()), "score": score, "full": full, "head": head,
-            "r": relative_position(score, full, head), "quality": quality,
-            "mean_rank": float(used["rank"].mean()) if len(used) else math.nan,
-            "n_methods": int(rows["n_methods"].max()) if len(rows) else 0}
+    return {
+        "tasks": int(mask.sum()),
+        "score": score,
+        "full": full,
+        "head": head,
+        "r": relative_position(score, full, head),
+        "quality": quality,
+        "mean_rank": float(used["rank"].mean()) if len(used) else math.nan,
+        "n_methods": int(rows["n_methods"].max()) if len(rows) else 0,
+    }
 
 
 def comparison_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
@@ -164,8 +170,9 @@ def comparison_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
         has_full = bool((model_rows["method"] == FULL).any())
         has_head = bool((model_rows["method"] == HEAD).any())
         rows.append({"method": method, "model": model, **_aggregate_quality(group, has_full, has_head)})
-    data = pd.DataFrame(rows, columns=["method", "model", "tasks", "score", "full", "head", "r",
-                                       "quality", "mean_rank", "n_methods"])
+    data = pd.DataFrame(
+        rows, columns=["method", "model", "tasks", "score", "full", "head", "r", "quality", "mean_rank", "n_methods"]
+    )
     costs = cost_data(df)[["method", "model", "trainable", "trainable_pct", "stored"]]
     data = data.merge(costs, on=["method", "model"], how="left")
     data["volume"] = [volume_label(p) for p in data["trainable_pct"].astype(float)]
@@ -230,8 +237,12 @@ def _doubts(row: pd.Series, name: str) -> list[str]:
 def _verdict(op: str, a: pd.Series | None, b: pd.Series | None, left: str, right: str) -> dict:
     """Check ``a op b`` for two rows of :func:`relative_scores` (None when a method has no runs)."""
     if a is None or b is None:
-        return {"diff": math.nan, "se": math.nan, "verdict": f"n/a (no {left if a is None else right} runs)",
-                "reason": ""}
+        return {
+            "diff": math.nan,
+            "se": math.nan,
+            "verdict": f"n/a (no {left if a is None else right} runs)",
+            "reason": "",
+        }
     diff = float(b["mean"] - a["mean"])
     se = math.sqrt(sum(0.0 if math.isnan(r["std"]) else r["std"] ** 2 / r["n"] for r in (a, b)))
     doubts = _doubts(a, left) + _doubts(b, right)
@@ -241,8 +252,12 @@ def _verdict(op: str, a: pd.Series | None, b: pd.Series | None, left: str, right
         if quality_label(a["mean"], b["mean"], a["head"]) == NEAR_FULL:
             return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
     if abs(diff) <= CLAIM_NOISE_SE * se:
-        return {"diff": diff, "se": se, "verdict": INCONCLUSIVE,
-                "reason": f"|Δ| within {CLAIM_NOISE_SE:g} standard errors"}
+        return {
+            "diff": diff,
+            "se": se,
+            "verdict": INCONCLUSIVE,
+            "reason": f"|Δ| within {CLAIM_NOISE_SE:g} standard errors",
+        }
     verdict = "violated" if op == "≈" or diff < 0 else "holds"
     return {"diff": diff, "se": se, "verdict": verdict, "reason": ""}
 
@@ -265,8 +280,7 @@ def _claim_cell(row: pd.Series) -> str:
     if row["verdict"].startswith("n/a"):
         return row["verdict"]
     noise = f" ± {row['se'] * 100:.1f}" if row["se"] > 0 else ""
-    numbers = f"gap {row['diff'] * 100:.1f}{noise}" if "≈" in row["relation"] else \
-        f"Δ {row['diff'] * 100:+.1f}{noise}"
+    numbers = f"gap {row['diff'] * 100:.1f}{noise}" if "≈" in row["relation"] else f"Δ {row['diff'] * 100:+.1f}{noise}"
     reason = f"; {row['reason']}" if row["reason"] else ""
     return f"{row['verdict']} ({numbers}{reason})"
 
@@ -320,8 +334,9 @@ def _recorded_declarations(df: pd.DataFrame, method: str, model: str) -> dict[st
     return flags
 
 
-def comparison_table(df: pd.DataFrame, variant: str = "tuned",
-                     declarations: dict[str, dict[str, bool]] | None = None) -> pd.DataFrame:
+def comparison_table(
+    df: pd.DataFrame, variant: str = "tuned", declarations: dict[str, dict[str, bool]] | None = None
+) -> pd.DataFrame:
     """Method | Model | Input influence | Attention influence | Uses MLP | Quality |
     Parameter volume | Claim check — declarations beside measurements (see docs/REPORT.md)."""
     declarations = method_declarations() if declarations is None else declarations
@@ -331,9 +346,28 @@ def comparison_table(df: pd.DataFrame, variant: str = "tuned",
     for _, row in data.iterrows():
         flags = {**declarations.get(row["method"], {}), **_recorded_declarations(df, row["method"], row["model"])}
         source, attention, mlp = _declared({row["method"]: flags} if flags else {}, row["method"])
-        rows.append({"Method": row["method"], "Model": row["model"], "Input influence": source,
-                     "Attention influence": attention, "Uses MLP": mlp, "Quality": _quality_cell(row),
-                     "Parameter volume": _volume_cell(row),
-                     "Claim check": _method_claims(claims, row["method"], row["model"])})
-    return pd.DataFrame(rows, columns=["Method", "Model", "Input influence", "Attention influence", "Uses MLP",
-                                       "Quality", "Parameter volume", "Claim check"])
+        rows.append(
+            {
+                "Method": row["method"],
+                "Model": row["model"],
+                "Input influence": source,
+                "Attention influence": attention,
+                "Uses MLP": mlp,
+                "Quality": _quality_cell(row),
+                "Parameter volume": _volume_cell(row),
+                "Claim check": _method_claims(claims, row["method"], row["model"]),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "Method",
+            "Model",
+            "Input influence",
+            "Attention influence",
+            "Uses MLP",
+            "Quality",
+            "Parameter volume",
+            "Claim check",
+        ],
+    )

@@ -4,6 +4,7 @@ Figures are built from :class:`matplotlib.figure.Figure` directly rather than py
 global backend or figure registry is touched (the notebook keeps its inline backend, long
 sweeps do not leak figures).  Colours come from :func:`bench.report.style.method_color` (one per registered method).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,7 @@ def _figure(panels: int, size: tuple[float, float] = (4.2, 3.2)) -> tuple[Figure
     axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
     for ax in axes[panels:]:
         ax.set_visible(False)
-    return fig, axes[:max(panels, 1)]
+    return fig, axes[: max(panels, 1)]
 
 
 def _legend(fig: Figure, methods: list[str], models: list[str]) -> None:
@@ -41,8 +42,9 @@ def _legend(fig: Figure, methods: list[str], models: list[str]) -> None:
     handles = [Line2D([], [], color=method_color(m), marker="s", linestyle="-", label=m) for m in methods]
     if len(models) > 1:
         markers = model_markers(models)
-        handles += [Line2D([], [], color="black", marker=markers[m], linestyle="none", label=f"model: {m}")
-                    for m in models]
+        handles += [
+            Line2D([], [], color="black", marker=markers[m], linestyle="none", label=f"model: {m}") for m in models
+        ]
     fig.legend(handles=handles, loc="outside right upper", fontsize="small", title="method")
 
 
@@ -79,11 +81,21 @@ def score_vs_params(df: pd.DataFrame) -> Figure:
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         for _, r in stats[stats["task"] == task].iterrows():
-            ax.errorbar(r["trainable"], r["mean"] * 100, yerr=0 if math.isnan(r["std"]) else r["std"] * 100,
-                        fmt=markers[r["model"]], color=method_color(r["method"]), capsize=3, markersize=6)
+            ax.errorbar(
+                r["trainable"],
+                r["mean"] * 100,
+                yerr=0 if math.isnan(r["std"]) else r["std"] * 100,
+                fmt=markers[r["model"]],
+                color=method_color(r["method"]),
+                capsize=3,
+                markersize=6,
+            )
         ax.set_xscale("log")
-        ax.set(title=task, xlabel="trainable parameters (count, log scale)",
-               ylabel=f"final {metrics.get(task, 'score')} (%)")
+        ax.set(
+            title=task,
+            xlabel="trainable parameters (count, log scale)",
+            ylabel=f"final {metrics.get(task, 'score')} (%)",
+        )
         ax.grid(alpha=0.3)
     _legend(fig, order_methods(stats["method"]), sorted(stats["model"].unique()))
     return fig
@@ -124,8 +136,14 @@ def task_bars(df: pd.DataFrame) -> Figure:
         width = 0.8 / len(methods)
         for i, method in enumerate(methods):
             cells = rows[rows["method"] == method].set_index("task").reindex(tasks)
-            ax.bar(np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width, cells["mean"] * 100, width,
-                   yerr=_zero_nan(cells["std"]) * 100, color=method_color(method), capsize=2)
+            ax.bar(
+                np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width,
+                cells["mean"] * 100,
+                width,
+                yerr=_zero_nan(cells["std"]) * 100,
+                color=method_color(method),
+                capsize=2,
+            )
         ax.set_xticks(range(len(tasks)), [f"{t}\n({metrics.get(t, '?')})" for t in tasks])
         ax.set(title=f"model: {model}", ylabel="final primary metric (%)", xlabel="task (metric)")
         ax.grid(axis="y", alpha=0.3)
@@ -148,8 +166,7 @@ def validation_curves(df: pd.DataFrame) -> Figure:
             mean, std = curve["mean"] * 100, _zero_nan(curve["std"]) * 100
             ax.plot(curve.index, mean, color=method_color(method), marker=".")
             ax.fill_between(curve.index, mean - std, mean + std, color=method_color(method), alpha=0.15)
-        ax.set(title=f"{task} ({model})", xlabel="training step",
-               ylabel=f"validation {rows['metric'].iloc[0]} (%)")
+        ax.set(title=f"{task} ({model})", xlabel="training step", ylabel=f"validation {rows['metric'].iloc[0]} (%)")
         ax.grid(alpha=0.3)
     _legend(fig, order_methods(history["method"]), [])
     return fig
@@ -185,29 +202,46 @@ def pareto(df: pd.DataFrame) -> Figure:
     models = sorted(points["model"].unique())
     markers, styles = model_markers(models), ("--", ":", "-.", (0, (5, 1)))
     fig, axes = _figure(2)
-    panels = (("trainable", "trainable parameters (count, log scale)"),
-              ("train_time_s_mean", "mean train time per run (s)"))
+    panels = (
+        ("trainable", "trainable parameters (count, log scale)"),
+        ("train_time_s_mean", "mean train time per run (s)"),
+    )
     for ax, (x, label) in zip(axes, panels):
         for _, r in points.dropna(subset=[x]).iterrows():
             ax.scatter(r[x], r["average"] * 100, color=method_color(r["method"]), marker=markers[r["model"]], s=40)
             ax.annotate(r["method"], (r[x], r["average"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
         for i, model in enumerate(models):
             front = pareto_front(points[points["model"] == model], x, "average")
-            ax.step(front[x], front["average"] * 100, where="post", linestyle=styles[i % len(styles)],
-                    color="black", linewidth=1, label=f"Pareto frontier ({model})")
+            ax.step(
+                front[x],
+                front["average"] * 100,
+                where="post",
+                linestyle=styles[i % len(styles)],
+                color="black",
+                linewidth=1,
+                label=f"Pareto frontier ({model})",
+            )
         spread = points[x].max() / points[x].min() if points[x].min() > 0 else 1.0
         log = x == "trainable" or spread > 20  # times from head-only to full FT span decades
         ax.set_xscale("log" if log else "linear")
-        ax.set(xlabel=label.replace(" (s)", " (s, log scale)") if log and x != "trainable" else label,
-               ylabel="average final score over tasks (%)", title=f"Score vs {label.split(' (')[0]}")
+        ax.set(
+            xlabel=label.replace(" (s)", " (s, log scale)") if log and x != "trainable" else label,
+            ylabel="average final score over tasks (%)",
+            title=f"Score vs {label.split(' (')[0]}",
+        )
         ax.legend(loc="best", fontsize="small")
         ax.grid(alpha=0.3)
     _legend(fig, order_methods(points["method"]), models)
     return fig
 
 
-_BUILDERS = {"score_vs_params": score_vs_params, "throughput": throughput, "task_bars": task_bars,
-             "validation_curves": validation_curves, "pareto": pareto}
+_BUILDERS = {
+    "score_vs_params": score_vs_params,
+    "throughput": throughput,
+    "task_bars": task_bars,
+    "validation_curves": validation_curves,
+    "pareto": pareto,
+}
 
 
 def make_figures(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:

@@ -4,6 +4,7 @@ A record is the only thing the report reads.  Every ``**/result.json`` under the
 directory becomes one row; a file that cannot be read becomes a row with status
 ``"unreadable"`` so one bad file never hides the others.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ TIME_TO_BEST_FRACTION = 0.95
 # Nested values kept whole: lists and free-form configs would explode into hundreds of columns.
 _KEEP_WHOLE = frozenset({"metrics.history", "provenance.config", "provenance.overrides", "hparams"})
 # <method>/<model>/<task>/[<hparams slug, which always holds "=">/]seed=<n>/result.json
-_PATH_LAYOUT = re.compile(r"(?P<method>[^/=]+)/(?P<model>[^/=]+)/(?P<task>[^/=]+)/(?:[^/]*=[^/]*/)?"
-                          r"seed=(?P<seed>-?\d+)/result\.json$")
+_PATH_LAYOUT = re.compile(
+    r"(?P<method>[^/=]+)/(?P<model>[^/=]+)/(?P<task>[^/=]+)/(?:[^/]*=[^/]*/)?"
+    r"seed=(?P<seed>-?\d+)/result\.json$"
+)
 
 
 class ReportError(Exception):
@@ -80,8 +83,9 @@ def _is_validation(entry: dict[str, Any]) -> bool:
     return str(entry.get("split", "validation")).lower() in VALIDATION_SPLITS
 
 
-def time_to_fraction(history: Any, metric: str, best: Any, train_time_s: Any,
-                     fraction: float = TIME_TO_BEST_FRACTION) -> float:
+def time_to_fraction(
+    history: Any, metric: str, best: Any, train_time_s: Any, fraction: float = TIME_TO_BEST_FRACTION
+) -> float:
     """Seconds of training until validation ``metric`` first reaches ``fraction`` × the best.
 
     The best is the record's ``metrics.best[metric]`` (the history maximum when absent).  An
@@ -90,8 +94,11 @@ def time_to_fraction(history: Any, metric: str, best: Any, train_time_s: Any,
     """
     if not isinstance(history, list):
         return math.nan
-    entries = [h for h in history if isinstance(h, dict) and _is_validation(h)
-               and is_finite(h.get(metric)) and is_finite(h.get("step"))]
+    entries = [
+        h
+        for h in history
+        if isinstance(h, dict) and _is_validation(h) and is_finite(h.get(metric)) and is_finite(h.get("step"))
+    ]
     if not entries:
         return math.nan
     if not is_finite(best):
@@ -152,9 +159,14 @@ def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
     df["problem"] = df.apply(_problem, axis=1)
     df["usable"] = df["problem"] == ""
     df["time_to_95_s"] = [
-        time_to_fraction(row.get("metrics.history"), row.get("metrics.primary"),
-                         row["score_best"], row.get("throughput.train_time_s"))
-        if row["usable"] else math.nan
+        time_to_fraction(
+            row.get("metrics.history"),
+            row.get("metrics.primary"),
+            row["score_best"],
+            row.get("throughput.train_time_s"),
+        )
+        if row["usable"]
+        else math.nan
         for _, row in df.iterrows()
     ]
     return df
@@ -198,17 +210,44 @@ def history_frame(df: pd.DataFrame) -> pd.DataFrame:
     for _, run in df[df["usable"]].iterrows():
         metric, history = run["metrics.primary"], run.get("metrics.history")
         for entry in history if isinstance(history, list) else []:
-            if isinstance(entry, dict) and _is_validation(entry) and is_finite(entry.get(metric)) \
-                    and is_finite(entry.get("step")):
-                rows.append({"method": run["method"], "model": run["model"], "task": run["task"],
-                             "seed": run["seed"], "metric": metric, "step": entry["step"],
-                             "value": float(entry[metric])})
+            if (
+                isinstance(entry, dict)
+                and _is_validation(entry)
+                and is_finite(entry.get(metric))
+                and is_finite(entry.get("step"))
+            ):
+                rows.append(
+                    {
+                        "method": run["method"],
+                        "model": run["model"],
+                        "task": run["task"],
+                        "seed": run["seed"],
+                        "metric": metric,
+                        "step": entry["step"],
+                        "value": float(entry[metric]),
+                    }
+                )
     columns = ["method", "model", "task", "seed", "metric", "step", "value"]
     return pd.DataFrame(rows, columns=columns)
 
 
-IDENTITY_COLUMNS = ("method", "model", "task", "seed", "hparams", "status", "error", "usable", "problem",
-                    "converged", "collapsed", "metrics.primary", "score_final", "score_best", "score_test")
+IDENTITY_COLUMNS = (
+    "method",
+    "model",
+    "task",
+    "seed",
+    "hparams",
+    "status",
+    "error",
+    "usable",
+    "problem",
+    "converged",
+    "collapsed",
+    "metrics.primary",
+    "score_final",
+    "score_best",
+    "score_test",
+)
 """The first columns of :func:`load_runs`, in this order (those a frame has)."""
 SECTION_ORDER = ("metrics.", "params.", "throughput.", "diagnostics.", "declarations.", "adapter.", "provenance.")
 """Then the record's sections, each block sorted by name; anything else last."""

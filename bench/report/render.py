@@ -3,6 +3,7 @@
 Display tables hold strings; ``**x**`` marks the best value of a column (bold in Markdown,
 ``\\textbf`` in LaTeX, a trailing ``*`` in CSV).
 """
+
 from __future__ import annotations
 
 import re
@@ -13,10 +14,25 @@ import pandas as pd
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 # LaTeX specials first, then the few non-ASCII symbols the tables use.
 _LATEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "±": r"$\pm$", "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$", "→": r"$\to$",
-    "Δ": r"$\Delta$", "×": r"$\times$", "<": r"$<$", ">": r"$>$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "≈": r"$\approx$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "→": r"$\to$",
+    "Δ": r"$\Delta$",
+    "×": r"$\times$",
+    "<": r"$<$",
+    ">": r"$>$",
 }
 LATEX_WRAP_CHARS = 40
 """LaTeX columns with a cell longer than this become fixed-width wrapping ``p{}`` columns."""
@@ -51,8 +67,15 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
     # Long free-text columns (comparison, failures) wrap instead of running off the page.
     widths = [max([len(str(c)), *(len(_cell(v)) for v in table[c])]) for c in table.columns]
     columns = "".join(r"p{3.2cm}" if w > LATEX_WRAP_CHARS else "l" for w in widths)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{columns}}}",
-             r"\toprule", " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\begin{{tabular}}{{{columns}}}",
+        r"\toprule",
+        " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
     for row in table.itertuples(index=False):
         lines.append(" & ".join(latex_escape(_cell(v)) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -67,8 +90,9 @@ def to_csv_frame(table: pd.DataFrame) -> pd.DataFrame:
     return table.map(lambda v: _BOLD.sub(r"\1*", v) if isinstance(v, str) else v)
 
 
-def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str = "",
-                data: pd.DataFrame | None = None) -> dict[str, Path]:
+def write_table(
+    table: pd.DataFrame, out_dir: Path, name: str, caption: str = "", data: pd.DataFrame | None = None
+) -> dict[str, Path]:
     """Write ``name.csv``, ``name.md``, ``name.tex`` (and ``name_data.csv`` with the numbers)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / f"{name}.csv", "md": out_dir / f"{name}.md", "tex": out_dir / f"{name}.tex"}

@@ -5,6 +5,7 @@ seconds, bytes, counts) and the display function formats them (scores ×100, one
 Only ``usable`` runs (status ``ok`` with a finite primary metric) enter means; the others are
 counted next to the numbers and listed by :func:`failures_table`.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,10 @@ SELECTION = "score_best"
 """Hyperparameters are chosen on the mean over seeds of the best-checkpoint validation score: the
 checkpoint whose test score the tuned table reports."""
 MARKS = {"not_converged": "†", "collapsed": "‡", "unknown": "?", "same_split": "§"}
-LEGEND = ("† a run did not converge, ‡ a run's validation predictions collapsed to one value, ? a record "
-          "without diagnostics, § selected and reported on the same (validation) split")
+LEGEND = (
+    "† a run did not converge, ‡ a run's validation predictions collapsed to one value, ? a record "
+    "without diagnostics, § selected and reported on the same (validation) split"
+)
 
 
 def score_column(variant: str) -> str:
@@ -57,11 +60,21 @@ def _stats(df: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
     """Per ``keys``: mean, std (ddof=1), n of usable runs with a finite ``column``, their diagnostic
     flags (counts), and the runs left out (``not_ok`` count, ``not_ok_detail`` e.g. ``"1 diverged"``)."""
     ok = df[df["usable"] & df[column].notna()]
-    flags = ok.assign(not_converged=ok["converged"].eq(False), collapsed=ok["collapsed"].eq(True),
-                      unknown=ok["converged"].isna())
-    stats = flags.groupby(keys).agg(mean=(column, "mean"), std=(column, "std"), n=(column, "count"),
-                                    not_converged=("not_converged", "sum"), collapsed=("collapsed", "sum"),
-                                    unknown=("unknown", "sum")).reset_index()
+    flags = ok.assign(
+        not_converged=ok["converged"].eq(False), collapsed=ok["collapsed"].eq(True), unknown=ok["converged"].isna()
+    )
+    stats = (
+        flags.groupby(keys)
+        .agg(
+            mean=(column, "mean"),
+            std=(column, "std"),
+            n=(column, "count"),
+            not_converged=("not_converged", "sum"),
+            collapsed=("collapsed", "sum"),
+            unknown=("unknown", "sum"),
+        )
+        .reset_index()
+    )
     bad = df[~df["usable"] & (df["status"] != "unreadable")].dropna(subset=KEYS)
     bad = bad.assign(kind=bad["status"].where(bad["status"] != "ok", "invalid"))
     not_ok = bad.groupby(keys).agg(not_ok=("kind", "size"), not_ok_detail=("kind", _count_kinds)).reset_index()
@@ -113,8 +126,9 @@ def _tuned_scores(runs: pd.DataFrame) -> pd.DataFrame:
     has_test = usable.groupby(KEYS)["score_test"].apply(lambda s: bool(s.notna().all()))
     index = pd.MultiIndex.from_frame(runs[KEYS])
     test = pd.Series(index.map(has_test.to_dict()).to_numpy(), index=runs.index).eq(True)
-    return runs.assign(score_tuned=runs["score_test"].where(test, runs["score_best"]),
-                       split=np.where(test, "test", "validation"))
+    return runs.assign(
+        score_tuned=runs["score_test"].where(test, runs["score_best"]), split=np.where(test, "test", "validation")
+    )
 
 
 def cell_stats(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
@@ -125,8 +139,9 @@ def cell_stats(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     chosen = select_points(df)[KEYS + ["hparams", "selection", "candidates"]]
     stats = stats.merge(chosen, on=KEYS, how="left")
     split = runs[runs["usable"]].groupby(KEYS)["split"].first() if variant == "tuned" else None
-    stats["split"] = (pd.MultiIndex.from_frame(stats[KEYS]).map(split.to_dict()).to_numpy()
-                      if split is not None else "validation")
+    stats["split"] = (
+        pd.MultiIndex.from_frame(stats[KEYS]).map(split.to_dict()).to_numpy() if split is not None else "validation"
+    )
     stats["same_split"] = stats["split"].eq("validation")
     stats["hparams"] = stats["hparams"].fillna("")
     return _sort(stats, KEYS) if len(stats) else stats
@@ -155,8 +170,7 @@ def main_averages(stats: pd.DataFrame, rows: tuple[str, ...] = ("method", "model
 
 def cell_marks(row) -> str:
     """The diagnostic marks of a cell (:data:`MARKS`)."""
-    marks = [MARKS[name] for name in ("not_converged", "collapsed", "unknown")
-             if int(getattr(row, name, 0) or 0) > 0]
+    marks = [MARKS[name] for name in ("not_converged", "collapsed", "unknown") if int(getattr(row, name, 0) or 0) > 0]
     if getattr(row, "tuned", False) and getattr(row, "split", None) == "validation":
         marks.append(MARKS["same_split"])
     return "".join(marks)
@@ -309,31 +323,51 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in data.iterrows():
         memory = r["peak_memory_bytes"]
-        rows.append({
-            "Method": r["method"], "Model": r["model"], "Runs": int(r["runs"]),
-            "Trainable params": _fmt_params(r, "trainable"), "Stored params": _fmt_params(r, "stored"),
-            "Head params": _fmt_params(r, "head"),
-            "Train tokens/s": _fmt_mean_std(r["tokens_per_s_mean"], r["tokens_per_s_std"], digits=0),
-            "Step time (ms)": _fmt_mean_std(r["step_time_s_mean"], r["step_time_s_std"], scale=1000),
-            "Peak memory (MiB)": "n/a" if math.isnan(memory) else f"{memory / 2**20:,.0f}",
-            "Time to 95% of best (s)": _fmt_mean_std(r["time_to_95_s_mean"], r["time_to_95_s_std"]),
-            "Train time (s)": _fmt_mean_std(r["train_time_s_mean"], r["train_time_s_std"]),
-        })
-    columns = ["Method", "Model", "Runs", "Trainable params", "Stored params", "Head params", "Train tokens/s",
-               "Step time (ms)", "Peak memory (MiB)", "Time to 95% of best (s)", "Train time (s)"]
+        rows.append(
+            {
+                "Method": r["method"],
+                "Model": r["model"],
+                "Runs": int(r["runs"]),
+                "Trainable params": _fmt_params(r, "trainable"),
+                "Stored params": _fmt_params(r, "stored"),
+                "Head params": _fmt_params(r, "head"),
+                "Train tokens/s": _fmt_mean_std(r["tokens_per_s_mean"], r["tokens_per_s_std"], digits=0),
+                "Step time (ms)": _fmt_mean_std(r["step_time_s_mean"], r["step_time_s_std"], scale=1000),
+                "Peak memory (MiB)": "n/a" if math.isnan(memory) else f"{memory / 2**20:,.0f}",
+                "Time to 95% of best (s)": _fmt_mean_std(r["time_to_95_s_mean"], r["time_to_95_s_std"]),
+                "Train time (s)": _fmt_mean_std(r["train_time_s_mean"], r["train_time_s_std"]),
+            }
+        )
+    columns = [
+        "Method",
+        "Model",
+        "Runs",
+        "Trainable params",
+        "Stored params",
+        "Head params",
+        "Train tokens/s",
+        "Step time (ms)",
+        "Peak memory (MiB)",
+        "Time to 95% of best (s)",
+        "Train time (s)",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
 def failures_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every run left out of the averages: failed, diverged, unreadable, or ok without a score."""
     bad = df[~df["usable"]]
-    table = pd.DataFrame({
-        "Status": bad["status"].where(bad["status"] != "ok", "invalid"),
-        "Method": bad["method"], "Model": bad["model"], "Task": bad["task"],
-        "Seed": bad["seed"].map(lambda s: "" if pd.isna(s) else str(int(s))),
-        "Reason": bad["problem"].map(lambda p: " ".join(str(p).split())),  # one line per run
-        "Record": bad["path"],
-    })
+    table = pd.DataFrame(
+        {
+            "Status": bad["status"].where(bad["status"] != "ok", "invalid"),
+            "Method": bad["method"],
+            "Model": bad["model"],
+            "Task": bad["task"],
+            "Seed": bad["seed"].map(lambda s: "" if pd.isna(s) else str(int(s))),
+            "Reason": bad["problem"].map(lambda p: " ".join(str(p).split())),  # one line per run
+            "Record": bad["path"],
+        }
+    )
     return table.sort_values(["Status", "Record"]).reset_index(drop=True)
 
 
@@ -358,17 +392,36 @@ def flagged_table(df: pd.DataFrame) -> pd.DataFrame:
     prefix health measured at the end of training (attention-prefix methods)."""
     ok = _with_points(df[df["usable"]])
     flagged = ok[ok["converged"].ne(True) | ok["collapsed"].eq(True)]
-    table = pd.DataFrame({
-        "Flags": [_flags(run) for _, run in flagged.iterrows()],
-        "Method": flagged["method"], "Model": flagged["model"], "Task": flagged["task"],
-        "Hparams": flagged["hparams"], "Seed": flagged["seed"].map(lambda s: str(int(s))),
-        "Prefix key/real key norm": [_fmt_number(v) for v in flagged.get("diagnostics.prefix_key_norm_ratio",
-                                                                         pd.Series(None, index=flagged.index))],
-        "Prefix attention share": [_fmt_number(v) for v in flagged.get("diagnostics.prefix_attention_share",
-                                                                       pd.Series(None, index=flagged.index))],
-        "Record": flagged["path"],
-    }, columns=["Flags", "Method", "Model", "Task", "Hparams", "Seed", "Prefix key/real key norm",
-                "Prefix attention share", "Record"])
+    table = pd.DataFrame(
+        {
+            "Flags": [_flags(run) for _, run in flagged.iterrows()],
+            "Method": flagged["method"],
+            "Model": flagged["model"],
+            "Task": flagged["task"],
+            "Hparams": flagged["hparams"],
+            "Seed": flagged["seed"].map(lambda s: str(int(s))),
+            "Prefix key/real key norm": [
+                _fmt_number(v)
+                for v in flagged.get("diagnostics.prefix_key_norm_ratio", pd.Series(None, index=flagged.index))
+            ],
+            "Prefix attention share": [
+                _fmt_number(v)
+                for v in flagged.get("diagnostics.prefix_attention_share", pd.Series(None, index=flagged.index))
+            ],
+            "Record": flagged["path"],
+        },
+        columns=[
+            "Flags",
+            "Method",
+            "Model",
+            "Task",
+            "Hparams",
+            "Seed",
+            "Prefix key/real key norm",
+            "Prefix attention share",
+            "Record",
+        ],
+    )
     return table.sort_values("Record").reset_index(drop=True) if len(table) else table
 
 
@@ -385,5 +438,6 @@ def run_counts(df: pd.DataFrame) -> pd.DataFrame:
     counts = counts[["used", "failed", "diverged", "invalid", "unreadable", *extra]].reset_index()
     counts.columns.name = None
     counts["total"] = counts.drop(columns=["Method", "Model"]).sum(axis=1)
-    return _sort(counts.rename(columns={"Method": "method", "Model": "model"}), ["method", "model"]) \
-        .rename(columns={"method": "Method", "model": "Model"})
+    return _sort(counts.rename(columns={"Method": "method", "Model": "model"}), ["method", "model"]).rename(
+        columns={"method": "Method", "model": "Model"}
+    )
