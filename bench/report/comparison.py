@@ -113,7 +113,7 @@ def method_declarations() -> dict[str, dict[str, bool]]:
 
         return methods.declarations()
     except Exception as exc:  # a broken method file must not stop the report from the records
-        warnings.warn(f"methods.declarations() unavailable ({exc}); declaration columns show '?'")
+        warnings.warn(f"methods.declarations() unavailable ({exc}); declaration columns show '?'", stacklevel=2)
         return {}
 
 
