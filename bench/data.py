@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-IGNORE_INDEX = -100
+from bench.tasks.constants import IGNORE_INDEX
 # the encoding code itself is part of a cached split's identity: editing this file invalidates the cache
 _ENCODER_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 

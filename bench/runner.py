@@ -93,16 +93,18 @@ def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None =
     record["provenance"].update(git_sha=sha, git_dirty=dirty, versions=package_versions(), config=config,
                                 overrides=list(overrides or []), config_hash=digest, dtype=config.get("dtype"),
                                 host=socket.gethostname(), pid=os.getpid(), started_at=_now())
+    error_log = run_dir / "error.log"
     try:
         _run(config, run_dir, record)
         record["status"] = "ok"
-    except Diverged as error:
-        record["status"], record["error"] = "diverged", error_line(error)
-        record["diagnostics"] = diverged_diagnostics(str(error))
+        error_log.unlink(missing_ok=True)  # a stale log from an earlier failed try would contradict "ok"
     except Exception as error:  # noqa: BLE001 — any failure must still leave a record
-        record["status"], record["error"] = "failed", error_line(error)
+        record["status"] = "diverged" if isinstance(error, Diverged) else "failed"
+        record["error"] = error_line(error)
+        if isinstance(error, Diverged):
+            record["diagnostics"] = diverged_diagnostics(str(error))
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        error_log.write_text(traceback.format_exc())
     record["provenance"]["finished_at"] = _now()
     write_record(record, record_path)
     _summary(record, record_path)
@@ -231,10 +233,9 @@ def _place(model, device: torch.device, dtype: torch.dtype) -> None:
 
 
 def _cap_eval(task, limit: int | None) -> None:
-    if limit:
-        for split in ("validation", "test"):
-            if split in task.splits:
-                task.splits[split] = task.splits[split][: int(limit)]
+    from bench.tasks import cap_eval_splits
+
+    cap_eval_splits(task, limit)  # trainer.max_eval_samples, MultiRC questions kept whole
 
 
 def _encode(task, loaded, max_length: int, config: Mapping[str, Any]) -> Splits:

@@ -19,12 +19,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bench.tasks.constants import IGNORE_INDEX, TASK_KINDS
 from methods.injection import check_supported, find_attention_modules, set_prefixes
 from methods.registry import MethodConfig, NothingToTrainError
 from methods.virtual import BackboneSpec, SoftPrompt
 
-HEAD_KINDS = ("classification", "multiple_choice", "token_classification", "generation")
-IGNORE_INDEX = -100
 # placeholder tokens that never occur in text: [unused7] (BERT), <unused7>, <|im_start|>-style control tokens
 _PLACEHOLDER = re.compile(r"\[unused\d+\]|<unused\d+>|<\|.*\|>")
 
@@ -75,8 +74,8 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None) -> BackboneSpec:
 
 def make_head(kind: str, hidden: int, num_labels: int | None, dropout: float = 0.1) -> nn.Module | None:
     """Linear head for the task kind; generation reuses the backbone's LM head."""
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"unknown task kind '{kind}'; choices: {list(HEAD_KINDS)}")
+    if kind not in TASK_KINDS:
+        raise ValueError(f"unknown task kind '{kind}'; choices: {list(TASK_KINDS)}")
     if kind == "generation":
         return None
     outputs = 1 if kind == "multiple_choice" else num_labels

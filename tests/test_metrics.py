@@ -1,5 +1,6 @@
 """Metric functions: perfect predictions score 1.0, hand-checked cases match the official definitions."""
 import math
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,52 @@ def test_rouge_hand_checked_and_multi_reference():
                          [["completely different words", "the cat is on the mat"]])
     assert best["rougeL"] == pytest.approx(5 / 6)
     assert metrics.rouge(["a b c"], [["a b c"]])["rougeL"] == 1.0
+
+
+# ---------------------------------------------------------------- the registry
+def perfect_input(name: str) -> metrics.ScoringInput:
+    """Gold predictions for an example schema that metric ``name`` scores."""
+    if name in ("accuracy", "f1_macro", "multirc"):
+        examples = [{"label": 1, "group": "q1"}, {"label": 0, "group": "q1"}, {"label": 1, "group": "q2"}]
+        return metrics.ScoringInput([1, 0, 1], examples, None, "t")
+    if name == "record":
+        examples = [{"entities": ["Paris", "London"], "answers": ["London"]}]
+        return metrics.ScoringInput([1], examples, None, "t")
+    if name == "seqeval":
+        return metrics.ScoringInput([[1, 2, 0]], [{"tokens": ["a", "b", "c"], "tags": [1, 2, 0]}],
+                                    ["O", "B-PER", "I-PER"], "t")
+    return metrics.ScoringInput(["the cat sat on the mat"], [{"references": ["the cat sat on the mat"]}],
+                                None, "t")
+
+
+@pytest.mark.parametrize("name", sorted(metrics.METRICS))
+def test_each_registered_metric_produces_exactly_its_declared_keys(name):
+    result = metrics.score_split([name], perfect_input(name))
+    assert tuple(result) == metrics.METRICS[name].keys
+    assert all(value == pytest.approx(1.0) for value in result.values())
+
+
+def test_score_split_errors_name_the_task():
+    given = perfect_input("accuracy")
+    with pytest.raises(ValueError, match="task t: unknown metric 'nope'"):
+        metrics.score_split(["nope"], given)
+    with pytest.raises(ValueError, match="task t: 2 predictions for 3 examples"):
+        metrics.score_split(["accuracy"], metrics.ScoringInput([1, 0], given.examples, None, "t"))
+    with pytest.raises(ValueError, match="prediction 0 = 5 is not a choice index"):
+        metrics.score_split(["record"], metrics.ScoringInput([5], perfect_input("record").examples, None, "t"))
+
+
+def test_every_task_config_names_registered_metrics():
+    from bench.tasks import available_tasks, task_config
+
+    for task in available_tasks():
+        cfg = task_config(task)
+        names = [cfg["metric"]] if isinstance(cfg["metric"], str) else cfg["metric"]
+        assert set(names) <= set(metrics.METRICS), task
+        assert cfg["primary_metric"] in {k for n in names for k in metrics.METRICS[n].keys}, task
+
+
+def test_metrics_module_does_not_import_the_task_layer():
+    # base.py imports the registry; a reverse import (even under TYPE_CHECKING) was a cycle
+    source = Path(metrics.__file__).read_text(encoding="utf-8")
+    assert "bench.tasks.base" not in source and "TaskData" not in source

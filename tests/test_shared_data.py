@@ -1,4 +1,5 @@
 """The real data files in ../shared/data load with the published counts and label sets."""
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import pytest
 
 from bench.tasks import load_task, task_config
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# beside the checkout as in the project layout; SOFTPROMPT_SHARED_DATA points elsewhere (a git worktree)
+SHARED = Path(os.environ.get("SOFTPROMPT_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")
 
 
@@ -44,7 +46,7 @@ def test_cb_validation_label_distribution():
 ])
 def test_32_example_files(name, folder, examples, labels):
     data = load(name, folder)
-    assert data.counts["records_train"] == 32
+    assert data.counts["rows_train"] == 32
     assert data.counts["train"] == examples
     assert data.absent_splits == ["validation", "test"]
     if labels is not None:
@@ -53,6 +55,36 @@ def test_32_example_files(name, folder, examples, labels):
         assert all("*" in ex["text"] for ex in data.splits["train"])
     if name == "record":
         assert all(ex["entities"][ex["label"]] in ex["answers"] for ex in data.splits["train"])
+
+
+def test_conll2003_train_sentences_two_and_four_columns(tmp_path):
+    data = load("conll2003", "ner/conll2003")
+    assert data.counts["rows_train"] == data.counts["train"] == 14041
+    assert data.splits["train"][0]["tokens"][:3] == ["EU", "rejects", "German"]
+    # the same sentences in the original eng.train layout: -DOCSTART-, token POS chunk NER
+    lines = (SHARED / "ner/conll2003/train.txt").read_text(encoding="utf-8").splitlines()
+    four = ["-DOCSTART- -X- -X- O", ""] + [f"{line.split()[0]} NN I-NP {line.split()[1]}" if line.strip() else ""
+                                           for line in lines]
+    (tmp_path / "eng.train").write_text("\n".join(four) + "\n", encoding="utf-8")
+    original = load_task(task_config("conll2003", data_dir=str(tmp_path)))
+    assert original.counts["train"] == 14041
+    assert original.splits["train"] == data.splits["train"]
+
+
+def test_webnlg_train_and_dev_release(capsys):
+    data = load("webnlg", "generation/webnlg")
+    counts = data.counts
+    assert counts["rows_train"] == 6940 and counts["skipped_train"] == 0
+    # entries with the same modified triple set are merged into one input holding all references
+    assert counts["train"] == len({ex["source"] for ex in data.splits["train"]}) < 6940
+    # two dev entries have only empty <lex>: skipped, counted and named, never fatal
+    assert counts["rows_validation"] + counts["skipped_validation"] == 872
+    assert counts["skipped_validation"] == 2
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert any("dev/3triples/SportsTeam.xml: entry Id4: no usable reference" in line for line in warned)
+    assert any("dev/5triples/Food.xml: entry Id9: no usable reference" in line for line in warned)
+    assert all(ref.strip() for split in data.splits.values() for ex in split for ref in ex["references"])
+    assert data.absent_splits == ["test"]
 
 
 def test_conll2003_dev_sentences():
@@ -66,7 +98,7 @@ def test_conll2003_dev_sentences():
 
 def test_e2e_dev_inputs():
     data = load("e2e", "generation/e2e", files={"train": ["devset.csv"], "validation": ["devset.csv"]})
-    assert data.counts["validation"] == 547 and data.counts["records_validation"] == 4672
+    assert data.counts["validation"] == 547 and data.counts["rows_validation"] == 4672
     assert sum(len(ex["references"]) for ex in data.splits["validation"]) <= 4672
     first = data.splits["validation"][0]
     assert first["source"] == "name[Alimentum], area[city centre], familyFriendly[no]"

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bench.tasks import TASK_KINDS, TaskDataError, available_tasks, load_task, task_config
+from bench.tasks import (TASK_KINDS, TaskDataError, available_tasks, cap_eval_splits, load_task,
+                         task_config)
 
 DESIGN_TASKS = ("boolq cb copa rte wic wsc multirc record conll2003 conll2004 ontonotes e2e "
                 "webnlg xsum synth_cls synth_ner synth_d2t").split()
@@ -27,9 +28,10 @@ def test_every_design_task_has_a_config():
     for name in DESIGN_TASKS:
         cfg = task_config(name)
         assert cfg["name"] == name and cfg["kind"] in TASK_KINDS
-        for key in ("loader", "metric", "primary_metric", "max_train_samples", "max_eval_samples",
+        for key in ("loader", "metric", "primary_metric", "max_train_samples",
                     "k_shot", "max_length", "seed", "data_dir"):
             assert key in cfg, (name, key)
+        assert "max_eval_samples" not in cfg, name  # the one eval cap is trainer.max_eval_samples
         if cfg["kind"] == "generation":
             assert {"num_beams", "max_new_tokens"} <= set(cfg["generation"])
         if cfg["loader"] != "synthetic":
@@ -74,7 +76,7 @@ def test_train32_is_used_when_train_is_absent(tmp_path):
     data = load("boolq", data_dir=str(tmp_path))
     assert [ex["label"] for ex in data.splits["train"]] == [1, 0]
     assert data.absent_splits == ["validation", "test"]
-    assert data.counts["records_train"] == 2
+    assert data.counts["rows_train"] == 2
 
 
 def test_cb_three_labels_and_metrics(tmp_path):
@@ -148,11 +150,15 @@ def test_multirc_one_example_per_answer_option_grouped_by_question(tmp_path):
     examples = data.splits["validation"]
     assert [ex["group"] for ex in examples] == ["6-0", "6-0", "6-1"]
     assert examples[0]["text"] == "Jason objects." and examples[0]["text_pair"] == "What does Jason do? He objects"
-    assert data.counts["records_validation"] == 1 and data.counts["validation"] == 3
+    assert data.counts["rows_validation"] == 1 and data.counts["validation"] == 3
     assert data.compute_metrics([1, 0, 1], "validation") == {"f1a": 1.0, "em": 1.0}
     assert data.compute_metrics([1, 1, 1], "validation") == pytest.approx({"f1a": 0.8, "em": 0.5})
-    # max_eval_samples never cuts a question in half
-    assert load("multirc", data_dir=str(tmp_path), max_eval_samples=1).counts["validation"] == 2
+    # the eval cap never cuts a question in half: 1 or 2 keep question 6-0 whole
+    for limit, kept in ((1, 2), (2, 2), (3, 3)):
+        capped = load("multirc", data_dir=str(tmp_path))
+        cap_eval_splits(capped, limit)
+        assert [ex["group"] for ex in capped.splits["validation"]] == ["6-0", "6-0", "6-1"][:kept]
+        assert capped.counts["validation"] == kept
 
 
 RECORD_TEXT = "Chelsea beat Olimpija 2-1.\n@highlight\nCosta scored for Chelsea"
@@ -246,7 +252,10 @@ def test_hub_failure_is_one_line(monkeypatch):
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("content, message", [
-    ('{"premise": "p", "hypothesis": "h", "label": "entailment"}\n{not json\n', r"train.jsonl:2: malformed JSON"),
+    ('{"premise": "p", "hypothesis": "h", "label": "entailment"}\n{not json\n',
+     r"train.jsonl:2:2: malformed JSON: Expecting property name enclosed in double quotes$"),
+    ('{"premise": "p", "hypothesis": "h", "label": "entailment"} x\n',
+     r"train.jsonl:1:60: malformed JSON: Extra data$"),
     ('{"premise": "p", "label": "entailment"}\n', r"train.jsonl:1: missing field 'hypothesis'"),
     ('{"premise": "p", "hypothesis": "h", "label": "maybe"}\n', r"train.jsonl:1: field 'label' has unknown label 'maybe'"),
     ('\n', r"train.jsonl: empty split"),
@@ -263,7 +272,8 @@ def test_bad_superglue_input(tmp_path, content, message):
 def test_missing_directory_and_missing_train_file(tmp_path):
     with pytest.raises(TaskDataError, match="does not exist"):
         load("rte", data_dir=str(tmp_path / "nope"))
-    with pytest.raises(TaskDataError, match=r"missing file: none of \['train.jsonl', 'train32.jsonl'\]"):
+    with pytest.raises(TaskDataError, match=r"missing file: none of \['train.jsonl', 'train32.jsonl'\] \(train\) "
+                                             r"nor of \['val.jsonl'\]"):
         load("rte", data_dir=str(tmp_path))
     assert issubclass(TaskDataError, ValueError)
 
@@ -290,7 +300,8 @@ def test_k_shot_is_per_class_and_seeded(tmp_path):
 def test_max_samples(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", synth_rows(40))
     write_jsonl(tmp_path / "val.jsonl", synth_rows(10))
-    data = load("rte", data_dir=str(tmp_path), max_train_samples=7, max_eval_samples=3)
+    data = load("rte", data_dir=str(tmp_path), max_train_samples=7)
+    cap_eval_splits(data, 3)
     assert data.counts["train"] == 7 and data.counts["validation"] == 3
     assert [ex["id"] for ex in data.splits["validation"]] == [0, 1, 2]
     assert data.config["max_length"] == 128
@@ -326,14 +337,40 @@ def test_conll_columns_docstart_and_iob1(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("EU B-ORG\nrejects\n", r"train.txt:2: expected 'token ... tag' columns"),
-    ("EU B-XYZ\n", r"train.txt:1: field 'tag' has unknown label 'B-XYZ'"),
+    ("EU B-ORG\nrejects\n", r"train.txt:2: 1 columns, expected 2 like the file's first word line .*'rejects'"),
+    ("EU B-ORG\n\nPeter B-PER\nBlackburn I-PER x\n", r"train.txt:4: 3 columns, expected 2 .*'Blackburn I-PER x'"),
+    ("EU\n", r"train.txt:1: 1 columns, but task.tag_column only knows files with \[2, 4\] columns"),
+    ("EU B-ORG\nsays O\nhi B-XYZ\n", r"train.txt:3: tag 'B-XYZ' is not one of \['O'"),
     ("-DOCSTART- O\n\n", r"train.txt: empty split"),
 ])
 def test_bad_conll_input(tmp_path, content, message):
     (tmp_path / "train.txt").write_text(content, encoding="utf-8")
-    with pytest.raises(TaskDataError, match=message):
+    with pytest.raises(TaskDataError, match=message) as info:
         load("conll2003", data_dir=str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_conll_four_columns_a_line_that_lost_its_tag_is_named(tmp_path):
+    # `. . O` (3 columns) in a 4-column file lost its NER tag: reading the chunk tag as NER
+    # would train on a wrong label, so it is an error naming the exact line and its content.
+    broken = CONLL_IOB1.replace(". . O O", ". . O")
+    (tmp_path / "eng.train").write_text(broken, encoding="utf-8")
+    with pytest.raises(TaskDataError, match=r"eng.train:7: 3 columns, expected 4 .*'\. \. O'"):
+        load("conll2003", data_dir=str(tmp_path))
+    # a chunk tag in the NER column: the error names its own line and the value as written (I-NP)
+    (tmp_path / "eng.train").write_text(CONLL_IOB1.replace("B-NP I-MISC", "B-NP I-NP"), encoding="utf-8")
+    with pytest.raises(TaskDataError, match=r"eng.train:5: tag 'I-NP' is not one of"):
+        load("conll2003", data_dir=str(tmp_path))
+
+
+def test_conll_tag_column_override(tmp_path):
+    # token POS NER chunk: a three-column file whose tag sits in the middle
+    (tmp_path / "train.txt").write_text("Paris NNP B-LOC B-NP\nis VBZ O B-VP\n", encoding="utf-8")
+    data = load("conll2003", data_dir=str(tmp_path), tag_column={4: 2})
+    assert [data.label_names[t] for t in data.splits["train"][0]["tags"]] == ["B-LOC", "O"]
+    with pytest.raises(TaskDataError, match=r"train.txt:1: task.tag_column=5 is not a tag column of a 4-column"):
+        load("conll2003", data_dir=str(tmp_path), tag_column=5)
+    assert load("conll2003", data_dir=str(tmp_path), tag_column=-2).splits["train"][0]["tags"] == [5, 0]
 
 
 def test_conll2004_and_ontonotes_files(tmp_path):
@@ -372,7 +409,7 @@ def test_e2e_csv_groups_references_by_mr(tmp_path):
     data = load("e2e", data_dir=str(tmp_path))
     assert data.splits["train"][0] == {"source": "name[A], food[Thai]",
                                        "references": ["A serves Thai food.", "A, a Thai place."]}
-    assert data.counts["train"] == 2 and data.counts["records_train"] == 3
+    assert data.counts["train"] == 2 and data.counts["rows_train"] == 3
     assert data.absent_splits == ["test"]
     scores = data.compute_metrics(["B is by the river."], "validation")
     assert scores["bleu"] == pytest.approx(1.0) and scores["rougeL"] == pytest.approx(1.0)
@@ -430,7 +467,7 @@ def test_webnlg_xml_release(tmp_path):
     (tmp_path / "test" / "test.xml").unlink()
     assert load("webnlg", data_dir=str(tmp_path)).absent_splits == ["test"]
     (tmp_path / "train" / "1triples" / "train.xml").write_text("<benchmark>\n<entries>\n", encoding="utf-8")
-    with pytest.raises(TaskDataError, match=r"train.xml:3: malformed XML"):
+    with pytest.raises(TaskDataError, match=r"train.xml:3:1: malformed XML: no element found$"):
         load("webnlg", data_dir=str(tmp_path))
 
 
@@ -515,3 +552,117 @@ def test_configs_compose_under_hydra():
                                  "task.n_test=0", "task.k_shot=2", "task.data_dir=null"])
     data = load_task(cfg.task)
     assert data.counts["source_train"] == 12 and data.counts["train"] == 4  # 2 per class
+
+
+# ---------------------------------------------------------------- hostile and partial input
+WEBNLG_EMPTY_LEX = """<?xml version="1.0" ?>
+<benchmark><entries>
+<entry category="SportsTeam" eid="Id3" size="1">
+  <modifiedtripleset><mtriple>A | league | B</mtriple></modifiedtripleset>
+  <lex comment="good" lid="Id1">A plays in B.</lex>
+  <lex comment="good" lid="Id2"></lex>
+</entry>
+<entry category="SportsTeam" eid="Id4" size="1">
+  <modifiedtripleset><mtriple>C | league | D</mtriple></modifiedtripleset>
+  <lex comment="good" lid="Id1"><text></text></lex>
+  <lex comment="good" lid="Id2"> </lex>
+</entry>
+<entry category="SportsTeam" eid="Id5" size="1">
+  <modifiedtripleset><mtriple>A | league | B</mtriple></modifiedtripleset>
+  <lex comment="good" lid="Id1">B is the league of A.</lex>
+</entry>
+</entries></benchmark>
+"""
+
+
+def test_webnlg_entry_without_usable_reference_is_skipped_counted_and_named(tmp_path, capsys):
+    for split in ("train", "dev"):
+        (tmp_path / split / "1triples").mkdir(parents=True)
+        (tmp_path / split / "1triples" / "SportsTeam.xml").write_text(WEBNLG_EMPTY_LEX, encoding="utf-8")
+    data = load("webnlg", data_dir=str(tmp_path))
+    # Id4 (every <lex> empty) is skipped; Id3 and Id5 share a triple set and merge into one input
+    assert data.splits["validation"] == [{"source": "A : league : B",
+                                          "references": ["A plays in B.", "B is the league of A."]}]
+    counts = data.counts
+    assert (counts["rows_validation"], counts["skipped_validation"], counts["empty_lex_validation"]) == (2, 1, 3)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "Id4" in line]
+    assert len(warnings) == 2  # one per split
+    assert warnings[1] == (f"warning: {tmp_path / 'dev' / '1triples' / 'SportsTeam.xml'}: entry Id4: "
+                           "no usable reference (2 <lex>, all empty); entry skipped")
+
+
+def test_generation_evaluation_only_layout(tmp_path):
+    evaluation, training = tmp_path / "eval", tmp_path / "elsewhere"
+    evaluation.mkdir()
+    training.mkdir()
+    (evaluation / "devset.csv").write_text('mr,ref\n"name[B]",B is here.\n"name[B]",It is B.\n', encoding="utf-8")
+    (evaluation / "testset_w_refs.csv").write_text('mr,ref\n"name[C]",C is here.\n', encoding="utf-8")
+    data = load("e2e", data_dir=str(evaluation))
+    assert data.absent_splits == ["train"] and "train" not in data.splits
+    assert data.splits["validation"] == [{"source": "name[B]", "references": ["B is here.", "It is B."]}]
+    assert data.compute_metrics(["C is here."], "test")["bleu"] == pytest.approx(1.0)
+    # the documented recipe: evaluate on this folder, train from a file elsewhere (absolute path)
+    (training / "trainset.csv").write_text('mr,ref\n"name[A]",A is here.\n', encoding="utf-8")
+    files = {"train": [str(training / "trainset.csv")], "validation": ["devset.csv"], "test": ["testset_w_refs.csv"]}
+    both = load("e2e", data_dir=str(evaluation), files=files)
+    assert both.absent_splits == [] and both.splits["train"][0]["source"] == "name[A]"
+    (evaluation / "devset.csv").unlink()
+    (evaluation / "testset_w_refs.csv").unlink()
+    with pytest.raises(TaskDataError, match=r"missing file: none of \['trainset.csv'\] \(train\)"):
+        load("e2e", data_dir=str(evaluation))
+
+
+def test_wsc_overlapping_spans_nest(tmp_path):
+    # val idx 95 of the release: the pronoun "their" is the first word of the noun phrase
+    write_jsonl(tmp_path / "train.jsonl", [
+        {"text": "The girls met their mothers, who waved.", "target": {
+            "span1_index": 3, "span1_text": "their mothers", "span2_index": 3, "span2_text": "their"},
+         "label": True, "idx": 95},
+        {"text": "Tom saw the dog of his.", "target": {
+            "span1_index": 2, "span1_text": "the dog of his", "span2_index": 5, "span2_text": "his"},
+         "label": False, "idx": 96}])
+    first, second = load("wsc", data_dir=str(tmp_path)).splits["train"]
+    assert first["text"] == "The girls met *#their# mothers*, who waved."
+    assert second["text"] == "Tom saw *the dog of #his#*."
+
+
+def test_single_class_k_shot_warns_in_one_line(tmp_path, capsys):
+    rows = [{"text": f"Anna met Paul {i} times.", "target": {"span1_index": 0, "span1_text": "Anna",
+                                                             "span2_index": 1, "span2_text": "met"},
+             "label": True, "idx": i} for i in range(6)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    data = load("wsc", data_dir=str(tmp_path), k_shot=2)
+    assert [ex["label"] for ex in data.splits["train"]] == [1, 1]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [("warning: task wsc: k_shot=2: the train split holds one class only (label 1), "
+                    "so the sample has one class")]
+    write_jsonl(tmp_path / "train.jsonl", rows + [{**rows[0], "label": False, "idx": 9}])
+    load("wsc", data_dir=str(tmp_path), k_shot=1)
+    assert capsys.readouterr().err == ""
+
+
+def test_task_max_eval_samples_is_gone(tmp_path):
+    with pytest.raises(TaskDataError, match="field 'max_eval_samples' was removed; use trainer.max_eval_samples"):
+        load("synth_cls", max_eval_samples=3)
+
+
+def test_xsum_split_file_json_error_is_complete(tmp_path):
+    (tmp_path / "XSum-TRAINING-DEV-TEST-SPLIT-90-5-5.json").write_text('{"train": ["1",\n  "2" "3"]}',
+                                                                       encoding="utf-8")
+    (tmp_path / "bbc-summary-data").mkdir()
+    with pytest.raises(TaskDataError, match=r"SPLIT-90-5-5.json:2:7: malformed JSON: Expecting ',' delimiter$"):
+        load("xsum", data_dir=str(tmp_path))
+
+
+def test_shared_constants_are_defined_once():
+    import bench.data
+    import methods.model
+    from bench.tasks import IGNORE_INDEX, constants
+
+    assert bench.data.IGNORE_INDEX is methods.model.IGNORE_INDEX is IGNORE_INDEX == -100
+    assert methods.model.TASK_KINDS is TASK_KINDS is constants.TASK_KINDS
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for d in ("bench", "methods") for p in (root / d).rglob("*.py")]
+    for name in ("IGNORE_INDEX =", "TASK_KINDS =", "HEAD_KINDS ="):
+        defined = [p.name for p in sources if name in p.read_text(encoding="utf-8")]
+        assert defined == (["constants.py"] if name != "HEAD_KINDS =" else []), name

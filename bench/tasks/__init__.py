@@ -10,14 +10,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench.tasks import generation, ner, superglue, synthetic
-from bench.tasks.base import TASK_KINDS, Built, TaskData, TaskDataError, finalize, plain_config
+from bench.tasks.base import (Built, TaskData, TaskDataError, cap_eval_splits, finalize,
+                              plain_config)
+from bench.tasks.constants import IGNORE_INDEX, TASK_KINDS
 
-__all__ = ["load_task", "TaskData", "TaskDataError", "TASK_KINDS", "available_tasks",
-           "task_config", "CONF_DIR"]
+__all__ = ["CONF_DIR", "IGNORE_INDEX", "TASK_KINDS", "TASK_LOADERS", "TaskData", "TaskDataError",
+           "available_tasks", "cap_eval_splits", "load_task", "task_config"]
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
 
-LOADERS: dict[str, Callable[[dict], Built]] = {
+# task config ``loader`` -> the hook that builds the splits (models have their own loaders)
+TASK_LOADERS: dict[str, Callable[[dict], Built]] = {
     "superglue": superglue.build,
     "conll": ner.build,
     "e2e": generation.build,
@@ -33,10 +36,10 @@ def load_task(cfg: Mapping) -> TaskData:
     Raises TaskDataError (a ValueError) with a one-line message on bad data or config.
     """
     config = plain_config(cfg)
-    hook = LOADERS.get(config["loader"])
+    hook = TASK_LOADERS.get(config["loader"])
     if hook is None:
         raise TaskDataError(f"task {config['name']}: field 'loader' is {config['loader']!r}, "
-                            f"expected one of {sorted(LOADERS)}")
+                            f"expected one of {sorted(TASK_LOADERS)}")
     return finalize(config, hook(config))
 
 

@@ -1,8 +1,10 @@
-"""Shared pieces of the task layer: the TaskData record, errors, readers and subsampling.
+"""Shared pieces of the task layer: TaskData, errors, readers, subsampling and the eval cap.
 
 Every loader hook returns a ``Built`` (label names plus, per split, the converted examples or
 ``None`` when the split is absent); ``finalize`` turns it into a ``TaskData`` after applying the
-``k_shot`` / ``max_*_samples`` options, so those options behave the same for every task.
+``k_shot`` / ``max_train_samples`` options, so those options behave the same for every task.
+The evaluation cap is a trainer setting (``trainer.max_eval_samples``) applied by
+``cap_eval_splits``, which never cuts a group (a MultiRC question) in half.
 """
 from __future__ import annotations
 
@@ -10,30 +12,44 @@ import copy
 import json
 import random
 import string
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.tasks.metrics import METRIC_KEYS
+from bench.tasks.constants import TASK_KINDS
+from bench.tasks.metrics import METRICS, ScoringInput, score_split
 
-TASK_KINDS = ("classification", "multiple_choice", "token_classification", "generation")
 SPLITS = ("train", "validation", "test")
 # Hub repos name their splits inconsistently; everything else (GEM challenge sets...) is ignored.
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation",
                  "dev": "validation", "test": "test"}
 
 DEFAULTS: dict[str, Any] = {
-    "data_dir": None, "hub": None, "max_train_samples": None, "max_eval_samples": None,
+    "data_dir": None, "hub": None, "max_train_samples": None,
     "k_shot": None, "max_length": 256, "seed": 0, "label_names": None,
 }
 
-Record = tuple[str, dict]          # (where: "file:line" or "hub row", raw row)
+RawRow = tuple[str, dict]          # (where: "file:line" or "hub row", a row as read from the source)
 Item = tuple[str, dict, bool]      # (where, example, labeled)
 
 
 class TaskDataError(ValueError):
     """Bad task data or configuration; the message is one line naming file, line and field."""
+
+
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr (data kept going, but the user should know)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class FileRows:
+    """Rows a reader got from one split's file(s), plus counts of what it left out and why."""
+
+    rows: list[RawRow]
+    notes: dict[str, int] = field(default_factory=dict)   # e.g. {"skipped": 2}
 
 
 @dataclass
@@ -42,7 +58,7 @@ class Built:
 
     label_names: list[str] | None
     splits: dict[str, list[dict] | None]        # None: split absent (missing or unlabeled)
-    records: dict[str, int] = field(default_factory=dict)  # raw records read per split
+    rows_read: dict[str, int] = field(default_factory=dict)  # raw rows read per split
     extra_counts: dict[str, int] = field(default_factory=dict)  # e.g. skipped_<split>
 
 
@@ -51,8 +67,8 @@ class TaskData:
     """A loaded task: examples per split plus the task's official metrics.
 
     ``splits`` holds "train", "validation" and "test" (only when labeled); ``counts`` holds the
-    examples kept per split, ``source_<split>`` (before subsampling) and ``records_<split>``
-    (raw records read: jsonl lines, sentences, meaning representations...).
+    examples kept per split, ``source_<split>`` (before subsampling) and ``rows_<split>``
+    (raw rows read: jsonl lines, sentences, csv rows, XML entries...).
     """
 
     name: str
@@ -66,11 +82,10 @@ class TaskData:
 
     def compute_metrics(self, predictions: list, split: str) -> dict[str, float]:
         """Score ``predictions`` (one per example of ``split``, in order) with the task's metrics."""
-        from bench.tasks.metrics import score_task  # metrics imports scikit-learn etc.; keep it lazy
-
         if split not in self.splits:
             raise ValueError(f"task {self.name}: no labeled split {split!r} (have {sorted(self.splits)})")
-        return score_task(self, predictions, self.splits[split])
+        given = ScoringInput(list(predictions), self.splits[split], self.label_names, self.name)
+        return score_split(self.config["metric"], given)
 
 
 def plain_config(cfg: Mapping) -> dict:
@@ -82,6 +97,9 @@ def plain_config(cfg: Mapping) -> dict:
     except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
         pass
     out = {**DEFAULTS, **copy.deepcopy(dict(cfg))}
+    if "max_eval_samples" in out:  # one eval cap only: the trainer's, which keeps groups whole
+        raise TaskDataError(f"task config {out.get('name', '?')}: field 'max_eval_samples' was removed; "
+                            "use trainer.max_eval_samples=N")
     for key in ("name", "kind", "loader", "metric", "primary_metric"):
         if not out.get(key):
             raise TaskDataError(f"task config {out.get('name', '?')}: missing field {key!r}")
@@ -89,11 +107,11 @@ def plain_config(cfg: Mapping) -> dict:
         raise TaskDataError(f"task config {out['name']}: kind {out['kind']!r} not in {TASK_KINDS}")
     if isinstance(out["metric"], str):
         out["metric"] = [out["metric"]]
-    unknown = [m for m in out["metric"] if m not in METRIC_KEYS]
-    produced = [key for m in out["metric"] if m in METRIC_KEYS for key in METRIC_KEYS[m]]
+    unknown = [m for m in out["metric"] if m not in METRICS]
+    produced = [key for m in out["metric"] if m in METRICS for key in METRICS[m].keys]
     if unknown or out["primary_metric"] not in produced:
         raise TaskDataError(f"task config {out['name']}: metric {out['metric']} / primary_metric "
-                            f"{out['primary_metric']!r} invalid (metrics: {sorted(METRIC_KEYS)})")
+                            f"{out['primary_metric']!r} invalid (metrics: {sorted(METRICS)})")
     return out
 
 
@@ -127,21 +145,28 @@ def label_id(value: Any, label_names: list[str], where: str, field_name: str = "
                         f"(expected one of {label_names})")
 
 
-def read_jsonl(path: Path) -> list[Record]:
-    """Read a jsonl file into (where, row) records; malformed lines raise TaskDataError."""
-    records = []
+def parse_json(text: str, path: Path, first_line: int = 1) -> Any:
+    """``json.loads``; a syntax error becomes ``file:line:column: malformed JSON: reason``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TaskDataError(f"{path}:{first_line + exc.lineno - 1}:{exc.colno}: "
+                            f"malformed JSON: {exc.msg}") from None
+
+
+def read_jsonl(path: Path) -> list[RawRow]:
+    """Read a jsonl file into (where, row) pairs; malformed lines raise TaskDataError."""
+    rows = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskDataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            row = parse_json(line, path, number)
             if not isinstance(row, dict):
-                raise TaskDataError(f"{path}:{number}: expected a JSON object per line")
-            records.append((f"{path}:{number}", row))
-    return records
+                raise TaskDataError(f"{path}:{number}: expected a JSON object per line, "
+                                    f"got {type(row).__name__}")
+            rows.append((f"{path}:{number}", row))
+    return rows
 
 
 def data_dir(cfg: Mapping) -> Path:
@@ -153,36 +178,49 @@ def data_dir(cfg: Mapping) -> Path:
 
 
 def find_split_files(cfg: Mapping, base: Path) -> dict[str, Path | None]:
-    """Resolve ``cfg['files'][split]`` (first existing candidate); train is required."""
+    """Resolve ``cfg['files'][split]``: the first existing candidate (relative to ``base``, or absolute).
+
+    A folder without a train file is an evaluation-only layout (train absent), accepted when a
+    validation or test file is there; a folder with none of them is an error.
+    """
     found: dict[str, Path | None] = {}
     for split in SPLITS:
         candidates = (cfg.get("files") or {}).get(split) or []
         if isinstance(candidates, str):
             candidates = [candidates]
         found[split] = next((base / c for c in candidates if (base / c).exists()), None)
-    if found["train"] is None:
-        wanted = (cfg.get("files") or {}).get("train")
-        raise TaskDataError(f"task {cfg['name']}: missing file: none of {wanted} in {base}")
+    if not any(found.values()):
+        files = cfg.get("files") or {}
+        raise TaskDataError(f"task {cfg['name']}: missing file: none of {files.get('train')} (train) "
+                            f"nor of {files.get('validation')} / {files.get('test')} in {base}")
     return found
 
 
-def read_split_files(cfg: Mapping, reader: Callable[[Path], list]) -> tuple[dict[str, tuple[list, Path] | None],
-                                                                           dict[str, int]]:
-    """Per split in ``data_dir``: (rows ``reader`` read, the file), or None when absent; raw row counts."""
-    found: dict[str, tuple[list, Path] | None] = {}
+def read_split_files(cfg: Mapping, reader: Callable[[Path], list[RawRow] | FileRows]
+                     ) -> tuple[dict[str, tuple[list[RawRow], Path] | None], dict[str, int], dict[str, int]]:
+    """Read each split's file in ``data_dir`` with ``reader``.
+
+    Returns per split (rows, the file) or None when absent, the raw row count per split, and the
+    reader's notes as ``<note>_<split>`` counts (e.g. ``skipped_validation``).
+    """
+    found: dict[str, tuple[list[RawRow], Path] | None] = {}
     counts: dict[str, int] = {}
+    notes: dict[str, int] = {}
     for split, path in find_split_files(cfg, data_dir(cfg)).items():
         if path is None:
             found[split] = None
             continue
-        rows = reader(path)
+        read = reader(path)
+        rows = read.rows if isinstance(read, FileRows) else read
+        if isinstance(read, FileRows):
+            notes.update({f"{name}_{split}": value for name, value in read.notes.items()})
         counts[split] = len(rows)
         found[split] = (rows, path)
-    return found, counts
+    return found, counts, notes
 
 
-def load_hub(cfg: Mapping) -> dict[str, tuple[list[Record], Any]]:
-    """Load ``cfg['hub']`` with ``datasets.load_dataset``: {split: (records, features)}."""
+def load_hub_dataset(cfg: Mapping) -> dict[str, tuple[list[RawRow], Any]]:
+    """Load ``cfg['hub']`` with ``datasets.load_dataset``: {split: (rows, features)}."""
     import datasets  # imported here so tests can monkeypatch datasets.load_dataset
 
     hub = {k: v for k, v in dict(cfg.get("hub") or {}).items() if v is not None}
@@ -201,8 +239,8 @@ def load_hub(cfg: Mapping) -> dict[str, tuple[list[Record], Any]]:
         canonical = SPLIT_ALIASES.get(split)
         if canonical is None:
             continue
-        records = [(f"hub {label}[{split}] row {i}", dict(row)) for i, row in enumerate(rows)]
-        out[canonical] = (records, getattr(rows, "features", None))
+        located = [(f"hub {label}[{split}] row {i}", dict(row)) for i, row in enumerate(rows)]
+        out[canonical] = (located, getattr(rows, "features", None))
     if "train" not in out:
         raise TaskDataError(f"hub {label}: no train split (got {sorted(loaded.keys())})")
     return out
@@ -231,10 +269,10 @@ def remap_ids(ids: list[int], hub_names: list[str] | None, label_names: list[str
     return out
 
 
-def collect(records: Iterable[Record], convert: Callable[[dict, str], Iterable[Item]],
+def collect(rows: Iterable[RawRow], convert: Callable[[dict, str], Iterable[Item]],
             source: str, label_field: str = "label") -> list[dict] | None:
-    """Convert records to examples; all unlabeled -> None (absent split); mixed -> error."""
-    items = [item for where, row in records for item in convert(row, where)]
+    """Convert rows to examples; all unlabeled -> None (absent split); mixed -> error."""
+    items = [item for where, row in rows for item in convert(row, where)]
     if not items:
         raise TaskDataError(f"{source}: empty split (no examples)")
     labeled = [item for item in items if item[2]]
@@ -263,6 +301,9 @@ def _k_shot(examples: list[dict], k: int, rng: random.Random, kind: str, where: 
     by_class: dict[int, list[int]] = {}
     for i, ex in enumerate(examples):
         by_class.setdefault(ex["label"], []).append(i)
+    if len(by_class) == 1:  # e.g. FewGLUE's WSC train32: all True; the sample cannot be balanced
+        warn(f"{where}: k_shot={k}: the train split holds one class only (label {next(iter(by_class))}), "
+             f"so the sample has one class")
     chosen = []
     for label in sorted(by_class):
         if len(by_class[label]) < k:
@@ -272,8 +313,13 @@ def _k_shot(examples: list[dict], k: int, rng: random.Random, kind: str, where: 
     return [examples[i] for i in sorted(chosen)]
 
 
-def _head(examples: list[dict], n: int) -> list[dict]:
-    """First n examples, never splitting a "group" (MultiRC question) across the cut."""
+def head_keeping_groups(examples: list[dict], n: int) -> list[dict]:
+    """First n examples, never cutting a "group" (a MultiRC question's answer-options) in half.
+
+    When the n-th example falls inside a group, that partial group is dropped; if it is the
+    first group, the whole first group is kept instead (so the result is never empty).
+    ReCoRD and generation examples are one per query / input, so they are whole by construction.
+    """
     if n >= len(examples) or "group" not in examples[0]:
         return examples[:n]
     keep = examples[:n]
@@ -284,29 +330,43 @@ def _head(examples: list[dict], n: int) -> list[dict]:
     return keep
 
 
+def cap_eval_splits(task: TaskData, limit: int | None) -> None:
+    """Keep the first ``limit`` examples of validation / test (``trainer.max_eval_samples``), groups whole."""
+    if not limit:
+        return
+    for split in ("validation", "test"):
+        if split in task.splits:
+            task.splits[split] = head_keeping_groups(task.splits[split], int(limit))
+            task.counts[split] = len(task.splits[split])
+
+
+def _subsample_train(cfg: dict, examples: list[dict], rng: random.Random) -> list[dict]:
+    """Apply ``k_shot`` then ``max_train_samples`` (seeded, original order kept)."""
+    if cfg["k_shot"]:
+        examples = _k_shot(examples, int(cfg["k_shot"]), rng, cfg["kind"], f"task {cfg['name']}")
+    if cfg["max_train_samples"] and cfg["max_train_samples"] < len(examples):
+        keep = sorted(rng.sample(range(len(examples)), int(cfg["max_train_samples"])))
+        examples = [examples[i] for i in keep]
+    return examples
+
+
 def finalize(cfg: dict, built: Built) -> TaskData:
-    """Apply k_shot / max_*_samples, count, and package the TaskData."""
+    """Apply k_shot / max_train_samples, count, and package the TaskData."""
     counts: dict[str, int] = dict(built.extra_counts)
     splits: dict[str, list[dict]] = {}
     for split in SPLITS:
         examples = built.splits.get(split)
-        if split in built.records:
-            counts[f"records_{split}"] = built.records[split]
+        if split in built.rows_read:
+            counts[f"rows_{split}"] = built.rows_read[split]
         if examples is None:
             continue
         counts[f"source_{split}"] = len(examples)
-        rng = random.Random(cfg["seed"])
-        if split == "train" and cfg["k_shot"]:
-            examples = _k_shot(examples, int(cfg["k_shot"]), rng, cfg["kind"], f"task {cfg['name']}")
-        if split == "train" and cfg["max_train_samples"] and cfg["max_train_samples"] < len(examples):
-            keep = sorted(rng.sample(range(len(examples)), int(cfg["max_train_samples"])))
-            examples = [examples[i] for i in keep]
-        if split != "train" and cfg["max_eval_samples"]:
-            examples = _head(examples, int(cfg["max_eval_samples"]))
+        if split == "train":
+            examples = _subsample_train(cfg, examples, random.Random(cfg["seed"]))
         splits[split] = examples
         counts[split] = len(examples)
-    if "train" not in splits:
-        raise TaskDataError(f"task {cfg['name']}: the train split has no labeled examples")
+    if not splits:
+        raise TaskDataError(f"task {cfg['name']}: no split has labeled examples")
     return TaskData(name=cfg["name"], kind=cfg["kind"], label_names=built.label_names,
                     splits=splits, counts=counts,
                     absent_splits=[s for s in SPLITS if s not in splits],

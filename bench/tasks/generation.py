@@ -1,19 +1,24 @@
 """Generation (decoder models): E2E NLG, WebNLG, XSum.
 
-Every source is reduced to records ``{"source": str, "references": [str, ...]}``; inputs that
+Every source is reduced to rows ``{"source": str, "references": [str, ...]}``; inputs that
 occur on several rows (E2E: one row per reference) are grouped, so metrics see all references
 of an input and training can use each of them as a target.
+
+An input without a usable reference in a labeled file (a WebNLG entry whose every ``<lex>`` is
+empty) is skipped with a one-line warning and counted (``skipped_<split>``), like XSum's
+missing documents with ``skip_missing_documents``.
 """
 from __future__ import annotations
 
 import csv
-import json
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
+from functools import partial
 from pathlib import Path
 
-from bench.tasks.base import (Built, Record, TaskDataError, collect, data_dir, find_split_files,
-                              get_field, load_hub)
+from bench.tasks.base import (Built, FileRows, RawRow, TaskDataError, collect, data_dir, get_field,
+                              load_hub_dataset, parse_json, read_split_files, warn)
 
 XSUM_SECTION = re.compile(r"\[SN\](URL|TITLE|FIRST-SENTENCE|RESTBODY)\[SN\]")
 
@@ -29,10 +34,10 @@ def linearize_triples(triples: list[str], where: str) -> str:
     return " | ".join(parts)
 
 
-def group_by_source(records: list[Record]) -> list[Record]:
-    """Merge records with the same source (first occurrence keeps its place and location)."""
-    merged: dict[str, Record] = {}
-    for where, row in records:
+def group_by_source(rows: list[RawRow]) -> list[RawRow]:
+    """Merge rows with the same source (first occurrence keeps its place and location)."""
+    merged: dict[str, RawRow] = {}
+    for where, row in rows:
         if row["source"] in merged:
             refs = merged[row["source"]][1]["references"]
             refs.extend(r for r in row["references"] if r not in refs)
@@ -42,9 +47,9 @@ def group_by_source(records: list[Record]) -> list[Record]:
     return list(merged.values())
 
 
-def read_e2e_csv(path: Path, columns: dict) -> list[Record]:
-    """E2E csv (``mr,ref``): one record per row; grouping happens afterwards."""
-    records = []
+def read_e2e_csv(path: Path, columns: dict) -> list[RawRow]:
+    """E2E csv (``mr,ref``): one row per csv row; grouping happens afterwards."""
+    rows = []
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         header = {name.strip().lower(): name for name in reader.fieldnames or []}
@@ -58,8 +63,8 @@ def read_e2e_csv(path: Path, columns: dict) -> list[Record]:
             for key, value in (("source", source), ("reference", ref)):
                 if value is None or not value.strip():
                     raise TaskDataError(f"{where}: field {columns[key]!r} is empty")
-            records.append((where, {"source": source.strip(), "references": [ref.strip()]}))
-    return records
+            rows.append((where, {"source": source.strip(), "references": [ref.strip()]}))
+    return rows
 
 
 def _lex_text(lex: ET.Element) -> str:
@@ -68,44 +73,54 @@ def _lex_text(lex: ET.Element) -> str:
     return ((child.text if child is not None else lex.text) or "").strip()
 
 
-def read_webnlg_dir(split_dir: Path) -> tuple[list[Record], int]:
+def read_webnlg_dir(split_dir: Path) -> FileRows:
     """All entries of the WebNLG XML files under ``split_dir`` (``*triples/*.xml`` or test files).
 
     A file without any <lex> (the 2017 ``testdata_no_lex.xml`` next to ``testdata_with_lex.xml``)
-    is input-only: it is left out and counted, the second value returned.
+    is input-only: it is left out and counted (note ``unlabeled_files``). In a labeled file, empty
+    <lex> texts are dropped (``empty_lex``) and an entry left without reference is skipped
+    (``skipped``), each with a one-line warning.
     """
     files = sorted(split_dir.rglob("*.xml"))
     if not files:
         raise TaskDataError(f"{split_dir}: missing file: no *.xml under this directory")
-    records: list[Record] = []
-    unlabeled_files = 0
+    rows: list[RawRow] = []
+    notes: Counter = Counter(unlabeled_files=0, skipped=0, empty_lex=0)
     for path in files:
-        file_records = _webnlg_file(path)
-        if any(row["references"] for _where, row in file_records):
-            records += file_records
-        else:
-            unlabeled_files += 1
-    return records, unlabeled_files
+        entries = _webnlg_entries(path)
+        if not any(lexes for _where, _source, lexes in entries):
+            notes["unlabeled_files"] += 1
+            continue
+        for where, source, lexes in entries:
+            refs = [text for text in lexes if text]
+            notes["empty_lex"] += len(lexes) - len(refs)
+            if not refs:
+                notes["skipped"] += 1
+                warn(f"{where}: no usable reference ({len(lexes)} <lex>, all empty); entry skipped")
+                continue
+            if len(refs) < len(lexes):
+                warn(f"{where}: {len(lexes) - len(refs)} empty <lex> of {len(lexes)} left out")
+            rows.append((where, {"source": source, "references": refs}))
+    return FileRows(rows, dict(notes))
 
 
-def _webnlg_file(path: Path) -> list[Record]:
-    """Entries of one WebNLG XML file: linearised modified triples and their <lex> texts."""
+def _webnlg_entries(path: Path) -> list[tuple[str, str, list[str]]]:
+    """(where, linearised modified triples, <lex> texts) of each entry of one WebNLG XML file."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
-        raise TaskDataError(f"{path}:{exc.position[0]}: malformed XML ({exc})") from None
-    records = []
+        raise TaskDataError(f"{path}:{exc.position[0]}:{exc.position[1] + 1}: malformed XML: "
+                            f"{str(exc).split(':')[0]}") from None
+    entries = []
     for entry in root.iter("entry"):
-        where = f"{path} entry eid={entry.get('eid')}"
+        where = f"{path}: entry {entry.get('eid')}"
         tripleset = entry.find("modifiedtripleset")
         triples = [(t.text or "").strip() for t in tripleset.iter("mtriple")] if tripleset is not None else []
         if not triples:
             raise TaskDataError(f"{where}: missing field 'modifiedtripleset/mtriple'")
-        refs = [_lex_text(lex) for lex in entry.findall("lex")]
-        if any(not ref for ref in refs):
-            raise TaskDataError(f"{where}: field 'lex' is empty")
-        records.append((where, {"source": linearize_triples(triples, where), "references": refs}))
-    return records
+        lexes = [_lex_text(lex) for lex in entry.findall("lex")]
+        entries.append((where, linearize_triples(triples, where), lexes))
+    return entries
 
 
 def _read_xsum_article(path: Path) -> dict:
@@ -118,21 +133,20 @@ def _read_xsum_article(path: Path) -> dict:
     return {"source": sections["RESTBODY"], "references": [sections["FIRST-SENTENCE"]]}
 
 
-def read_xsum_dir(base: Path, cfg: dict) -> tuple[dict[str, list[Record] | None], dict[str, int]]:
+def read_xsum_dir(base: Path, cfg: dict) -> tuple[dict[str, list[RawRow] | None], dict[str, int]]:
     """Original XSum release: the split json (ids per split) plus one .summary file per id.
 
-    Returns the records per split and, per split, how many listed ids had no file (only
+    Returns the rows per split and, per split, how many listed ids had no file (only
     tolerated with ``skip_missing_documents: true``).
     """
     files = cfg.get("files") or {}
     split_file, doc_dir = base / files.get("split_ids", ""), base / files.get("documents", "")
     if not split_file.is_file() or not doc_dir.is_dir():
         raise TaskDataError(f"task {cfg['name']}: missing file: need {split_file} and {doc_dir}/")
-    try:
-        ids = json.loads(split_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TaskDataError(f"{split_file}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-    out: dict[str, list[Record] | None] = {}
+    ids = parse_json(split_file.read_text(encoding="utf-8"), split_file)
+    if not isinstance(ids, dict):
+        raise TaskDataError(f"{split_file}:1: expected a JSON object {{split: [ids]}}")
+    out: dict[str, list[RawRow] | None] = {}
     skipped: dict[str, int] = {}
     for split in ("train", "validation", "test"):
         paths = [doc_dir / f"{i}.summary" for i in ids.get(split) or []]
@@ -145,7 +159,7 @@ def read_xsum_dir(base: Path, cfg: dict) -> tuple[dict[str, list[Record] | None]
     return out, skipped
 
 
-def _hub_record(row: dict, where: str, cfg: dict) -> dict:
+def _hub_row(row: dict, where: str, cfg: dict) -> dict:
     """Hub row -> {"source", "references"} using ``hub_fields`` (source, target, references)."""
     fields = cfg.get("hub_fields") or {}
     source = get_field(row, fields.get("source", "source"), where, (str, list))
@@ -157,40 +171,38 @@ def _hub_record(row: dict, where: str, cfg: dict) -> dict:
     return {"source": source, "references": refs}
 
 
-def _file_records(cfg: dict) -> tuple[dict[str, list[Record] | None], dict[str, int]]:
-    base = data_dir(cfg)
+def _file_rows(cfg: dict) -> tuple[dict[str, list[RawRow] | None], dict[str, int]]:
+    """Rows per split from the files in data_dir (None: split absent) and the readers' notes."""
     if cfg["loader"] == "xsum":
-        return read_xsum_dir(base, cfg)
-    out: dict[str, list[Record] | None] = {}
-    extra: dict[str, int] = {}
-    for split, path in find_split_files(cfg, base).items():
-        if path is None:
-            out[split] = None
-        elif cfg["loader"] == "e2e":
-            out[split] = read_e2e_csv(path, cfg.get("columns") or {"source": "mr", "reference": "ref"})
-        else:
-            out[split], extra[f"unlabeled_files_{split}"] = read_webnlg_dir(path)
-            out[split] = out[split] or None  # only input-only files: the split is unlabeled
-    return out, extra
+        return read_xsum_dir(data_dir(cfg), cfg)
+    if cfg["loader"] == "e2e":
+        reader = partial(read_e2e_csv, columns=cfg.get("columns") or {"source": "mr", "reference": "ref"})
+    else:
+        reader = read_webnlg_dir
+    files, _counts, notes = read_split_files(cfg, reader)
+    # WebNLG: a split whose files are all input-only (no <lex>) is absent, not empty
+    absent = [split for split, found in files.items()
+              if found is None or (not found[0] and cfg["loader"] == "webnlg")]
+    return {split: None if split in absent else files[split][0] for split in files}, notes
 
 
 def build(cfg: dict) -> Built:
     """Loader hook for ``loader: e2e | webnlg | xsum`` (original files in data_dir, else the Hub)."""
     extra: dict[str, int] = {}
     if cfg["data_dir"]:
-        sources, extra = _file_records(cfg)
+        sources, extra = _file_rows(cfg)
     else:
-        sources = {split: [(w, _hub_record(row, w, cfg)) for w, row in rows]
-                   for split, (rows, _features) in load_hub(cfg).items()}
+        sources = {split: [(w, _hub_row(row, w, cfg)) for w, row in rows]
+                   for split, (rows, _features) in load_hub_dataset(cfg).items()}
     splits: dict[str, list[dict] | None] = {}
-    records: dict[str, int] = {}
+    rows_read: dict[str, int] = {}
     for split, rows in sources.items():
         if rows is None:
             splits[split] = None
             continue
-        records[split] = len(rows)
+        rows_read[split] = len(rows)
         if cfg.get("group_by_source", True):
             rows = group_by_source(rows)
         splits[split] = collect(rows, lambda row, where: [(where, row, bool(row["references"]))],
                                 f"task {cfg['name']} split {split}", "references")
-    return Built(label_names=None, splits=splits, records=records, extra_counts=extra)
+    return Built(label_names=None, splits=splits, rows_read=rows_read, extra_counts=extra)

@@ -9,20 +9,10 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bench.tasks.base import TaskData
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
 _PUNCTUATION = frozenset(string.punctuation)
-
-# metric name in a task config -> the keys it adds to compute_metrics' result
-METRIC_KEYS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("accuracy",), "f1_macro": ("f1_macro",), "multirc": ("f1a", "em"),
-    "record": ("f1", "em"), "seqeval": ("f1", "precision", "recall"), "bleu": ("bleu",),
-    "rouge1": ("rouge1",), "rouge2": ("rouge2",), "rougeL": ("rougeL",),
-}
 
 
 def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
@@ -111,58 +101,81 @@ def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]],
     return {name: total / len(predictions) for name, total in totals.items()}
 
 
-# ---------------------------------------------------------------- task dispatch
-def _check(predictions: list, examples: list[dict], task: str) -> None:
-    if len(predictions) != len(examples):
-        raise ValueError(f"task {task}: {len(predictions)} predictions for {len(examples)} examples")
-    if not examples:
-        raise ValueError(f"task {task}: nothing to score")
+# ---------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ScoringInput:
+    """What a metric sees: one split's predictions and examples, the task's names."""
+
+    predictions: list
+    examples: list[dict]
+    label_names: list[str] | None
+    task: str
+
+    def column(self, key: str) -> list:
+        return [example[key] for example in self.examples]
 
 
-def _choice_texts(predictions: list[int], examples: list[dict], task: str) -> list[str]:
+@dataclass(frozen=True)
+class Metric:
+    """A metric a task config can name: the result keys it produces and how to compute them."""
+
+    keys: tuple[str, ...]
+    score: Callable[[ScoringInput], dict[str, float]]
+
+
+def _choice_texts(given: ScoringInput) -> list[str]:
     """ReCoRD: the candidate entity each predicted choice index points at."""
     out = []
-    for i, (pred, ex) in enumerate(zip(predictions, examples)):
+    for i, (pred, ex) in enumerate(zip(given.predictions, given.examples)):
         if not 0 <= int(pred) < len(ex["entities"]):
-            raise ValueError(f"task {task}: prediction {i} = {pred} is not a choice index")
+            raise ValueError(f"task {given.task}: prediction {i} = {pred} is not a choice index")
         out.append(ex["entities"][int(pred)])
     return out
 
 
-def _tag_names(predictions: list[list[int]], examples: list[dict], names: list[str],
-               task: str) -> list[list[str]]:
+def _tag_names(given: ScoringInput) -> list[list[str]]:
+    """NER: predicted tag ids -> tag names, one per word of each example."""
     out = []
-    for i, (pred, ex) in enumerate(zip(predictions, examples)):
+    for i, (pred, ex) in enumerate(zip(given.predictions, given.examples)):
         if len(pred) != len(ex["tokens"]):
-            raise ValueError(f"task {task}: prediction {i} has {len(pred)} tags for "
+            raise ValueError(f"task {given.task}: prediction {i} has {len(pred)} tags for "
                              f"{len(ex['tokens'])} tokens")
-        out.append([names[int(t)] for t in pred])
+        out.append([given.label_names[int(t)] for t in pred])
     return out
 
 
-def score_task(task: TaskData, predictions: list, examples: list[dict]) -> dict[str, float]:
-    """Compute every metric named in ``task.config['metric']`` for one split."""
-    _check(predictions, examples, task.name)
+def _seqeval(given: ScoringInput) -> dict[str, float]:
+    gold = [[given.label_names[t] for t in tags] for tags in given.column("tags")]
+    return seqeval_f1(_tag_names(given), gold)
+
+
+def _rouge_metric(name: str) -> Metric:
+    return Metric((name,), lambda g: rouge(g.predictions, g.column("references"), (name,)))
+
+
+# The only list of metrics: a task config's ``metric`` entries are keys of this registry.
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric(("accuracy",), lambda g: {"accuracy": accuracy(g.predictions, g.column("label"))}),
+    "f1_macro": Metric(("f1_macro",), lambda g: {"f1_macro": f1_macro(g.predictions, g.column("label"))}),
+    "multirc": Metric(("f1a", "em"),
+                      lambda g: multirc_f1a_em(g.predictions, g.column("label"), g.column("group"))),
+    "record": Metric(("f1", "em"), lambda g: record_f1_em(_choice_texts(g), g.column("answers"))),
+    "seqeval": Metric(("f1", "precision", "recall"), _seqeval),
+    "bleu": Metric(("bleu",), lambda g: {"bleu": bleu(g.predictions, g.column("references"))}),
+    **{name: _rouge_metric(name) for name in ("rouge1", "rouge2", "rougeL")},
+}
+
+
+def score_split(metric_names: Sequence[str], given: ScoringInput) -> dict[str, float]:
+    """Compute every metric in ``metric_names`` (keys of METRICS) for one split."""
+    if len(given.predictions) != len(given.examples):
+        raise ValueError(f"task {given.task}: {len(given.predictions)} predictions for "
+                         f"{len(given.examples)} examples")
+    if not given.examples:
+        raise ValueError(f"task {given.task}: nothing to score")
     result: dict[str, float] = {}
-    for metric in task.config["metric"]:
-        if metric == "accuracy":
-            result["accuracy"] = accuracy(predictions, [ex["label"] for ex in examples])
-        elif metric == "f1_macro":
-            result["f1_macro"] = f1_macro(predictions, [ex["label"] for ex in examples])
-        elif metric == "multirc":
-            result.update(multirc_f1a_em(predictions, [ex["label"] for ex in examples],
-                                         [ex["group"] for ex in examples]))
-        elif metric == "record":
-            result.update(record_f1_em(_choice_texts(predictions, examples, task.name),
-                                       [ex["answers"] for ex in examples]))
-        elif metric == "seqeval":
-            gold = [[task.label_names[t] for t in ex["tags"]] for ex in examples]
-            result.update(seqeval_f1(_tag_names(predictions, examples, task.label_names, task.name),
-                                     gold))
-        elif metric == "bleu":
-            result["bleu"] = bleu(predictions, [ex["references"] for ex in examples])
-        elif metric in ("rouge1", "rouge2", "rougeL"):
-            result.update(rouge(predictions, [ex["references"] for ex in examples], (metric,)))
-        else:
-            raise ValueError(f"task {task.name}: unknown metric {metric!r}")
+    for name in metric_names:
+        if name not in METRICS:
+            raise ValueError(f"task {given.task}: unknown metric {name!r} (have {sorted(METRICS)})")
+        result.update(METRICS[name].score(given))
     return result

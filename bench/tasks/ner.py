@@ -2,42 +2,62 @@
 
 Tags are BIO strings (``label_names``); examples carry one tag id per word. Aligning labels to
 sub-tokens is the collator's job, not this module's.
+
+Column files: one word per line, blank line between sentences, ``-DOCSTART-`` lines are
+document separators. Every word line of a file has the same number of columns (the first word
+line sets it), the token is column 0 and the tag is the column ``tag_column`` names for that
+count: ``{2: 1, 4: 3}`` reads ``token tag`` and the original ``token POS chunk NER`` layout.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 
-from bench.tasks.base import (Built, Item, Record, TaskDataError, collect,
-                              feature_names, get_field, label_id, load_hub,
-                              remap_ids, read_split_files)
+from bench.tasks.base import (Built, Item, RawRow, TaskDataError, collect, feature_names, get_field,
+                              label_id, load_hub_dataset, read_split_files, remap_ids)
 
 
-def read_conll(path: Path) -> list[Record]:
-    """Sentences of a CoNLL column file: token first, tag last, blank line between sentences.
+def tag_index(tag_column: int | Mapping, columns: int, where: str) -> int:
+    """The tag's column for a file with ``columns`` columns (``tag_column``: an index or {count: index})."""
+    if isinstance(tag_column, Mapping):
+        chosen = {int(k): int(v) for k, v in tag_column.items()}.get(columns)
+        if chosen is None:
+            raise TaskDataError(f"{where}: {columns} columns, but task.tag_column only knows files "
+                                f"with {sorted(int(k) for k in tag_column)} columns")
+        return chosen
+    index = int(tag_column)
+    if not (1 <= index < columns or -columns < index < 0):
+        raise TaskDataError(f"{where}: task.tag_column={index} is not a tag column of a "
+                            f"{columns}-column file (column 0 is the token)")
+    return index
 
-    ``-DOCSTART-`` lines are document separators, not sentences.
-    """
-    records: list[Record] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 0
+
+def read_conll(path: Path, tag_column: int | Mapping = -1) -> list[RawRow]:
+    """Sentences of a CoNLL column file: ``{"tokens", "tags", "file", "lines"}`` per sentence."""
+    rows: list[RawRow] = []
+    tokens, tags, lines = [], [], []
+    width = index = 0
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             columns = line.split()
             if columns and columns[0] != "-DOCSTART-":
-                if len(columns) < 2:
-                    raise TaskDataError(f"{path}:{number}: expected 'token ... tag' columns, "
-                                        f"got {line.strip()!r}")
-                start = start or number
+                if not width:  # the first word line fixes the file's layout
+                    width = len(columns)
+                    index = tag_index(tag_column, width, f"{path}:{number}")
+                if len(columns) != width or width < 2:
+                    raise TaskDataError(f"{path}:{number}: {len(columns)} columns, expected {width} "
+                                        f"like the file's first word line (token ... tag): {line.strip()!r}")
                 tokens.append(columns[0])
-                tags.append(columns[-1])
+                tags.append(columns[index])
+                lines.append(number)
             elif tokens:
-                records.append((f"{path}:{start}", {"tokens": tokens, "tags": tags}))
-                tokens, tags, start = [], [], 0
+                rows.append((f"{path}:{lines[0]}", {"tokens": tokens, "tags": tags, "file": str(path),
+                                                    "lines": lines}))
+                tokens, tags, lines = [], [], []
     if tokens:
-        records.append((f"{path}:{start}", {"tokens": tokens, "tags": tags}))
-    return records
+        rows.append((f"{path}:{lines[0]}", {"tokens": tokens, "tags": tags, "file": str(path), "lines": lines}))
+    return rows
 
 
 def to_bio(tags: list[str]) -> list[str]:
@@ -55,7 +75,11 @@ def to_bio(tags: list[str]) -> list[str]:
 
 
 def _from_columns(row: dict, where: str, names: list[str]) -> Iterable[Item]:
-    tags = [label_id(tag, names, where, "tag") for tag in to_bio(row["tags"])]
+    # Check the tags as written (before IOB1 -> BIO) so an error names the file's own line and value.
+    for tag, line in zip(row["tags"], row["lines"]):
+        if tag not in names:
+            raise TaskDataError(f"{row['file']}:{line}: tag {tag!r} is not one of {names}")
+    tags = [names.index(tag) for tag in to_bio(row["tags"])]
     yield where, {"tokens": row["tokens"], "tags": tags}, True
 
 
@@ -89,18 +113,19 @@ def build(cfg: dict) -> Built:
     if not names or "O" not in names:
         raise TaskDataError(f"task {cfg['name']}: field 'label_names' must list the BIO tags incl. 'O'")
     splits: dict[str, list[dict] | None] = {}
-    records: dict[str, int] = {}
+    rows_read: dict[str, int] = {}
     if cfg["data_dir"]:
-        files, records = read_split_files(cfg, read_conll)
+        reader = partial(read_conll, tag_column=cfg.get("tag_column", -1))
+        files, rows_read, _notes = read_split_files(cfg, reader)
         for split, found in files.items():
             splits[split] = None if found is None else collect(
                 found[0], lambda row, where: _from_columns(row, where, names), str(found[1]))
-        return Built(label_names=names, splits=splits, records=records)
+        return Built(label_names=names, splits=splits, rows_read=rows_read)
     convert = _from_hub_spans if cfg.get("hub_format") == "spans" else _from_hub_tags
     tag_field = (cfg.get("hub_fields") or {}).get("tags", "ner_tags")
-    for split, (rows, features) in load_hub(cfg).items():
+    for split, (rows, features) in load_hub_dataset(cfg).items():
         hub_names = feature_names(features, tag_field)
-        records[split] = len(rows)
+        rows_read[split] = len(rows)
         splits[split] = collect(rows, lambda row, where: convert(row, where, cfg, hub_names),
                                 f"hub {cfg['hub'].get('path')}[{split}]")
-    return Built(label_names=names, splits=splits, records=records)
+    return Built(label_names=names, splits=splits, rows_read=rows_read)

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from bench.tasks.base import (Built, Item, Record, TaskDataError, collect,
-                              feature_names, get_field, label_id, load_hub,
-                              normalize_word, read_jsonl, read_split_files)
+from bench.tasks.base import (Built, Item, RawRow, TaskDataError, collect, feature_names, get_field,
+                              label_id, load_hub_dataset, normalize_word, read_jsonl,
+                              read_split_files)
 
 COPA_CONNECTIVE = {"cause": "because", "effect": "so"}
 
 
 # ---------------------------------------------------------------- jsonl -> Hub row schema
-def _flatten_multirc(row: dict, where: str) -> Iterator[Record]:
+def _flatten_multirc(row: dict, where: str) -> Iterator[RawRow]:
     passage = get_field(row, "passage", where, dict)
     text = get_field(passage, "text", where, str)
     for question in get_field(passage, "questions", where, list):
@@ -27,7 +27,7 @@ def _flatten_multirc(row: dict, where: str) -> Iterator[Record]:
                           "label": answer.get("label")}
 
 
-def _flatten_record(row: dict, where: str) -> Iterator[Record]:
+def _flatten_record_task(row: dict, where: str) -> Iterator[RawRow]:
     passage = get_field(row, "passage", where, dict)
     text = get_field(passage, "text", where, str)
     names = []
@@ -45,12 +45,12 @@ def _flatten_record(row: dict, where: str) -> Iterator[Record]:
                       "idx": {"passage": row.get("idx"), "query": qa.get("idx")}}
 
 
-def _flatten_wsc(row: dict, where: str) -> Iterator[Record]:
+def _flatten_wsc(row: dict, where: str) -> Iterator[RawRow]:
     target = row.get("target")
     yield where, ({**row, **target} if isinstance(target, dict) else row)
 
 
-FLATTEN = {"multirc": _flatten_multirc, "record": _flatten_record, "wsc": _flatten_wsc}
+FLATTEN = {"multirc": _flatten_multirc, "record": _flatten_record_task, "wsc": _flatten_wsc}
 
 
 # ---------------------------------------------------------------- span markers
@@ -66,25 +66,38 @@ def _align(words: list[str], index: int, span: str, where: str, key: str) -> int
                         f"{key}_index {index}")
 
 
-def _wrap(words: list[str], start: int, span: str, mark: str) -> None:
-    """Put ``mark`` around words[start:...] in place, keeping trailing punctuation outside."""
+def _span_end(words: list[str], start: int, span: str) -> tuple[int, int]:
+    """(index of the span's last word, where in that word the span ends: before trailing punctuation)."""
     last_word = span.split()[-1]
     end = start + len(span.split()) - 1
     cut = len(last_word) if words[end].lower().startswith(last_word.lower()) else len(words[end])
-    words[end] = words[end][:cut] + mark + words[end][cut:]
-    words[start] = mark + words[start]
+    return end, cut
 
 
 def mark_wsc(text: str, row: dict, where: str) -> str:
-    """Mark the candidate noun phrase as *span* and the pronoun as #span# in the WSC text."""
+    """Mark the candidate noun phrase as *span* and the pronoun as #span# in the WSC text.
+
+    Spans may overlap ("their mothers" / "their"): marks nest, the longer span outside, so the
+    text reads ``*#their# mothers*``.
+    """
     words = text.split()
-    spans = []
+    spans = []  # (start word, end word, cut in the end word, mark)
     for key, mark in (("span1", "*"), ("span2", "#")):
         span = get_field(row, f"{key}_text", where, str)
-        index = get_field(row, f"{key}_index", where, int)
-        spans.append((_align(words, index, span, where, key), span, mark))
-    for start, span, mark in spans:
-        _wrap(words, start, span, mark)
+        start = _align(words, get_field(row, f"{key}_index", where, int), span, where, key)
+        spans.append((start, *_span_end(words, start, span), mark))
+    spans.sort(key=lambda s: (s[0], -s[1]))  # outer (earlier start, later end) first
+    opens: dict[int, str] = {}
+    closes: dict[int, dict[int, str]] = {}  # end word -> cut -> marks
+    for start, end, cut, mark in spans:
+        opens[start] = opens.get(start, "") + mark            # outer opens first
+        at_end = closes.setdefault(end, {})
+        at_end[cut] = mark + at_end.get(cut, "")              # inner closes first
+    for end, marks in closes.items():
+        for cut in sorted(marks, reverse=True):  # right-most first keeps the other cuts valid
+            words[end] = words[end][:cut] + marks[cut] + words[end][cut:]
+    for start, marks in opens.items():
+        words[start] = marks + words[start]
     return " ".join(words)
 
 
@@ -148,7 +161,7 @@ def _copa(row: dict, where: str, names, hub_names) -> Iterable[Item]:
     yield where, {"pairs": pairs, "label": label, "id": row.get("idx")}, label is not None
 
 
-def _record(row: dict, where: str, names, hub_names) -> Iterable[Item]:
+def _record_task(row: dict, where: str, names, hub_names) -> Iterable[Item]:
     entities = list(dict.fromkeys(get_field(row, "entities", where, list)))
     if not entities:
         raise TaskDataError(f"{where}: field 'entities' is empty")
@@ -171,17 +184,17 @@ def _record(row: dict, where: str, names, hub_names) -> Iterable[Item]:
 CONVERTERS = {"boolq": _pair_converter("question", "passage"),
               "cb": _pair_converter("premise", "hypothesis"),
               "rte": _pair_converter("premise", "hypothesis"),
-              "wic": _wic, "wsc": _wsc, "multirc": _multirc, "copa": _copa, "record": _record}
+              "wic": _wic, "wsc": _wsc, "multirc": _multirc, "copa": _copa, "record": _record_task}
 
 
-def _source_records(cfg: dict) -> tuple[dict[str, tuple[list[Record], list[str] | None, str] | None],
+def _source_records(cfg: dict) -> tuple[dict[str, tuple[list[RawRow], list[str] | None, str] | None],
                                           dict[str, int]]:
     """Per split: (records in Hub row schema, Hub class names, source label) or None; raw counts."""
-    out: dict[str, tuple[list[Record], list[str] | None, str] | None] = {}
+    out: dict[str, tuple[list[RawRow], list[str] | None, str] | None] = {}
     counts: dict[str, int] = {}
     if cfg["data_dir"]:
         flatten = FLATTEN.get(cfg["subset"])
-        files, counts = read_split_files(cfg, read_jsonl)
+        files, counts, _notes = read_split_files(cfg, read_jsonl)
         for split, found in files.items():
             if found is None:
                 out[split] = None
@@ -191,7 +204,7 @@ def _source_records(cfg: dict) -> tuple[dict[str, tuple[list[Record], list[str] 
                 rows = [flat for where, row in rows for flat in flatten(row, where)]
             out[split] = (rows, None, str(path))
         return out, counts
-    for split, (rows, features) in load_hub(cfg).items():
+    for split, (rows, features) in load_hub_dataset(cfg).items():
         out[split] = (rows, feature_names(features, "label"), f"hub {cfg['hub'].get('path')}[{split}]")
         counts[split] = len(rows)
     return out, counts
@@ -213,4 +226,4 @@ def build(cfg: dict) -> Built:
         rows, hub_names, label = source
         splits[split] = collect(rows, lambda row, where: convert(row, where, names, hub_names), label,
                                 "answers" if subset == "record" else "label")
-    return Built(label_names=names, splits=splits, records=counts)
+    return Built(label_names=names, splits=splits, rows_read=counts)

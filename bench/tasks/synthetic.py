@@ -173,4 +173,4 @@ def build(cfg: dict) -> Built:
         splits[split] = _generate(make, key, n, n_classes, rng, seen) if n > 0 else None
     label_names = {"classification": CLS_LABELS[:n_classes], "token_classification": NER_TAGS}
     return Built(label_names=label_names.get(kind), splits=splits,
-                 records={s: len(v) for s, v in splits.items() if v})
+                 rows_read={s: len(v) for s, v in splits.items() if v})
