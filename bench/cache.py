@@ -4,6 +4,7 @@ Entries are plain JSON (``<key>.json``): reading one can never run code, unlike 
 anyone with write access to the cache folder could plant. An entry that cannot be read, or
 whose content does not match its key and shape, is rebuilt with a one-line notice.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,13 @@ def cached_encode(task, tokenizer, split: str, max_length: int, decoder: bool) -
 def write_entry(path: Path, key: str, encoded: Encoded) -> None:
     """Write an entry atomically (a killed run never leaves half a file under the final name)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CACHE_FORMAT, "key": key, "truncated": encoded.truncated,
-               "real_tokens": encoded.real_tokens, "features": encoded.features}
+    payload = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "truncated": encoded.truncated,
+        "real_tokens": encoded.real_tokens,
+        "features": encoded.features,
+    }
     handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(payload, out, separators=(",", ":"))

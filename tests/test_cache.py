@@ -1,4 +1,5 @@
 """The tokenisation cache: JSON entries that cannot run code, rebuilt when unreadable or mismatched."""
+
 from __future__ import annotations
 
 import copy
@@ -63,12 +64,19 @@ def test_entries_round_trip_without_re_encoding(name, tokenizer, cache_dir, monk
     assert encode(task, tokenizer) == first
 
 
-@pytest.mark.parametrize("content", [
-    "planted pickle", b"\x80\x04K\x07.", "7", '{"format": 1, "key": "other"}', "{not json",
-    '{"format": 1, "key": "KEY", "truncated": 0, "real_tokens": 1, "features": [{"input_ids": ["x"], "labels": 1}]}',
-])
-def test_unreadable_or_mismatched_entries_are_rebuilt_with_one_notice(content, tokenizer, cache_dir, tmp_path,
-                                                                      capsys):
+@pytest.mark.parametrize(
+    "content",
+    [
+        "planted pickle",
+        b"\x80\x04K\x07.",
+        "7",
+        '{"format": 1, "key": "other"}',
+        "{not json",
+        '{"format": 1, "key": "KEY", "truncated": 0, "real_tokens": 1, '
+        '"features": [{"input_ids": ["x"], "labels": 1}]}',
+    ],
+)
+def test_unreadable_or_mismatched_entries_are_rebuilt_with_one_notice(content, tokenizer, cache_dir, tmp_path, capsys):
     task = load_task(task_config("synth_cls", n_train=12, n_validation=4, n_test=0))
     key = cache_key(task, tokenizer, "train", 64)
     entry = cache_dir / f"{key}.json"
@@ -91,8 +99,10 @@ def test_unreadable_or_mismatched_entries_are_rebuilt_with_one_notice(content, t
 
 def test_no_code_unpickles_or_torch_loads_files():
     """Files a user did not write must never be deserialised with a format that can run code."""
-    unsafe = re.compile(r"pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True|read_pickle\(|"
-                        r"joblib\.load\(|dill\.loads?\(|cloudpickle|marshal\.loads?\(")
+    unsafe = re.compile(
+        r"pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True|read_pickle\(|"
+        r"joblib\.load\(|dill\.loads?\(|cloudpickle|marshal\.loads?\("
+    )
     found = []
     for folder in ("bench", "methods"):
         for path in (ROOT / folder).rglob("*.py"):

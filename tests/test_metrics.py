@@ -1,4 +1,5 @@
 """Metric functions: perfect predictions score 1.0, hand-checked cases match the official definitions."""
+
 import math
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def test_multirc_f1a_and_exact_match():
 
 def test_record_normalisation_and_max_over_golds():
     assert metrics.normalize_answer("The  Eiffel Tower!") == "eiffel tower"
-    out = metrics.record_f1_em(["the Eiffel Tower!", "Paris France", "London"],
-                               [["Eiffel Tower"], ["Paris", "France"], ["Paris"]])
+    out = metrics.record_f1_em(
+        ["the Eiffel Tower!", "Paris France", "London"], [["Eiffel Tower"], ["Paris", "France"], ["Paris"]]
+    )
     # "Paris France" vs "Paris": P=1/2 R=1 -> F1=2/3 (same for "France"); EM 0
     assert out["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert out["em"] == pytest.approx(1 / 3)
@@ -68,12 +70,10 @@ def test_bleu_uses_all_references_with_variable_counts():
 
 
 def test_rouge_hand_checked_and_multi_reference():
-    out = metrics.rouge(["the cat sat on the mat"], [["the cat is on the mat"]],
-                        ("rouge1", "rouge2", "rougeL"))
+    out = metrics.rouge(["the cat sat on the mat"], [["the cat is on the mat"]], ("rouge1", "rouge2", "rougeL"))
     # unigram overlap 5/6; bigram overlap 3/5; LCS "the cat on the mat" = 5 of 6
     assert out == pytest.approx({"rouge1": 5 / 6, "rouge2": 3 / 5, "rougeL": 5 / 6})
-    best = metrics.rouge(["the cat sat on the mat"],
-                         [["completely different words", "the cat is on the mat"]])
+    best = metrics.rouge(["the cat sat on the mat"], [["completely different words", "the cat is on the mat"]])
     assert best["rougeL"] == pytest.approx(5 / 6)
     assert metrics.rouge(["a b c"], [["a b c"]])["rougeL"] == 1.0
 
@@ -88,10 +88,10 @@ def perfect_input(name: str) -> metrics.ScoringInput:
         examples = [{"entities": ["Paris", "London"], "answers": ["London"]}]
         return metrics.ScoringInput([1], examples, None, "t")
     if name == "seqeval":
-        return metrics.ScoringInput([[1, 2, 0]], [{"tokens": ["a", "b", "c"], "tags": [1, 2, 0]}],
-                                    ["O", "B-PER", "I-PER"], "t")
-    return metrics.ScoringInput(["the cat sat on the mat"], [{"references": ["the cat sat on the mat"]}],
-                                None, "t")
+        return metrics.ScoringInput(
+            [[1, 2, 0]], [{"tokens": ["a", "b", "c"], "tags": [1, 2, 0]}], ["O", "B-PER", "I-PER"], "t"
+        )
+    return metrics.ScoringInput(["the cat sat on the mat"], [{"references": ["the cat sat on the mat"]}], None, "t")
 
 
 @pytest.mark.parametrize("name", sorted(metrics.METRICS))

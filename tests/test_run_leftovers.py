@@ -1,4 +1,5 @@
 """What a run leaves beside its record: error.log for failed and diverged runs, none after a success."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ def run_config(overrides: list[str]) -> dict:
 
 def test_error_log_written_on_failure_and_removed_by_a_successful_rerun(tmp_path: Path, one_thread) -> None:
     base = ["method=head_only", "model=tiny_bert", "task=synth_cls", "task.n_train=16", "task.n_validation=8"]
-    failed = execute(run_config(base + [f"task.data_dir={tmp_path / 'missing'}", "task.loader=superglue",
-                                        "+task.subset=rte"]), tmp_path)
+    failed = execute(
+        run_config(base + [f"task.data_dir={tmp_path / 'missing'}", "task.loader=superglue", "+task.subset=rte"]),
+        tmp_path,
+    )
     assert failed["status"] == "failed" and "does not exist" in failed["error"]
     assert "TaskDataError" in (tmp_path / "error.log").read_text()
     ok = execute(run_config(base), tmp_path)
@@ -41,9 +44,20 @@ def test_diverged_run_writes_an_error_log(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_trainer_eval_cap_keeps_multirc_questions_whole(tmp_path: Path) -> None:
-    row = {"idx": 0, "passage": {"text": "T.", "questions": [
-        {"question": f"Q{q}?", "idx": q, "answers": [{"text": f"a{a}", "idx": a, "label": a % 2} for a in range(3)]}
-        for q in range(3)]}}
+    row = {
+        "idx": 0,
+        "passage": {
+            "text": "T.",
+            "questions": [
+                {
+                    "question": f"Q{q}?",
+                    "idx": q,
+                    "answers": [{"text": f"a{a}", "idx": a, "label": a % 2} for a in range(3)],
+                }
+                for q in range(3)
+            ],
+        },
+    }
     for name in ("train.jsonl", "val.jsonl"):
         (tmp_path / name).write_text(json.dumps(row) + "\n", encoding="utf-8")
     task = load_task(task_config("multirc", data_dir=str(tmp_path)))

@@ -1,4 +1,5 @@
 """The real data files in ../shared/data load with the published counts and label sets."""
+
 import os
 from collections import Counter
 from pathlib import Path
@@ -16,10 +17,13 @@ def load(name: str, folder: str, **overrides):
     return load_task(task_config(name, data_dir=str(SHARED / folder), **overrides))
 
 
-@pytest.mark.parametrize("name, folder, train, validation, labels", [
-    ("rte", "superglue/RTE", 2490, 277, ["entailment", "not_entailment"]),
-    ("cb", "superglue/CB", 250, 56, ["entailment", "contradiction", "neutral"]),
-])
+@pytest.mark.parametrize(
+    "name, folder, train, validation, labels",
+    [
+        ("rte", "superglue/RTE", 2490, 277, ["entailment", "not_entailment"]),
+        ("cb", "superglue/CB", 250, 56, ["entailment", "contradiction", "neutral"]),
+    ],
+)
 def test_full_superglue_files(name, folder, train, validation, labels):
     data = load(name, folder)
     assert (data.counts["train"], data.counts["validation"]) == (train, validation)
@@ -36,14 +40,17 @@ def test_cb_validation_label_distribution():
     assert counts == {0: 23, 1: 28, 2: 5}  # entailment / contradiction / neutral
 
 
-@pytest.mark.parametrize("name, folder, examples, labels", [
-    ("boolq", "superglue/BoolQ", 32, {0, 1}),
-    ("copa", "superglue/COPA", 32, {0, 1}),
-    ("wic", "superglue/WiC", 32, {0, 1}),
-    ("wsc", "superglue/WSC", 32, {1}),          # FewGLUE's 32 WSC examples are all positive
-    ("multirc", "superglue/MultiRC", 154, {0, 1}),
-    ("record", "superglue/ReCoRD", 32, None),
-])
+@pytest.mark.parametrize(
+    "name, folder, examples, labels",
+    [
+        ("boolq", "superglue/BoolQ", 32, {0, 1}),
+        ("copa", "superglue/COPA", 32, {0, 1}),
+        ("wic", "superglue/WiC", 32, {0, 1}),
+        ("wsc", "superglue/WSC", 32, {1}),  # FewGLUE's 32 WSC examples are all positive
+        ("multirc", "superglue/MultiRC", 154, {0, 1}),
+        ("record", "superglue/ReCoRD", 32, None),
+    ],
+)
 def test_32_example_files(name, folder, examples, labels):
     data = load(name, folder)
     assert data.counts["rows_train"] == 32
@@ -63,8 +70,9 @@ def test_conll2003_train_sentences_two_and_four_columns(tmp_path):
     assert data.splits["train"][0]["tokens"][:3] == ["EU", "rejects", "German"]
     # the same sentences in the original eng.train layout: -DOCSTART-, token POS chunk NER
     lines = (SHARED / "ner/conll2003/train.txt").read_text(encoding="utf-8").splitlines()
-    four = ["-DOCSTART- -X- -X- O", ""] + [f"{line.split()[0]} NN I-NP {line.split()[1]}" if line.strip() else ""
-                                           for line in lines]
+    four = ["-DOCSTART- -X- -X- O", ""] + [
+        f"{line.split()[0]} NN I-NP {line.split()[1]}" if line.strip() else "" for line in lines
+    ]
     (tmp_path / "eng.train").write_text("\n".join(four) + "\n", encoding="utf-8")
     original = load_task(task_config("conll2003", data_dir=str(tmp_path)))
     assert original.counts["train"] == 14041

@@ -1,15 +1,17 @@
 """Task loaders on small fixtures written in the original formats (tmp_path), Hub path mocked."""
+
 import json
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from bench.tasks import (TASK_KINDS, TaskDataError, available_tasks, cap_eval_splits, load_task,
-                         task_config)
+from bench.tasks import TASK_KINDS, TaskDataError, available_tasks, cap_eval_splits, load_task, task_config
 
-DESIGN_TASKS = ("boolq cb copa rte wic wsc multirc record conll2003 conll2004 ontonotes e2e "
-                "webnlg xsum synth_cls synth_ner synth_d2t").split()
+DESIGN_TASKS = (
+    "boolq cb copa rte wic wsc multirc record conll2003 conll2004 ontonotes e2e "
+    "webnlg xsum synth_cls synth_ner synth_d2t"
+).split()
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -28,8 +30,16 @@ def test_every_design_task_has_a_config():
     for name in DESIGN_TASKS:
         cfg = task_config(name)
         assert cfg["name"] == name and cfg["kind"] in TASK_KINDS
-        for key in ("loader", "metric", "primary_metric", "max_train_samples",
-                    "k_shot", "max_length", "seed", "data_dir"):
+        for key in (
+            "loader",
+            "metric",
+            "primary_metric",
+            "max_train_samples",
+            "k_shot",
+            "max_length",
+            "seed",
+            "data_dir",
+        ):
             assert key in cfg, (name, key)
         assert "max_eval_samples" not in cfg, name  # the one eval cap is trainer.max_eval_samples
         if cfg["kind"] == "generation":
@@ -55,11 +65,14 @@ def test_accepts_a_dictconfig():
 
 # ---------------------------------------------------------------- SuperGLUE from jsonl
 def test_rte_jsonl_string_labels_and_unlabeled_test(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [
-        {"premise": "A cat sat.", "hypothesis": "An animal sat.", "label": "entailment", "idx": 0},
-        {"premise": "A cat sat.", "hypothesis": "A dog sat.", "label": "not_entailment", "idx": 1}])
-    write_jsonl(tmp_path / "val.jsonl", [
-        {"premise": "P", "hypothesis": "H", "label": "not_entailment", "idx": 0}])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"premise": "A cat sat.", "hypothesis": "An animal sat.", "label": "entailment", "idx": 0},
+            {"premise": "A cat sat.", "hypothesis": "A dog sat.", "label": "not_entailment", "idx": 1},
+        ],
+    )
+    write_jsonl(tmp_path / "val.jsonl", [{"premise": "P", "hypothesis": "H", "label": "not_entailment", "idx": 0}])
     write_jsonl(tmp_path / "test.jsonl", [{"premise": "P", "hypothesis": "H", "idx": 0}])
     data = load("rte", data_dir=str(tmp_path))
     assert data.kind == "classification" and data.label_names == ["entailment", "not_entailment"]
@@ -70,9 +83,13 @@ def test_rte_jsonl_string_labels_and_unlabeled_test(tmp_path):
 
 
 def test_train32_is_used_when_train_is_absent(tmp_path):
-    write_jsonl(tmp_path / "train32.jsonl", [
-        {"question": "is it?", "passage": "It is.", "label": True, "idx": 3},
-        {"question": "is it not?", "passage": "It is.", "label": False, "idx": 4}])
+    write_jsonl(
+        tmp_path / "train32.jsonl",
+        [
+            {"question": "is it?", "passage": "It is.", "label": True, "idx": 3},
+            {"question": "is it not?", "passage": "It is.", "label": False, "idx": 4},
+        ],
+    )
     data = load("boolq", data_dir=str(tmp_path))
     assert [ex["label"] for ex in data.splits["train"]] == [1, 0]
     assert data.absent_splits == ["validation", "test"]
@@ -80,8 +97,10 @@ def test_train32_is_used_when_train_is_absent(tmp_path):
 
 
 def test_cb_three_labels_and_metrics(tmp_path):
-    rows = [{"premise": "p", "hypothesis": h, "label": h, "idx": i}
-            for i, h in enumerate(["entailment", "contradiction", "neutral"])]
+    rows = [
+        {"premise": "p", "hypothesis": h, "label": h, "idx": i}
+        for i, h in enumerate(["entailment", "contradiction", "neutral"])
+    ]
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "val.jsonl", rows)
     data = load("cb", data_dir=str(tmp_path))
@@ -91,11 +110,27 @@ def test_cb_three_labels_and_metrics(tmp_path):
 
 
 def test_copa_multiple_choice_with_connectives(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [
-        {"premise": "The glass broke.", "choice1": "It fell.", "choice2": "It was new.",
-         "question": "cause", "label": 0, "idx": 1},
-        {"premise": "I was cold.", "choice1": "I ate.", "choice2": "I wore a coat.",
-         "question": "effect", "label": 1, "idx": 2}])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "premise": "The glass broke.",
+                "choice1": "It fell.",
+                "choice2": "It was new.",
+                "question": "cause",
+                "label": 0,
+                "idx": 1,
+            },
+            {
+                "premise": "I was cold.",
+                "choice1": "I ate.",
+                "choice2": "I wore a coat.",
+                "question": "effect",
+                "label": 1,
+                "idx": 2,
+            },
+        ],
+    )
     data = load("copa", data_dir=str(tmp_path))
     first, second = data.splits["train"]
     assert first["pairs"] == [["The glass broke.", "because It fell."], ["The glass broke.", "because It was new."]]
@@ -104,9 +139,22 @@ def test_copa_multiple_choice_with_connectives(tmp_path):
 
 
 def test_wic_marks_the_target_word_from_offsets(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [
-        {"word": "feel", "sentence1": "You make me feel naked.", "sentence2": "She felt small.",
-         "start1": 12, "end1": 16, "start2": 4, "end2": 8, "label": True, "idx": 0}])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "word": "feel",
+                "sentence1": "You make me feel naked.",
+                "sentence2": "She felt small.",
+                "start1": 12,
+                "end1": 16,
+                "start2": 4,
+                "end2": 8,
+                "label": True,
+                "idx": 0,
+            }
+        ],
+    )
     ex = load("wic", data_dir=str(tmp_path)).splits["train"][0]
     assert ex["text"] == "You make me *feel* naked."
     assert ex["text_pair"] == "She *felt* small."
@@ -114,33 +162,61 @@ def test_wic_marks_the_target_word_from_offsets(tmp_path):
 
 
 def test_wsc_marks_both_spans_from_word_indices(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [
-        {"text": "The city councilmen refused the demonstrators a permit because they advocated violence.",
-         "target": {"span1_index": 4, "span1_text": "The demonstrators", "span2_index": 9,
-                    "span2_text": "they"}, "label": True, "idx": 16},
-        {"text": "The pony threw him over. \"Good for him,\" he said.",
-         "target": {"span1_index": 1, "span1_text": "pony", "span2_index": 7, "span2_text": "him"},
-         "label": False, "idx": 2}])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "text": "The city councilmen refused the demonstrators a permit because they advocated violence.",
+                "target": {"span1_index": 4, "span1_text": "The demonstrators", "span2_index": 9, "span2_text": "they"},
+                "label": True,
+                "idx": 16,
+            },
+            {
+                "text": 'The pony threw him over. "Good for him," he said.',
+                "target": {"span1_index": 1, "span1_text": "pony", "span2_index": 7, "span2_text": "him"},
+                "label": False,
+                "idx": 2,
+            },
+        ],
+    )
     first, second = load("wsc", data_dir=str(tmp_path)).splits["train"]
-    assert first["text"] == ("The city councilmen refused *the demonstrators* a permit because "
-                             "#they# advocated violence.")
-    assert second["text"] == "The *pony* threw him over. \"Good for #him#,\" he said."
+    assert first["text"] == (
+        "The city councilmen refused *the demonstrators* a permit because #they# advocated violence."
+    )
+    assert second["text"] == 'The *pony* threw him over. "Good for #him#," he said.'
     assert (first["label"], second["label"]) == (1, 0)
 
 
 def test_wsc_span_that_does_not_match_is_an_error(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [
-        {"text": "Anna met Paul and she smiled.", "target": {
-            "span1_index": 0, "span1_text": "Mary", "span2_index": 4, "span2_text": "she"},
-         "label": True, "idx": 0}])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "text": "Anna met Paul and she smiled.",
+                "target": {"span1_index": 0, "span1_text": "Mary", "span2_index": 4, "span2_text": "she"},
+                "label": True,
+                "idx": 0,
+            }
+        ],
+    )
     with pytest.raises(TaskDataError, match=r"train.jsonl:1: field 'span1_text'"):
         load("wsc", data_dir=str(tmp_path))
 
 
-MULTIRC_ROW = {"idx": 6, "passage": {"text": "Jason objects.", "questions": [
-    {"question": "What does Jason do?", "idx": 0, "answers": [
-        {"text": "He objects", "idx": 0, "label": 1}, {"text": "He sings", "idx": 1, "label": 0}]},
-    {"question": "Who objects?", "idx": 1, "answers": [{"text": "Jason", "idx": 2, "label": 1}]}]}}
+MULTIRC_ROW = {
+    "idx": 6,
+    "passage": {
+        "text": "Jason objects.",
+        "questions": [
+            {
+                "question": "What does Jason do?",
+                "idx": 0,
+                "answers": [{"text": "He objects", "idx": 0, "label": 1}, {"text": "He sings", "idx": 1, "label": 0}],
+            },
+            {"question": "Who objects?", "idx": 1, "answers": [{"text": "Jason", "idx": 2, "label": 1}]},
+        ],
+    },
+}
 
 
 def test_multirc_one_example_per_answer_option_grouped_by_question(tmp_path):
@@ -168,9 +244,19 @@ def record_row(answers=True):
     qa = {"query": "@placeholder won the game.", "idx": 7}
     if answers:
         qa["answers"] = [{"start": 0, "end": 6, "text": "Chelsea"}]
-    return {"idx": 1, "passage": {"text": RECORD_TEXT, "entities": [
-        {"start": 0, "end": 6}, {"start": 13, "end": 20}, {"start": 38, "end": 42},
-        {"start": 55, "end": 61}]}, "qas": [qa]}
+    return {
+        "idx": 1,
+        "passage": {
+            "text": RECORD_TEXT,
+            "entities": [
+                {"start": 0, "end": 6},
+                {"start": 13, "end": 20},
+                {"start": 38, "end": 42},
+                {"start": 55, "end": 61},
+            ],
+        },
+        "qas": [qa],
+    }
 
 
 def test_record_candidates_fill_the_placeholder(tmp_path):
@@ -180,8 +266,7 @@ def test_record_candidates_fill_the_placeholder(tmp_path):
     data = load("record", data_dir=str(tmp_path))
     ex = data.splits["validation"][0]
     assert ex["entities"] == ["Chelsea", "Costa", "Olimpija"]  # deduplicated
-    assert ex["pairs"][2] == ["Chelsea beat Olimpija 2-1.\n- Costa scored for Chelsea",
-                              "Olimpija won the game."]
+    assert ex["pairs"][2] == ["Chelsea beat Olimpija 2-1.\n- Costa scored for Chelsea", "Olimpija won the game."]
     assert ex["label"] == 0 and ex["answers"] == ["Chelsea"]
     assert data.absent_splits == ["test"]
     assert data.compute_metrics([0], "validation") == {"f1": 1.0, "em": 1.0}
@@ -195,8 +280,9 @@ def hub_mock(monkeypatch, splits: dict, features=None, seen=None):
     def fake_load_dataset(path, **kwargs):
         if seen is not None:
             seen.append((path, kwargs))
-        return datasets.DatasetDict({
-            name: datasets.Dataset.from_list(rows, features=features) for name, rows in splits.items()})
+        return datasets.DatasetDict(
+            {name: datasets.Dataset.from_list(rows, features=features) for name, rows in splits.items()}
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
 
@@ -204,15 +290,25 @@ def hub_mock(monkeypatch, splits: dict, features=None, seen=None):
 def test_hub_class_ids_map_to_the_same_label_set(monkeypatch, tmp_path):
     import datasets
 
-    features = datasets.Features({
-        "premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-        "idx": datasets.Value("int32"),
-        "label": datasets.ClassLabel(names=["entailment", "not_entailment"])})
+    features = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "idx": datasets.Value("int32"),
+            "label": datasets.ClassLabel(names=["entailment", "not_entailment"]),
+        }
+    )
     seen = []
-    hub_mock(monkeypatch, {
-        "train": [{"premise": "p", "hypothesis": "h", "idx": 0, "label": 1}],
-        "validation": [{"premise": "p", "hypothesis": "h", "idx": 0, "label": 0}],
-        "test": [{"premise": "p", "hypothesis": "h", "idx": 0, "label": -1}]}, features, seen)
+    hub_mock(
+        monkeypatch,
+        {
+            "train": [{"premise": "p", "hypothesis": "h", "idx": 0, "label": 1}],
+            "validation": [{"premise": "p", "hypothesis": "h", "idx": 0, "label": 0}],
+            "test": [{"premise": "p", "hypothesis": "h", "idx": 0, "label": -1}],
+        },
+        features,
+        seen,
+    )
     hub = load("rte")
     assert seen == [("aps/super_glue", {"name": "rte"})]
     write_jsonl(tmp_path / "train.jsonl", [{"premise": "p", "hypothesis": "h", "label": "not_entailment", "idx": 0}])
@@ -223,18 +319,53 @@ def test_hub_class_ids_map_to_the_same_label_set(monkeypatch, tmp_path):
 
 
 def test_hub_row_schemas_of_nested_tasks(monkeypatch):
-    hub_mock(monkeypatch, {"train": [
-        {"paragraph": "Jason objects.", "question": "Who?", "answer": "Jason",
-         "idx": {"paragraph": 6, "question": 1, "answer": 2}, "label": 1}]})
+    hub_mock(
+        monkeypatch,
+        {
+            "train": [
+                {
+                    "paragraph": "Jason objects.",
+                    "question": "Who?",
+                    "answer": "Jason",
+                    "idx": {"paragraph": 6, "question": 1, "answer": 2},
+                    "label": 1,
+                }
+            ]
+        },
+    )
     assert load("multirc").splits["train"][0]["group"] == "6-1"
-    hub_mock(monkeypatch, {"train": [
-        {"passage": "Costa scored.", "query": "@placeholder scored.", "entities": ["Costa"],
-         "entity_spans": {"text": ["Costa"], "start": [0], "end": [5]}, "answers": ["Costa"],
-         "idx": {"passage": 0, "query": 0}}]})
+    hub_mock(
+        monkeypatch,
+        {
+            "train": [
+                {
+                    "passage": "Costa scored.",
+                    "query": "@placeholder scored.",
+                    "entities": ["Costa"],
+                    "entity_spans": {"text": ["Costa"], "start": [0], "end": [5]},
+                    "answers": ["Costa"],
+                    "idx": {"passage": 0, "query": 0},
+                }
+            ]
+        },
+    )
     assert load("record").splits["train"][0]["pairs"] == [["Costa scored.", "Costa scored."]]
-    hub_mock(monkeypatch, {"train": [
-        {"text": "Billy cried because Toby would not share his toy.", "span1_index": 3,
-         "span2_index": 7, "span1_text": "Toby", "span2_text": "his", "idx": 9, "label": 1}]})
+    hub_mock(
+        monkeypatch,
+        {
+            "train": [
+                {
+                    "text": "Billy cried because Toby would not share his toy.",
+                    "span1_index": 3,
+                    "span2_index": 7,
+                    "span1_text": "Toby",
+                    "span2_text": "his",
+                    "idx": 9,
+                    "label": 1,
+                }
+            ]
+        },
+    )
     assert load("wsc").splits["train"][0]["text"] == "Billy cried because *Toby* would not share #his# toy."
 
 
@@ -251,17 +382,29 @@ def test_hub_failure_is_one_line(monkeypatch):
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("content, message", [
-    ('{"premise": "p", "hypothesis": "h", "label": "entailment"}\n{not json\n',
-     r"train.jsonl:2:2: malformed JSON: Expecting property name enclosed in double quotes$"),
-    ('{"premise": "p", "hypothesis": "h", "label": "entailment"} x\n',
-     r"train.jsonl:1:60: malformed JSON: Extra data$"),
-    ('{"premise": "p", "label": "entailment"}\n', r"train.jsonl:1: missing field 'hypothesis'"),
-    ('{"premise": "p", "hypothesis": "h", "label": "maybe"}\n', r"train.jsonl:1: field 'label' has unknown label 'maybe'"),
-    ('\n', r"train.jsonl: empty split"),
-    ('{"premise": "p", "hypothesis": "h", "label": "entailment"}\n{"premise": "p", "hypothesis": "h"}\n',
-     r"train.jsonl:2: missing field 'label'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            '{"premise": "p", "hypothesis": "h", "label": "entailment"}\n{not json\n',
+            r"train.jsonl:2:2: malformed JSON: Expecting property name enclosed in double quotes$",
+        ),
+        (
+            '{"premise": "p", "hypothesis": "h", "label": "entailment"} x\n',
+            r"train.jsonl:1:60: malformed JSON: Extra data$",
+        ),
+        ('{"premise": "p", "label": "entailment"}\n', r"train.jsonl:1: missing field 'hypothesis'"),
+        (
+            '{"premise": "p", "hypothesis": "h", "label": "maybe"}\n',
+            r"train.jsonl:1: field 'label' has unknown label 'maybe'",
+        ),
+        ("\n", r"train.jsonl: empty split"),
+        (
+            '{"premise": "p", "hypothesis": "h", "label": "entailment"}\n{"premise": "p", "hypothesis": "h"}\n',
+            r"train.jsonl:2: missing field 'label'",
+        ),
+    ],
+)
 def test_bad_superglue_input(tmp_path, content, message):
     (tmp_path / "train.jsonl").write_text(content, encoding="utf-8")
     with pytest.raises(TaskDataError, match=message) as info:
@@ -272,16 +415,21 @@ def test_bad_superglue_input(tmp_path, content, message):
 def test_missing_directory_and_missing_train_file(tmp_path):
     with pytest.raises(TaskDataError, match="does not exist"):
         load("rte", data_dir=str(tmp_path / "nope"))
-    with pytest.raises(TaskDataError, match=r"missing file: none of \['train.jsonl', 'train32.jsonl'\] \(train\) "
-                                             r"nor of \['val.jsonl'\]"):
+    with pytest.raises(
+        TaskDataError,
+        match=r"missing file: none of \['train.jsonl', 'train32.jsonl'\] \(train\) "
+        r"nor of \['val.jsonl'\]",
+    ):
         load("rte", data_dir=str(tmp_path))
     assert issubclass(TaskDataError, ValueError)
 
 
 # ---------------------------------------------------------------- options
 def synth_rows(n):
-    return [{"premise": f"p{i}", "hypothesis": "h", "label": ["entailment", "not_entailment"][i % 2],
-             "idx": i} for i in range(n)]
+    return [
+        {"premise": f"p{i}", "hypothesis": "h", "label": ["entailment", "not_entailment"][i % 2], "idx": i}
+        for i in range(n)
+    ]
 
 
 def test_k_shot_is_per_class_and_seeded(tmp_path):
@@ -336,13 +484,16 @@ def test_conll_columns_docstart_and_iob1(tmp_path):
         data.compute_metrics([[5]], "validation")
 
 
-@pytest.mark.parametrize("content, message", [
-    ("EU B-ORG\nrejects\n", r"train.txt:2: 1 columns, expected 2 like the file's first word line .*'rejects'"),
-    ("EU B-ORG\n\nPeter B-PER\nBlackburn I-PER x\n", r"train.txt:4: 3 columns, expected 2 .*'Blackburn I-PER x'"),
-    ("EU\n", r"train.txt:1: 1 columns, but task.tag_column only knows files with \[2, 4\] columns"),
-    ("EU B-ORG\nsays O\nhi B-XYZ\n", r"train.txt:3: tag 'B-XYZ' is not one of \['O'"),
-    ("-DOCSTART- O\n\n", r"train.txt: empty split"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("EU B-ORG\nrejects\n", r"train.txt:2: 1 columns, expected 2 like the file's first word line .*'rejects'"),
+        ("EU B-ORG\n\nPeter B-PER\nBlackburn I-PER x\n", r"train.txt:4: 3 columns, expected 2 .*'Blackburn I-PER x'"),
+        ("EU\n", r"train.txt:1: 1 columns, but task.tag_column only knows files with \[2, 4\] columns"),
+        ("EU B-ORG\nsays O\nhi B-XYZ\n", r"train.txt:3: tag 'B-XYZ' is not one of \['O'"),
+        ("-DOCSTART- O\n\n", r"train.txt: empty split"),
+    ],
+)
 def test_bad_conll_input(tmp_path, content, message):
     (tmp_path / "train.txt").write_text(content, encoding="utf-8")
     with pytest.raises(TaskDataError, match=message) as info:
@@ -385,30 +536,45 @@ def test_ner_hub_class_names_and_spans(monkeypatch):
     import datasets
 
     shuffled = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
-                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=shuffled))})
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=shuffled)),
+        }
+    )
     hub_mock(monkeypatch, {"train": [{"tokens": ["Paris", "Hilton"], "ner_tags": [3, 4]}]}, features)
     data = load("conll2003")
     assert [data.label_names[t] for t in data.splits["train"][0]["tags"]] == ["B-PER", "I-PER"]
-    hub_mock(monkeypatch, {"train": [{"tokens": ["John", "Smith", "works", "in", "Boston"],
-                                      "entities": [{"type": "Peop", "start": 0, "end": 2},
-                                                   {"type": "Loc", "start": 4, "end": 5}],
-                                      "relations": [], "orig_id": 1}]})
+    hub_mock(
+        monkeypatch,
+        {
+            "train": [
+                {
+                    "tokens": ["John", "Smith", "works", "in", "Boston"],
+                    "entities": [{"type": "Peop", "start": 0, "end": 2}, {"type": "Loc", "start": 4, "end": 5}],
+                    "relations": [],
+                    "orig_id": 1,
+                }
+            ]
+        },
+    )
     data = load("conll2004")
-    assert [data.label_names[t] for t in data.splits["train"][0]["tags"]] == [
-        "B-Peop", "I-Peop", "O", "O", "B-Loc"]
+    assert [data.label_names[t] for t in data.splits["train"][0]["tags"]] == ["B-Peop", "I-Peop", "O", "O", "B-Loc"]
 
 
 # ---------------------------------------------------------------- generation
 def test_e2e_csv_groups_references_by_mr(tmp_path):
     (tmp_path / "trainset.csv").write_text(
         'mr,ref\n"name[A], food[Thai]",A serves Thai food.\n"name[A], food[Thai]","A, a Thai place."\n'
-        '"name[B], area[riverside]",B is by the river.\n', encoding="utf-8")
-    (tmp_path / "devset.csv").write_text('mr,ref\n"name[B], area[riverside]",B is by the river.\n',
-                                         encoding="utf-8")
+        '"name[B], area[riverside]",B is by the river.\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "devset.csv").write_text('mr,ref\n"name[B], area[riverside]",B is by the river.\n', encoding="utf-8")
     data = load("e2e", data_dir=str(tmp_path))
-    assert data.splits["train"][0] == {"source": "name[A], food[Thai]",
-                                       "references": ["A serves Thai food.", "A, a Thai place."]}
+    assert data.splits["train"][0] == {
+        "source": "name[A], food[Thai]",
+        "references": ["A serves Thai food.", "A, a Thai place."],
+    }
     assert data.counts["train"] == 2 and data.counts["rows_train"] == 3
     assert data.absent_splits == ["test"]
     scores = data.compute_metrics(["B is by the river."], "validation")
@@ -416,10 +582,13 @@ def test_e2e_csv_groups_references_by_mr(tmp_path):
     assert data.config["generation"] == {"num_beams": 5, "max_new_tokens": 64}
 
 
-@pytest.mark.parametrize("content, message", [
-    ("meaning,ref\nx,y\n", r"trainset.csv:1: missing column 'mr'"),
-    ('mr,ref\n"name[A]",\n', r"trainset.csv:2: field 'ref' is empty"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("meaning,ref\nx,y\n", r"trainset.csv:1: missing column 'mr'"),
+        ('mr,ref\n"name[A]",\n', r"trainset.csv:2: field 'ref' is empty"),
+    ],
+)
 def test_bad_e2e_input(tmp_path, content, message):
     (tmp_path / "trainset.csv").write_text(content, encoding="utf-8")
     with pytest.raises(TaskDataError, match=message):
@@ -439,7 +608,8 @@ WEBNLG_2017 = """<?xml version="1.0" ?>
 WEBNLG_3 = """<?xml version="1.0" ?>
 <benchmark><entries>
 <entry category="Food" eid="Id9" size="2">
-  <modifiedtripleset><mtriple>Bread | country | France</mtriple><mtriple>France | capital | Paris</mtriple></modifiedtripleset>
+  <modifiedtripleset><mtriple>Bread | country | France</mtriple>
+    <mtriple>France | capital | Paris</mtriple></modifiedtripleset>
   <lex comment="good" lid="Id1"><sortedtripleset/><text>Bread comes from France, whose capital is Paris.</text></lex>
 </entry>
 </entries></benchmark>
@@ -454,13 +624,19 @@ def test_webnlg_xml_release(tmp_path):
     data = load("webnlg", data_dir=str(tmp_path))
     assert data.splits["train"][0] == {
         "source": 'Aarhus Airport : cityServed : "Aarhus, Denmark"',
-        "references": ["The Aarhus is the airport of Aarhus, Denmark.",
-                       "Aarhus Airport serves the city of Aarhus, Denmark."]}
+        "references": [
+            "The Aarhus is the airport of Aarhus, Denmark.",
+            "Aarhus Airport serves the city of Aarhus, Denmark.",
+        ],
+    }
     assert data.splits["test"][0]["source"] == "Bread : country : France | France : capital : Paris"
     assert data.absent_splits == []
     # the 2017 release ships an input-only test file next to the one with references
-    no_lex = WEBNLG_3.replace('<lex comment="good" lid="Id1"><sortedtripleset/><text>Bread comes from '
-                              'France, whose capital is Paris.</text></lex>', "")
+    no_lex = WEBNLG_3.replace(
+        '<lex comment="good" lid="Id1"><sortedtripleset/><text>Bread comes from '
+        "France, whose capital is Paris.</text></lex>",
+        "",
+    )
     (tmp_path / "test" / "testdata_no_lex.xml").write_text(no_lex, encoding="utf-8")
     data = load("webnlg", data_dir=str(tmp_path))
     assert data.counts["test"] == 1 and data.counts["unlabeled_files_test"] == 1
@@ -473,16 +649,18 @@ def test_webnlg_xml_release(tmp_path):
 
 def test_xsum_original_release(tmp_path):
     (tmp_path / "XSum-TRAINING-DEV-TEST-SPLIT-90-5-5.json").write_text(
-        json.dumps({"train": ["1", "2"], "validation": ["3"], "test": []}), encoding="utf-8")
+        json.dumps({"train": ["1", "2"], "validation": ["3"], "test": []}), encoding="utf-8"
+    )
     docs = tmp_path / "bbc-summary-data"
     docs.mkdir()
     for i in ("1", "2", "3"):
         (docs / f"{i}.summary").write_text(
             f"[SN]URL[SN]\nhttp://bbc/{i}\n\n[SN]TITLE[SN]\nTitle {i}\n\n[SN]FIRST-SENTENCE[SN]\n"
-            f"Summary {i}.\n\n[SN]RESTBODY[SN]\nBody line one.\nBody line two.\n", encoding="utf-8")
+            f"Summary {i}.\n\n[SN]RESTBODY[SN]\nBody line one.\nBody line two.\n",
+            encoding="utf-8",
+        )
     data = load("xsum", data_dir=str(tmp_path))
-    assert data.splits["validation"] == [{"source": "Body line one.\nBody line two.",
-                                          "references": ["Summary 3."]}]
+    assert data.splits["validation"] == [{"source": "Body line one.\nBody line two.", "references": ["Summary 3."]}]
     assert data.absent_splits == ["test"]
     assert set(data.compute_metrics(["Summary 3."], "validation")) == {"rouge1", "rouge2", "rougeL", "bleu"}
     (docs / "2.summary").unlink()
@@ -493,11 +671,17 @@ def test_xsum_original_release(tmp_path):
 
 
 def test_generation_hub_rows(monkeypatch):
-    hub_mock(monkeypatch, {
-        "train": [{"gem_id": "a", "input": ["A_B | p | C"], "target": "t1", "references": []},
-                  {"gem_id": "b", "input": ["A_B | p | C"], "target": "t2", "references": []}],
-        "validation": [{"gem_id": "c", "input": ["X | p | Y"], "target": "r1", "references": ["r1", "r2"]}],
-        "challenge_train_sample": [{"gem_id": "d", "input": ["Q | p | R"], "target": "z", "references": []}]})
+    hub_mock(
+        monkeypatch,
+        {
+            "train": [
+                {"gem_id": "a", "input": ["A_B | p | C"], "target": "t1", "references": []},
+                {"gem_id": "b", "input": ["A_B | p | C"], "target": "t2", "references": []},
+            ],
+            "validation": [{"gem_id": "c", "input": ["X | p | Y"], "target": "r1", "references": ["r1", "r2"]}],
+            "challenge_train_sample": [{"gem_id": "d", "input": ["Q | p | R"], "target": "z", "references": []}],
+        },
+    )
     data = load("webnlg")
     assert data.splits["train"] == [{"source": "A B : p : C", "references": ["t1", "t2"]}]
     assert data.splits["validation"][0]["references"] == ["r1", "r2"]
@@ -548,8 +732,16 @@ def test_configs_compose_under_hydra():
     from bench.tasks import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR.parent), version_base=None):
-        cfg = compose(overrides=["+task=synth_cls", "task.n_train=12", "task.n_validation=6",
-                                 "task.n_test=0", "task.k_shot=2", "task.data_dir=null"])
+        cfg = compose(
+            overrides=[
+                "+task=synth_cls",
+                "task.n_train=12",
+                "task.n_validation=6",
+                "task.n_test=0",
+                "task.k_shot=2",
+                "task.data_dir=null",
+            ]
+        )
     data = load_task(cfg.task)
     assert data.counts["source_train"] == 12 and data.counts["train"] == 4  # 2 per class
 
@@ -581,14 +773,17 @@ def test_webnlg_entry_without_usable_reference_is_skipped_counted_and_named(tmp_
         (tmp_path / split / "1triples" / "SportsTeam.xml").write_text(WEBNLG_EMPTY_LEX, encoding="utf-8")
     data = load("webnlg", data_dir=str(tmp_path))
     # Id4 (every <lex> empty) is skipped; Id3 and Id5 share a triple set and merge into one input
-    assert data.splits["validation"] == [{"source": "A : league : B",
-                                          "references": ["A plays in B.", "B is the league of A."]}]
+    assert data.splits["validation"] == [
+        {"source": "A : league : B", "references": ["A plays in B.", "B is the league of A."]}
+    ]
     counts = data.counts
     assert (counts["rows_validation"], counts["skipped_validation"], counts["empty_lex_validation"]) == (2, 1, 3)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "Id4" in line]
     assert len(warnings) == 2  # one per split
-    assert warnings[1] == (f"warning: {tmp_path / 'dev' / '1triples' / 'SportsTeam.xml'}: entry Id4: "
-                           "no usable reference (2 <lex>, all empty); entry skipped")
+    assert warnings[1] == (
+        f"warning: {tmp_path / 'dev' / '1triples' / 'SportsTeam.xml'}: entry Id4: "
+        "no usable reference (2 <lex>, all empty); entry skipped"
+    )
 
 
 def test_generation_evaluation_only_layout(tmp_path):
@@ -614,28 +809,45 @@ def test_generation_evaluation_only_layout(tmp_path):
 
 def test_wsc_overlapping_spans_nest(tmp_path):
     # val idx 95 of the release: the pronoun "their" is the first word of the noun phrase
-    write_jsonl(tmp_path / "train.jsonl", [
-        {"text": "The girls met their mothers, who waved.", "target": {
-            "span1_index": 3, "span1_text": "their mothers", "span2_index": 3, "span2_text": "their"},
-         "label": True, "idx": 95},
-        {"text": "Tom saw the dog of his.", "target": {
-            "span1_index": 2, "span1_text": "the dog of his", "span2_index": 5, "span2_text": "his"},
-         "label": False, "idx": 96}])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "text": "The girls met their mothers, who waved.",
+                "target": {"span1_index": 3, "span1_text": "their mothers", "span2_index": 3, "span2_text": "their"},
+                "label": True,
+                "idx": 95,
+            },
+            {
+                "text": "Tom saw the dog of his.",
+                "target": {"span1_index": 2, "span1_text": "the dog of his", "span2_index": 5, "span2_text": "his"},
+                "label": False,
+                "idx": 96,
+            },
+        ],
+    )
     first, second = load("wsc", data_dir=str(tmp_path)).splits["train"]
     assert first["text"] == "The girls met *#their# mothers*, who waved."
     assert second["text"] == "Tom saw *the dog of #his#*."
 
 
 def test_single_class_k_shot_warns_in_one_line(tmp_path, capsys):
-    rows = [{"text": f"Anna met Paul {i} times.", "target": {"span1_index": 0, "span1_text": "Anna",
-                                                             "span2_index": 1, "span2_text": "met"},
-             "label": True, "idx": i} for i in range(6)]
+    rows = [
+        {
+            "text": f"Anna met Paul {i} times.",
+            "target": {"span1_index": 0, "span1_text": "Anna", "span2_index": 1, "span2_text": "met"},
+            "label": True,
+            "idx": i,
+        }
+        for i in range(6)
+    ]
     write_jsonl(tmp_path / "train.jsonl", rows)
     data = load("wsc", data_dir=str(tmp_path), k_shot=2)
     assert [ex["label"] for ex in data.splits["train"]] == [1, 1]
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert err == [("warning: task wsc: k_shot=2: the train split holds one class only (label 1), "
-                    "so the sample has one class")]
+    assert err == [
+        ("warning: task wsc: k_shot=2: the train split holds one class only (label 1), so the sample has one class")
+    ]
     write_jsonl(tmp_path / "train.jsonl", rows + [{**rows[0], "label": False, "idx": 9}])
     load("wsc", data_dir=str(tmp_path), k_shot=1)
     assert capsys.readouterr().err == ""
@@ -647,8 +859,7 @@ def test_task_max_eval_samples_is_gone(tmp_path):
 
 
 def test_xsum_split_file_json_error_is_complete(tmp_path):
-    (tmp_path / "XSum-TRAINING-DEV-TEST-SPLIT-90-5-5.json").write_text('{"train": ["1",\n  "2" "3"]}',
-                                                                       encoding="utf-8")
+    (tmp_path / "XSum-TRAINING-DEV-TEST-SPLIT-90-5-5.json").write_text('{"train": ["1",\n  "2" "3"]}', encoding="utf-8")
     (tmp_path / "bbc-summary-data").mkdir()
     with pytest.raises(TaskDataError, match=r"SPLIT-90-5-5.json:2:7: malformed JSON: Expecting ',' delimiter$"):
         load("xsum", data_dir=str(tmp_path))

@@ -4,18 +4,28 @@
 examples with the hook named by ``cfg.loader`` (from the Hub, or from the original files in
 ``cfg.data_dir``) and returns a :class:`TaskData` whose ``compute_metrics`` scores predictions.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench.tasks import generation, ner, superglue, synthetic
-from bench.tasks.base import (Built, TaskData, TaskDataError, cap_eval_splits, finalize,
-                              plain_config)
+from bench.tasks.base import Built, TaskData, TaskDataError, cap_eval_splits, finalize, plain_config
 from bench.tasks.constants import IGNORE_INDEX, TASK_KINDS
 
-__all__ = ["CONF_DIR", "IGNORE_INDEX", "TASK_KINDS", "TASK_LOADERS", "TaskData", "TaskDataError",
-           "available_tasks", "cap_eval_splits", "load_task", "task_config"]
+__all__ = [
+    "CONF_DIR",
+    "IGNORE_INDEX",
+    "TASK_KINDS",
+    "TASK_LOADERS",
+    "TaskData",
+    "TaskDataError",
+    "available_tasks",
+    "cap_eval_splits",
+    "load_task",
+    "task_config",
+]
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
 
@@ -38,8 +48,9 @@ def load_task(cfg: Mapping) -> TaskData:
     config = plain_config(cfg)
     hook = TASK_LOADERS.get(config["loader"])
     if hook is None:
-        raise TaskDataError(f"task {config['name']}: field 'loader' is {config['loader']!r}, "
-                            f"expected one of {sorted(TASK_LOADERS)}")
+        raise TaskDataError(
+            f"task {config['name']}: field 'loader' is {config['loader']!r}, expected one of {sorted(TASK_LOADERS)}"
+        )
     return finalize(config, hook(config))
 
 

@@ -6,6 +6,7 @@ Every loader hook returns a ``Built`` (label names plus, per split, the converte
 The evaluation cap is a trainer setting (``trainer.max_eval_samples``) applied by
 ``cap_eval_splits``, which never cuts a group (a MultiRC question) in half.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,16 +24,26 @@ from bench.tasks.metrics import METRICS, ScoringInput, score_split
 
 SPLITS = ("train", "validation", "test")
 # Hub repos name their splits inconsistently; everything else (GEM challenge sets...) is ignored.
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation",
-                 "dev": "validation", "test": "test"}
-
-DEFAULTS: dict[str, Any] = {
-    "data_dir": None, "hub": None, "max_train_samples": None,
-    "k_shot": None, "max_length": 256, "seed": 0, "label_names": None,
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "test": "test",
 }
 
-RawRow = tuple[str, dict]          # (where: "file:line" or "hub row", a row as read from the source)
-Item = tuple[str, dict, bool]      # (where, example, labeled)
+DEFAULTS: dict[str, Any] = {
+    "data_dir": None,
+    "hub": None,
+    "max_train_samples": None,
+    "k_shot": None,
+    "max_length": 256,
+    "seed": 0,
+    "label_names": None,
+}
+
+RawRow = tuple[str, dict]  # (where: "file:line" or "hub row", a row as read from the source)
+Item = tuple[str, dict, bool]  # (where, example, labeled)
 
 
 class TaskDataError(ValueError):
@@ -49,7 +60,7 @@ class FileRows:
     """Rows a reader got from one split's file(s), plus counts of what it left out and why."""
 
     rows: list[RawRow]
-    notes: dict[str, int] = field(default_factory=dict)   # e.g. {"skipped": 2}
+    notes: dict[str, int] = field(default_factory=dict)  # e.g. {"skipped": 2}
 
 
 @dataclass
@@ -57,7 +68,7 @@ class Built:
     """What a loader hook hands back to ``finalize``."""
 
     label_names: list[str] | None
-    splits: dict[str, list[dict] | None]        # None: split absent (missing or unlabeled)
+    splits: dict[str, list[dict] | None]  # None: split absent (missing or unlabeled)
     rows_read: dict[str, int] = field(default_factory=dict)  # raw rows read per split
     extra_counts: dict[str, int] = field(default_factory=dict)  # e.g. skipped_<split>
 
@@ -92,14 +103,16 @@ def plain_config(cfg: Mapping) -> dict:
     """Return the task cfg (DictConfig or mapping) as a resolved plain dict with defaults filled."""
     try:
         from omegaconf import DictConfig, OmegaConf
+
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
     except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
         pass
     out = {**DEFAULTS, **copy.deepcopy(dict(cfg))}
     if "max_eval_samples" in out:  # one eval cap only: the trainer's, which keeps groups whole
-        raise TaskDataError(f"task config {out.get('name', '?')}: field 'max_eval_samples' was removed; "
-                            "use trainer.max_eval_samples=N")
+        raise TaskDataError(
+            f"task config {out.get('name', '?')}: field 'max_eval_samples' was removed; use trainer.max_eval_samples=N"
+        )
     for key in ("name", "kind", "loader", "metric", "primary_metric"):
         if not out.get(key):
             raise TaskDataError(f"task config {out.get('name', '?')}: missing field {key!r}")
@@ -110,8 +123,10 @@ def plain_config(cfg: Mapping) -> dict:
     unknown = [m for m in out["metric"] if m not in METRICS]
     produced = [key for m in out["metric"] if m in METRICS for key in METRICS[m].keys]
     if unknown or out["primary_metric"] not in produced:
-        raise TaskDataError(f"task config {out['name']}: metric {out['metric']} / primary_metric "
-                            f"{out['primary_metric']!r} invalid (metrics: {sorted(METRICS)})")
+        raise TaskDataError(
+            f"task config {out['name']}: metric {out['metric']} / primary_metric "
+            f"{out['primary_metric']!r} invalid (metrics: {sorted(METRICS)})"
+        )
     return out
 
 
@@ -121,8 +136,9 @@ def get_field(row: Mapping, key: str, where: str, types: type | tuple = object) 
         raise TaskDataError(f"{where}: missing field {key!r}")
     value = row[key]
     if not isinstance(value, types):
-        raise TaskDataError(f"{where}: field {key!r} has type {type(value).__name__}, "
-                            f"expected {getattr(types, '__name__', types)}")
+        raise TaskDataError(
+            f"{where}: field {key!r} has type {type(value).__name__}, expected {getattr(types, '__name__', types)}"
+        )
     return value
 
 
@@ -141,8 +157,7 @@ def label_id(value: Any, label_names: list[str], where: str, field_name: str = "
             return lowered.index(value.lower())
     elif isinstance(value, int) and 0 <= value < len(label_names):
         return value
-    raise TaskDataError(f"{where}: field {field_name!r} has unknown label {value!r} "
-                        f"(expected one of {label_names})")
+    raise TaskDataError(f"{where}: field {field_name!r} has unknown label {value!r} (expected one of {label_names})")
 
 
 def parse_json(text: str, path: Path, first_line: int = 1) -> Any:
@@ -150,8 +165,7 @@ def parse_json(text: str, path: Path, first_line: int = 1) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TaskDataError(f"{path}:{first_line + exc.lineno - 1}:{exc.colno}: "
-                            f"malformed JSON: {exc.msg}") from None
+        raise TaskDataError(f"{path}:{first_line + exc.lineno - 1}:{exc.colno}: malformed JSON: {exc.msg}") from None
 
 
 def read_jsonl(path: Path) -> list[RawRow]:
@@ -163,8 +177,7 @@ def read_jsonl(path: Path) -> list[RawRow]:
                 continue
             row = parse_json(line, path, number)
             if not isinstance(row, dict):
-                raise TaskDataError(f"{path}:{number}: expected a JSON object per line, "
-                                    f"got {type(row).__name__}")
+                raise TaskDataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
             rows.append((f"{path}:{number}", row))
     return rows
 
@@ -191,13 +204,16 @@ def find_split_files(cfg: Mapping, base: Path) -> dict[str, Path | None]:
         found[split] = next((base / c for c in candidates if (base / c).exists()), None)
     if not any(found.values()):
         files = cfg.get("files") or {}
-        raise TaskDataError(f"task {cfg['name']}: missing file: none of {files.get('train')} (train) "
-                            f"nor of {files.get('validation')} / {files.get('test')} in {base}")
+        raise TaskDataError(
+            f"task {cfg['name']}: missing file: none of {files.get('train')} (train) "
+            f"nor of {files.get('validation')} / {files.get('test')} in {base}"
+        )
     return found
 
 
-def read_split_files(cfg: Mapping, reader: Callable[[Path], list[RawRow] | FileRows]
-                     ) -> tuple[dict[str, tuple[list[RawRow], Path] | None], dict[str, int], dict[str, int]]:
+def read_split_files(
+    cfg: Mapping, reader: Callable[[Path], list[RawRow] | FileRows]
+) -> tuple[dict[str, tuple[list[RawRow], Path] | None], dict[str, int], dict[str, int]]:
     """Read each split's file in ``data_dir`` with ``reader``.
 
     Returns per split (rows, the file) or None when absent, the raw row count per split, and the
@@ -232,8 +248,10 @@ def load_hub_dataset(cfg: Mapping) -> dict[str, tuple[list[RawRow], Any]]:
         loaded = datasets.load_dataset(path, **hub)
     except Exception as exc:  # any Hub/network failure becomes one actionable line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise TaskDataError(f"hub {label}: load_dataset failed ({type(exc).__name__}: {first}); "
-                            f"set task.data_dir=PATH to use local files") from exc
+        raise TaskDataError(
+            f"hub {label}: load_dataset failed ({type(exc).__name__}: {first}); "
+            f"set task.data_dir=PATH to use local files"
+        ) from exc
     out = {}
     for split, rows in loaded.items():
         canonical = SPLIT_ALIASES.get(split)
@@ -256,8 +274,9 @@ def feature_names(features: Any, key: str) -> list[str] | None:
     return list(names) if names else None
 
 
-def remap_ids(ids: list[int], hub_names: list[str] | None, label_names: list[str],
-              where: str, field_name: str) -> list[int]:
+def remap_ids(
+    ids: list[int], hub_names: list[str] | None, label_names: list[str], where: str, field_name: str
+) -> list[int]:
     """Translate Hub class ids to indices of ``label_names`` (through the Hub's names if known)."""
     out = []
     for i in ids:
@@ -269,8 +288,9 @@ def remap_ids(ids: list[int], hub_names: list[str] | None, label_names: list[str
     return out
 
 
-def collect(rows: Iterable[RawRow], convert: Callable[[dict, str], Iterable[Item]],
-            source: str, label_field: str = "label") -> list[dict] | None:
+def collect(
+    rows: Iterable[RawRow], convert: Callable[[dict, str], Iterable[Item]], source: str, label_field: str = "label"
+) -> list[dict] | None:
     """Convert rows to examples; all unlabeled -> None (absent split); mixed -> error."""
     items = [item for where, row in rows for item in convert(row, where)]
     if not items:
@@ -280,8 +300,7 @@ def collect(rows: Iterable[RawRow], convert: Callable[[dict, str], Iterable[Item
         return None
     if len(labeled) != len(items):
         where = next(item[0] for item in items if not item[2])
-        raise TaskDataError(f"{where}: missing field {label_field!r} "
-                            f"(other examples of {source} are labeled)")
+        raise TaskDataError(f"{where}: missing field {label_field!r} (other examples of {source} are labeled)")
     return [item[1] for item in items]
 
 
@@ -302,13 +321,14 @@ def _k_shot(examples: list[dict], k: int, rng: random.Random, kind: str, where: 
     for i, ex in enumerate(examples):
         by_class.setdefault(ex["label"], []).append(i)
     if len(by_class) == 1:  # e.g. FewGLUE's WSC train32: all True; the sample cannot be balanced
-        warn(f"{where}: k_shot={k}: the train split holds one class only (label {next(iter(by_class))}), "
-             f"so the sample has one class")
+        warn(
+            f"{where}: k_shot={k}: the train split holds one class only (label {next(iter(by_class))}), "
+            f"so the sample has one class"
+        )
     chosen = []
     for label in sorted(by_class):
         if len(by_class[label]) < k:
-            raise TaskDataError(f"{where}: k_shot={k} but class {label} has "
-                                f"{len(by_class[label])} train examples")
+            raise TaskDataError(f"{where}: k_shot={k} but class {label} has {len(by_class[label])} train examples")
         chosen += rng.sample(by_class[label], k)
     return [examples[i] for i in sorted(chosen)]
 
@@ -367,7 +387,13 @@ def finalize(cfg: dict, built: Built) -> TaskData:
         counts[split] = len(examples)
     if not splits:
         raise TaskDataError(f"task {cfg['name']}: no split has labeled examples")
-    return TaskData(name=cfg["name"], kind=cfg["kind"], label_names=built.label_names,
-                    splits=splits, counts=counts,
-                    absent_splits=[s for s in SPLITS if s not in splits],
-                    primary_metric=cfg["primary_metric"], config=cfg)
+    return TaskData(
+        name=cfg["name"],
+        kind=cfg["kind"],
+        label_names=built.label_names,
+        splits=splits,
+        counts=counts,
+        absent_splits=[s for s in SPLITS if s not in splits],
+        primary_metric=cfg["primary_metric"],
+        config=cfg,
+    )

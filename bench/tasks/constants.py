@@ -3,6 +3,7 @@
 This module imports nothing, so ``methods`` and ``bench.data`` can use it without pulling in
 the loaders.
 """
+
 from __future__ import annotations
 
 # What a task asks of a model; every head in methods.model serves exactly these kinds.

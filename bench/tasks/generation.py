@@ -8,6 +8,7 @@ An input without a usable reference in a labeled file (a WebNLG entry whose ever
 empty) is skipped with a one-line warning and counted (``skipped_<split>``), like XSum's
 missing documents with ``skip_missing_documents``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,19 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
-from bench.tasks.base import (Built, FileRows, RawRow, TaskDataError, collect, data_dir, get_field,
-                              load_hub_dataset, parse_json, read_split_files, warn)
+from bench.tasks.base import (
+    Built,
+    FileRows,
+    RawRow,
+    TaskDataError,
+    collect,
+    data_dir,
+    get_field,
+    load_hub_dataset,
+    parse_json,
+    read_split_files,
+    warn,
+)
 
 XSUM_SECTION = re.compile(r"\[SN\](URL|TITLE|FIRST-SENTENCE|RESTBODY)\[SN\]")
 
@@ -42,8 +54,10 @@ def group_by_source(rows: list[RawRow]) -> list[RawRow]:
             refs = merged[row["source"]][1]["references"]
             refs.extend(r for r in row["references"] if r not in refs)
         else:
-            merged[row["source"]] = (where, {"source": row["source"],
-                                             "references": list(dict.fromkeys(row["references"]))})
+            merged[row["source"]] = (
+                where,
+                {"source": row["source"], "references": list(dict.fromkeys(row["references"]))},
+            )
     return list(merged.values())
 
 
@@ -109,8 +123,9 @@ def _webnlg_entries(path: Path) -> list[tuple[str, str, list[str]]]:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
-        raise TaskDataError(f"{path}:{exc.position[0]}:{exc.position[1] + 1}: malformed XML: "
-                            f"{str(exc).split(':')[0]}") from None
+        raise TaskDataError(
+            f"{path}:{exc.position[0]}:{exc.position[1] + 1}: malformed XML: {str(exc).split(':')[0]}"
+        ) from None
     entries = []
     for entry in root.iter("entry"):
         where = f"{path}: entry {entry.get('eid')}"
@@ -152,8 +167,10 @@ def read_xsum_dir(base: Path, cfg: dict) -> tuple[dict[str, list[RawRow] | None]
         paths = [doc_dir / f"{i}.summary" for i in ids.get(split) or []]
         missing = [p for p in paths if not p.is_file()]
         if missing and not cfg.get("skip_missing_documents"):
-            raise TaskDataError(f"{missing[0]}: missing file ({len(missing)} of split {split}; "
-                                f"set task.skip_missing_documents=true to skip and count them)")
+            raise TaskDataError(
+                f"{missing[0]}: missing file ({len(missing)} of split {split}; "
+                f"set task.skip_missing_documents=true to skip and count them)"
+            )
         skipped[f"skipped_{split}"] = len(missing)
         out[split] = [(str(p), _read_xsum_article(p)) for p in paths if p.is_file()] or None
     return out, skipped
@@ -181,8 +198,7 @@ def _file_rows(cfg: dict) -> tuple[dict[str, list[RawRow] | None], dict[str, int
         reader = read_webnlg_dir
     files, _counts, notes = read_split_files(cfg, reader)
     # WebNLG: a split whose files are all input-only (no <lex>) is absent, not empty
-    absent = [split for split, found in files.items()
-              if found is None or (not found[0] and cfg["loader"] == "webnlg")]
+    absent = [split for split, found in files.items() if found is None or (not found[0] and cfg["loader"] == "webnlg")]
     return {split: None if split in absent else files[split][0] for split in files}, notes
 
 
@@ -192,8 +208,10 @@ def build(cfg: dict) -> Built:
     if cfg["data_dir"]:
         sources, extra = _file_rows(cfg)
     else:
-        sources = {split: [(w, _hub_row(row, w, cfg)) for w, row in rows]
-                   for split, (rows, _features) in load_hub_dataset(cfg).items()}
+        sources = {
+            split: [(w, _hub_row(row, w, cfg)) for w, row in rows]
+            for split, (rows, _features) in load_hub_dataset(cfg).items()
+        }
     splits: dict[str, list[dict] | None] = {}
     rows_read: dict[str, int] = {}
     for split, rows in sources.items():
@@ -203,6 +221,10 @@ def build(cfg: dict) -> Built:
         rows_read[split] = len(rows)
         if cfg.get("group_by_source", True):
             rows = group_by_source(rows)
-        splits[split] = collect(rows, lambda row, where: [(where, row, bool(row["references"]))],
-                                f"task {cfg['name']} split {split}", "references")
+        splits[split] = collect(
+            rows,
+            lambda row, where: [(where, row, bool(row["references"]))],
+            f"task {cfg['name']} split {split}",
+            "references",
+        )
     return Built(label_names=None, splits=splits, rows_read=rows_read, extra_counts=extra)

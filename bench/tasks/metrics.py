@@ -4,6 +4,7 @@ scikit-learn (accuracy, F1), seqeval (entity-level F1), sacrebleu (corpus BLEU) 
 (ROUGE) are called directly: ``evaluate.load`` would fetch the metric scripts from the Hub.
 Every value is a float in [0, 1]; BLEU is sacrebleu's score / 100.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,7 @@ def f1_macro(predictions: Sequence[int], labels: Sequence[int]) -> float:
     return float(f1_score(labels, predictions, average="macro", zero_division=0))
 
 
-def multirc_f1a_em(predictions: Sequence[int], labels: Sequence[int],
-                   groups: Sequence[Hashable]) -> dict[str, float]:
+def multirc_f1a_em(predictions: Sequence[int], labels: Sequence[int], groups: Sequence[Hashable]) -> dict[str, float]:
     """MultiRC: F1a = binary F1 over all answer-options; EM = share of questions all right."""
     from sklearn.metrics import f1_score
 
@@ -66,15 +66,16 @@ def record_f1_em(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -
     return {"f1": f1 / len(predictions), "em": em / len(predictions)}
 
 
-def seqeval_f1(predictions: Sequence[Sequence[str]],
-               references: Sequence[Sequence[str]]) -> dict[str, float]:
+def seqeval_f1(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Entity-level micro precision / recall / F1 (seqeval default = conlleval) over BIO tags."""
     from seqeval.metrics import f1_score, precision_score, recall_score
 
     pred, gold = [list(p) for p in predictions], [list(r) for r in references]
-    return {"f1": float(f1_score(gold, pred, zero_division=0)),
-            "precision": float(precision_score(gold, pred, zero_division=0)),
-            "recall": float(recall_score(gold, pred, zero_division=0))}
+    return {
+        "f1": float(f1_score(gold, pred, zero_division=0)),
+        "precision": float(precision_score(gold, pred, zero_division=0)),
+        "recall": float(recall_score(gold, pred, zero_division=0)),
+    }
 
 
 def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
@@ -87,8 +88,12 @@ def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> flo
     return float(sacrebleu.corpus_bleu(list(predictions), streams).score / 100.0)
 
 
-def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]],
-          types: Sequence[str] = ("rougeL",), use_stemmer: bool = True) -> dict[str, float]:
+def rouge(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    types: Sequence[str] = ("rougeL",),
+    use_stemmer: bool = True,
+) -> dict[str, float]:
     """Mean ROUGE F-measure (rouge-score), best reference per input."""
     from rouge_score import rouge_scorer
 
@@ -138,8 +143,7 @@ def _tag_names(given: ScoringInput) -> list[list[str]]:
     out = []
     for i, (pred, ex) in enumerate(zip(given.predictions, given.examples)):
         if len(pred) != len(ex["tokens"]):
-            raise ValueError(f"task {given.task}: prediction {i} has {len(pred)} tags for "
-                             f"{len(ex['tokens'])} tokens")
+            raise ValueError(f"task {given.task}: prediction {i} has {len(pred)} tags for {len(ex['tokens'])} tokens")
         out.append([given.label_names[int(t)] for t in pred])
     return out
 
@@ -157,8 +161,7 @@ def _rouge_metric(name: str) -> Metric:
 METRICS: dict[str, Metric] = {
     "accuracy": Metric(("accuracy",), lambda g: {"accuracy": accuracy(g.predictions, g.column("label"))}),
     "f1_macro": Metric(("f1_macro",), lambda g: {"f1_macro": f1_macro(g.predictions, g.column("label"))}),
-    "multirc": Metric(("f1a", "em"),
-                      lambda g: multirc_f1a_em(g.predictions, g.column("label"), g.column("group"))),
+    "multirc": Metric(("f1a", "em"), lambda g: multirc_f1a_em(g.predictions, g.column("label"), g.column("group"))),
     "record": Metric(("f1", "em"), lambda g: record_f1_em(_choice_texts(g), g.column("answers"))),
     "seqeval": Metric(("f1", "precision", "recall"), _seqeval),
     "bleu": Metric(("bleu",), lambda g: {"bleu": bleu(g.predictions, g.column("references"))}),
@@ -169,8 +172,7 @@ METRICS: dict[str, Metric] = {
 def score_split(metric_names: Sequence[str], given: ScoringInput) -> dict[str, float]:
     """Compute every metric in ``metric_names`` (keys of METRICS) for one split."""
     if len(given.predictions) != len(given.examples):
-        raise ValueError(f"task {given.task}: {len(given.predictions)} predictions for "
-                         f"{len(given.examples)} examples")
+        raise ValueError(f"task {given.task}: {len(given.predictions)} predictions for {len(given.examples)} examples")
     if not given.examples:
         raise ValueError(f"task {given.task}: nothing to score")
     result: dict[str, float] = {}

@@ -8,14 +8,26 @@ document separators. Every word line of a file has the same number of columns (t
 line sets it), the token is column 0 and the tag is the column ``tag_column`` names for that
 count: ``{2: 1, 4: 3}`` reads ``token tag`` and the original ``token POS chunk NER`` layout.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 
-from bench.tasks.base import (Built, Item, RawRow, TaskDataError, collect, feature_names, get_field,
-                              label_id, load_hub_dataset, read_split_files, remap_ids)
+from bench.tasks.base import (
+    Built,
+    Item,
+    RawRow,
+    TaskDataError,
+    collect,
+    feature_names,
+    get_field,
+    label_id,
+    load_hub_dataset,
+    read_split_files,
+    remap_ids,
+)
 
 
 def tag_index(tag_column: int | Mapping, columns: int, where: str) -> int:
@@ -23,13 +35,16 @@ def tag_index(tag_column: int | Mapping, columns: int, where: str) -> int:
     if isinstance(tag_column, Mapping):
         chosen = {int(k): int(v) for k, v in tag_column.items()}.get(columns)
         if chosen is None:
-            raise TaskDataError(f"{where}: {columns} columns, but task.tag_column only knows files "
-                                f"with {sorted(int(k) for k in tag_column)} columns")
+            raise TaskDataError(
+                f"{where}: {columns} columns, but task.tag_column only knows files "
+                f"with {sorted(int(k) for k in tag_column)} columns"
+            )
         return chosen
     index = int(tag_column)
     if not (1 <= index < columns or -columns < index < 0):
-        raise TaskDataError(f"{where}: task.tag_column={index} is not a tag column of a "
-                            f"{columns}-column file (column 0 is the token)")
+        raise TaskDataError(
+            f"{where}: task.tag_column={index} is not a tag column of a {columns}-column file (column 0 is the token)"
+        )
     return index
 
 
@@ -46,14 +61,15 @@ def read_conll(path: Path, tag_column: int | Mapping = -1) -> list[RawRow]:
                     width = len(columns)
                     index = tag_index(tag_column, width, f"{path}:{number}")
                 if len(columns) != width or width < 2:
-                    raise TaskDataError(f"{path}:{number}: {len(columns)} columns, expected {width} "
-                                        f"like the file's first word line (token ... tag): {line.strip()!r}")
+                    raise TaskDataError(
+                        f"{path}:{number}: {len(columns)} columns, expected {width} "
+                        f"like the file's first word line (token ... tag): {line.strip()!r}"
+                    )
                 tokens.append(columns[0])
                 tags.append(columns[index])
                 lines.append(number)
             elif tokens:
-                rows.append((f"{path}:{lines[0]}", {"tokens": tokens, "tags": tags, "file": str(path),
-                                                    "lines": lines}))
+                rows.append((f"{path}:{lines[0]}", {"tokens": tokens, "tags": tags, "file": str(path), "lines": lines}))
                 tokens, tags, lines = [], [], []
     if tokens:
         rows.append((f"{path}:{lines[0]}", {"tokens": tokens, "tags": tags, "file": str(path), "lines": lines}))
@@ -118,14 +134,18 @@ def build(cfg: dict) -> Built:
         reader = partial(read_conll, tag_column=cfg.get("tag_column", -1))
         files, rows_read, _notes = read_split_files(cfg, reader)
         for split, found in files.items():
-            splits[split] = None if found is None else collect(
-                found[0], lambda row, where: _from_columns(row, where, names), str(found[1]))
+            splits[split] = (
+                None
+                if found is None
+                else collect(found[0], lambda row, where: _from_columns(row, where, names), str(found[1]))
+            )
         return Built(label_names=names, splits=splits, rows_read=rows_read)
     convert = _from_hub_spans if cfg.get("hub_format") == "spans" else _from_hub_tags
     tag_field = (cfg.get("hub_fields") or {}).get("tags", "ner_tags")
     for split, (rows, features) in load_hub_dataset(cfg).items():
         hub_names = feature_names(features, tag_field)
         rows_read[split] = len(rows)
-        splits[split] = collect(rows, lambda row, where: convert(row, where, cfg, hub_names),
-                                f"hub {cfg['hub'].get('path')}[{split}]")
+        splits[split] = collect(
+            rows, partial(convert, cfg=cfg, hub_names=hub_names), f"hub {cfg['hub'].get('path')}[{split}]"
+        )
     return Built(label_names=names, splits=splits, rows_read=rows_read)

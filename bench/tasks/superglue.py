@@ -3,13 +3,26 @@
 Original jsonl files (nested MultiRC/ReCoRD/WSC records) are first flattened to the row schema
 of the Hub parquet copy (aps/super_glue), so one converter per task serves both sources.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import partial
 
-from bench.tasks.base import (Built, Item, RawRow, TaskDataError, collect, feature_names, get_field,
-                              label_id, load_hub_dataset, normalize_word, read_jsonl,
-                              read_split_files)
+from bench.tasks.base import (
+    Built,
+    Item,
+    RawRow,
+    TaskDataError,
+    collect,
+    feature_names,
+    get_field,
+    label_id,
+    load_hub_dataset,
+    normalize_word,
+    read_jsonl,
+    read_split_files,
+)
 
 COPA_CONNECTIVE = {"cause": "because", "effect": "so"}
 
@@ -20,11 +33,16 @@ def _flatten_multirc(row: dict, where: str) -> Iterator[RawRow]:
     text = get_field(passage, "text", where, str)
     for question in get_field(passage, "questions", where, list):
         for answer in get_field(question, "answers", where, list):
-            yield where, {"paragraph": text, "question": get_field(question, "question", where, str),
-                          "answer": get_field(answer, "text", where, str),
-                          "idx": {"paragraph": row.get("idx"), "question": question.get("idx"),
-                                  "answer": answer.get("idx")},
-                          "label": answer.get("label")}
+            yield (
+                where,
+                {
+                    "paragraph": text,
+                    "question": get_field(question, "question", where, str),
+                    "answer": get_field(answer, "text", where, str),
+                    "idx": {"paragraph": row.get("idx"), "question": question.get("idx"), "answer": answer.get("idx")},
+                    "label": answer.get("label"),
+                },
+            )
 
 
 def _flatten_record_task(row: dict, where: str) -> Iterator[RawRow]:
@@ -35,14 +53,21 @@ def _flatten_record_task(row: dict, where: str) -> Iterator[RawRow]:
         start, end = get_field(span, "start", where, int), get_field(span, "end", where, int)
         if not 0 <= start <= end < len(text):  # ReCoRD offsets are inclusive
             raise TaskDataError(f"{where}: field 'entities' span {start}-{end} outside the passage")
-        names.append(text[start:end + 1])
+        names.append(text[start : end + 1])
     # Same passage clean-up as the Hub copy, so both sources give identical inputs.
     text = text.replace("@highlight\n", "- ")
     for qa in get_field(row, "qas", where, list):
         answers = [get_field(a, "text", where, str) for a in qa.get("answers") or []]
-        yield where, {"passage": text, "query": get_field(qa, "query", where, str),
-                      "entities": sorted(set(names)), "answers": answers,
-                      "idx": {"passage": row.get("idx"), "query": qa.get("idx")}}
+        yield (
+            where,
+            {
+                "passage": text,
+                "query": get_field(qa, "query", where, str),
+                "entities": sorted(set(names)),
+                "answers": answers,
+                "idx": {"passage": row.get("idx"), "query": qa.get("idx")},
+            },
+        )
 
 
 def _flatten_wsc(row: dict, where: str) -> Iterator[RawRow]:
@@ -58,12 +83,10 @@ def _align(words: list[str], index: int, span: str, where: str, key: str) -> int
     """Word index of ``span`` near ``index``; the release has a few spans off by one word."""
     target = [normalize_word(w) for w in span.split()]
     for start in (index, index - 1, index + 1) if target else ():
-        got = [normalize_word(w) for w in words[max(start, 0):start + len(target)]]
-        if start >= 0 and len(got) == len(target) and all(
-                g == t or g.startswith(t) for g, t in zip(got, target)):
+        got = [normalize_word(w) for w in words[max(start, 0) : start + len(target)]]
+        if start >= 0 and len(got) == len(target) and all(g == t or g.startswith(t) for g, t in zip(got, target)):
             return start
-    raise TaskDataError(f"{where}: field '{key}_text' {span!r} does not match the words at "
-                        f"{key}_index {index}")
+    raise TaskDataError(f"{where}: field '{key}_text' {span!r} does not match the words at {key}_index {index}")
 
 
 def _span_end(words: list[str], start: int, span: str) -> tuple[int, int]:
@@ -90,9 +113,9 @@ def mark_wsc(text: str, row: dict, where: str) -> str:
     opens: dict[int, str] = {}
     closes: dict[int, dict[int, str]] = {}  # end word -> cut -> marks
     for start, end, cut, mark in spans:
-        opens[start] = opens.get(start, "") + mark            # outer opens first
+        opens[start] = opens.get(start, "") + mark  # outer opens first
         at_end = closes.setdefault(end, {})
-        at_end[cut] = mark + at_end.get(cut, "")              # inner closes first
+        at_end[cut] = mark + at_end.get(cut, "")  # inner closes first
     for end, marks in closes.items():
         for cut in sorted(marks, reverse=True):  # right-most first keeps the other cuts valid
             words[end] = words[end][:cut] + marks[cut] + words[end][cut:]
@@ -115,10 +138,13 @@ def _classification(text: str, pair: str | None, label: int | None, where: str, 
 
 def _pair_converter(first: str, second: str):
     """Converter for plain sentence-pair tasks (BoolQ, CB, RTE)."""
+
     def convert(row: dict, where: str, names: list[str], hub_names) -> Iterable[Item]:
         label = _label(row, names, hub_names, where)
-        yield _classification(get_field(row, first, where, str), get_field(row, second, where, str),
-                              label, where, id=row.get("idx"))
+        yield _classification(
+            get_field(row, first, where, str), get_field(row, second, where, str), label, where, id=row.get("idx")
+        )
+
     return convert
 
 
@@ -130,11 +156,19 @@ def _label(row: dict, names: list[str], hub_names: list[str] | None, where: str)
 
 
 def _wic(row: dict, where: str, names: list[str], hub_names) -> Iterable[Item]:
-    marked = [mark_chars(get_field(row, f"sentence{i}", where, str),
-                         get_field(row, f"start{i}", where, int),
-                         get_field(row, f"end{i}", where, int), where, str(i)) for i in (1, 2)]
-    yield _classification(marked[0], marked[1], _label(row, names, hub_names, where), where,
-                          id=row.get("idx"), word=row.get("word"))
+    marked = [
+        mark_chars(
+            get_field(row, f"sentence{i}", where, str),
+            get_field(row, f"start{i}", where, int),
+            get_field(row, f"end{i}", where, int),
+            where,
+            str(i),
+        )
+        for i in (1, 2)
+    ]
+    yield _classification(
+        marked[0], marked[1], _label(row, names, hub_names, where), where, id=row.get("idx"), word=row.get("word")
+    )
 
 
 def _wsc(row: dict, where: str, names: list[str], hub_names) -> Iterable[Item]:
@@ -145,9 +179,13 @@ def _wsc(row: dict, where: str, names: list[str], hub_names) -> Iterable[Item]:
 def _multirc(row: dict, where: str, names: list[str], hub_names) -> Iterable[Item]:
     idx = get_field(row, "idx", where, dict)
     pair = f"{get_field(row, 'question', where, str)} {get_field(row, 'answer', where, str)}"
-    yield _classification(get_field(row, "paragraph", where, str), pair,
-                          _label(row, names, hub_names, where), where,
-                          group=f"{idx.get('paragraph')}-{idx.get('question')}")
+    yield _classification(
+        get_field(row, "paragraph", where, str),
+        pair,
+        _label(row, names, hub_names, where),
+        where,
+        group=f"{idx.get('paragraph')}-{idx.get('question')}",
+    )
 
 
 def _copa(row: dict, where: str, names, hub_names) -> Iterable[Item]:
@@ -155,8 +193,7 @@ def _copa(row: dict, where: str, names, hub_names) -> Iterable[Item]:
     if question not in COPA_CONNECTIVE:
         raise TaskDataError(f"{where}: field 'question' is {question!r}, expected cause/effect")
     premise = get_field(row, "premise", where, str)
-    pairs = [[premise, f"{COPA_CONNECTIVE[question]} {get_field(row, c, where, str)}"]
-             for c in ("choice1", "choice2")]
+    pairs = [[premise, f"{COPA_CONNECTIVE[question]} {get_field(row, c, where, str)}"] for c in ("choice1", "choice2")]
     label = label_id(row.get("label"), ["0", "1"], where)
     yield where, {"pairs": pairs, "label": label, "id": row.get("idx")}, label is not None
 
@@ -177,18 +214,22 @@ def _record_task(row: dict, where: str, names, hub_names) -> Iterable[Item]:
     label = next((i for i, e in enumerate(entities) if e in answers), None)
     if label is None:
         raise TaskDataError(f"{where}: field 'answers' {answers} matches no candidate entity")
-    yield where, {"pairs": pairs, "label": label, "answers": answers, "entities": entities,
-                  "id": row.get("idx")}, True
+    yield where, {"pairs": pairs, "label": label, "answers": answers, "entities": entities, "id": row.get("idx")}, True
 
 
-CONVERTERS = {"boolq": _pair_converter("question", "passage"),
-              "cb": _pair_converter("premise", "hypothesis"),
-              "rte": _pair_converter("premise", "hypothesis"),
-              "wic": _wic, "wsc": _wsc, "multirc": _multirc, "copa": _copa, "record": _record_task}
+CONVERTERS = {
+    "boolq": _pair_converter("question", "passage"),
+    "cb": _pair_converter("premise", "hypothesis"),
+    "rte": _pair_converter("premise", "hypothesis"),
+    "wic": _wic,
+    "wsc": _wsc,
+    "multirc": _multirc,
+    "copa": _copa,
+    "record": _record_task,
+}
 
 
-def _source_records(cfg: dict) -> tuple[dict[str, tuple[list[RawRow], list[str] | None, str] | None],
-                                          dict[str, int]]:
+def _source_records(cfg: dict) -> tuple[dict[str, tuple[list[RawRow], list[str] | None, str] | None], dict[str, int]]:
     """Per split: (records in Hub row schema, Hub class names, source label) or None; raw counts."""
     out: dict[str, tuple[list[RawRow], list[str] | None, str] | None] = {}
     counts: dict[str, int] = {}
@@ -214,8 +255,7 @@ def build(cfg: dict) -> Built:
     """Loader hook for ``loader: superglue`` (``subset`` picks the task)."""
     subset = cfg.get("subset")
     if subset not in CONVERTERS:
-        raise TaskDataError(f"task {cfg['name']}: field 'subset' is {subset!r}, "
-                            f"expected one of {sorted(CONVERTERS)}")
+        raise TaskDataError(f"task {cfg['name']}: field 'subset' is {subset!r}, expected one of {sorted(CONVERTERS)}")
     convert, names = CONVERTERS[subset], cfg.get("label_names")
     sources, counts = _source_records(cfg)
     splits: dict[str, list[dict] | None] = {}
@@ -224,6 +264,10 @@ def build(cfg: dict) -> Built:
             splits[split] = None
             continue
         rows, hub_names, label = source
-        splits[split] = collect(rows, lambda row, where: convert(row, where, names, hub_names), label,
-                                "answers" if subset == "record" else "label")
+        splits[split] = collect(
+            rows,
+            partial(convert, names=names, hub_names=hub_names),
+            label,
+            "answers" if subset == "record" else "label",
+        )
     return Built(label_names=names, splits=splits, rows_read=counts)

@@ -15,6 +15,7 @@
 
 Every example is unique across train / validation / test.
 """
+
 from __future__ import annotations
 
 import random
@@ -22,60 +23,215 @@ from collections.abc import Callable, Hashable
 
 from bench.tasks.base import Built, TaskDataError
 
-NAMES = ["Anna", "Paul", "Mary", "John", "Emma", "Peter", "Laura", "David", "Sarah", "Henry",
-         "Alice", "George", "Julia", "Frank", "Grace", "Jack", "Helen", "Mark", "Rose", "Kevin",
-         "Clara", "Adam", "Ruth", "Brian"]
-OBJECTS = ["book", "letter", "ticket", "camera", "guitar", "basket", "blanket", "bicycle", "ring",
-           "map", "key", "hat", "lamp", "clock", "phone", "wallet", "umbrella", "painting",
-           "radio", "violin", "coat", "bottle", "box", "picture", "ball", "cup", "chair", "bag"]
-PLACES = ["market", "library", "station", "garden", "office", "school", "hospital", "museum",
-          "park", "cafe", "hotel", "church", "bank", "harbor", "theater", "airport"]
+NAMES = [
+    "Anna",
+    "Paul",
+    "Mary",
+    "John",
+    "Emma",
+    "Peter",
+    "Laura",
+    "David",
+    "Sarah",
+    "Henry",
+    "Alice",
+    "George",
+    "Julia",
+    "Frank",
+    "Grace",
+    "Jack",
+    "Helen",
+    "Mark",
+    "Rose",
+    "Kevin",
+    "Clara",
+    "Adam",
+    "Ruth",
+    "Brian",
+]
+OBJECTS = [
+    "book",
+    "letter",
+    "ticket",
+    "camera",
+    "guitar",
+    "basket",
+    "blanket",
+    "bicycle",
+    "ring",
+    "map",
+    "key",
+    "hat",
+    "lamp",
+    "clock",
+    "phone",
+    "wallet",
+    "umbrella",
+    "painting",
+    "radio",
+    "violin",
+    "coat",
+    "bottle",
+    "box",
+    "picture",
+    "ball",
+    "cup",
+    "chair",
+    "bag",
+]
+PLACES = [
+    "market",
+    "library",
+    "station",
+    "garden",
+    "office",
+    "school",
+    "hospital",
+    "museum",
+    "park",
+    "cafe",
+    "hotel",
+    "church",
+    "bank",
+    "harbor",
+    "theater",
+    "airport",
+]
 # (a -> b) transfer, as "a VERB the o to b" and as its converse "b VERB the o from a".
-FRAMES = [("{a} gave the {o} to {b}", "{b} received the {o} from {a}"),
-          ("{a} sold the {o} to {b}", "{b} bought the {o} from {a}"),
-          ("{a} lent the {o} to {b}", "{b} borrowed the {o} from {a}"),
-          ("{a} sent the {o} to {b}", "{b} got the {o} from {a}"),
-          ("{a} showed the {o} to {b}", "{b} was shown the {o} by {a}"),
-          ("{a} threw the {o} to {b}", "{b} caught the {o} from {a}")]
+FRAMES = [
+    ("{a} gave the {o} to {b}", "{b} received the {o} from {a}"),
+    ("{a} sold the {o} to {b}", "{b} bought the {o} from {a}"),
+    ("{a} lent the {o} to {b}", "{b} borrowed the {o} from {a}"),
+    ("{a} sent the {o} to {b}", "{b} got the {o} from {a}"),
+    ("{a} showed the {o} to {b}", "{b} was shown the {o} by {a}"),
+    ("{a} threw the {o} to {b}", "{b} caught the {o} from {a}"),
+]
 CLS_LABELS = ["entailment", "contradiction", "neutral"]
 
-FIRST = ["John", "Mary", "Anna", "Peter", "Laura", "David", "Chelsea", "Jordan", "Georgia",
-         "Victoria", "Henry", "Emma", "Paul", "Sarah"]
-SURNAMES = ["Smith", "Johnson", "Brown", "Taylor", "Miller", "Wilson", "Clark", "Walker", "Baker",
-            "Turner", "Parker", "Morgan", "Washington", "Lincoln", "Ford", "Jordan"]
-LOCATIONS = ["Paris", "London", "Berlin", "Rome", "Madrid", "Tokyo", "Boston", "Chicago", "Dublin",
-             "Vienna", "Cairo", "New York", "San Francisco", "Hong Kong", "Cape Town", "Jordan",
-             "Washington", "Lincoln", "Chelsea", "Georgia", "Victoria"]
-ORGS = ["Acme Corporation", "United Nations", "Red Cross", "World Bank", "General Motors", "Ford",
-        "Apple", "Oxford University", "National Bank", "City Council", "Chelsea", "Washington Post",
-        "Royal Navy", "Lincoln Financial", "Jordan Airlines"]
-NER_TEMPLATES = ["{PER} flew to {LOC} on Monday .", "{PER} joined {ORG} last year .",
-                 "{ORG} opened a new office in {LOC} .", "{PER} met {PER} in {LOC} .",
-                 "Shares of {ORG} fell after {PER} resigned .",
-                 "{PER} was born in {LOC} and now works for {ORG} .",
-                 "Heavy rain fell across {LOC} on Sunday .",
-                 "A spokesman for {ORG} said {PER} would visit {LOC} .",
-                 "Mr. {SUR} told reporters in {LOC} that {ORG} had agreed .",
-                 "The president of {ORG} , {PER} , arrived in {LOC} yesterday .",
-                 "Police in {LOC} arrested {PER} on Friday .", "{PER} said the weather was good .",
-                 "Prices rose again last month ."]
+FIRST = [
+    "John",
+    "Mary",
+    "Anna",
+    "Peter",
+    "Laura",
+    "David",
+    "Chelsea",
+    "Jordan",
+    "Georgia",
+    "Victoria",
+    "Henry",
+    "Emma",
+    "Paul",
+    "Sarah",
+]
+SURNAMES = [
+    "Smith",
+    "Johnson",
+    "Brown",
+    "Taylor",
+    "Miller",
+    "Wilson",
+    "Clark",
+    "Walker",
+    "Baker",
+    "Turner",
+    "Parker",
+    "Morgan",
+    "Washington",
+    "Lincoln",
+    "Ford",
+    "Jordan",
+]
+LOCATIONS = [
+    "Paris",
+    "London",
+    "Berlin",
+    "Rome",
+    "Madrid",
+    "Tokyo",
+    "Boston",
+    "Chicago",
+    "Dublin",
+    "Vienna",
+    "Cairo",
+    "New York",
+    "San Francisco",
+    "Hong Kong",
+    "Cape Town",
+    "Jordan",
+    "Washington",
+    "Lincoln",
+    "Chelsea",
+    "Georgia",
+    "Victoria",
+]
+ORGS = [
+    "Acme Corporation",
+    "United Nations",
+    "Red Cross",
+    "World Bank",
+    "General Motors",
+    "Ford",
+    "Apple",
+    "Oxford University",
+    "National Bank",
+    "City Council",
+    "Chelsea",
+    "Washington Post",
+    "Royal Navy",
+    "Lincoln Financial",
+    "Jordan Airlines",
+]
+NER_TEMPLATES = [
+    "{PER} flew to {LOC} on Monday .",
+    "{PER} joined {ORG} last year .",
+    "{ORG} opened a new office in {LOC} .",
+    "{PER} met {PER} in {LOC} .",
+    "Shares of {ORG} fell after {PER} resigned .",
+    "{PER} was born in {LOC} and now works for {ORG} .",
+    "Heavy rain fell across {LOC} on Sunday .",
+    "A spokesman for {ORG} said {PER} would visit {LOC} .",
+    "Mr. {SUR} told reporters in {LOC} that {ORG} had agreed .",
+    "The president of {ORG} , {PER} , arrived in {LOC} yesterday .",
+    "Police in {LOC} arrested {PER} on Friday .",
+    "{PER} said the weather was good .",
+    "Prices rose again last month .",
+]
 NER_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 
-RESTAURANTS = ["The Golden Bell", "Blue Spice", "The Green Olive", "The Red Lion", "Silver Moon",
-               "The Old Mill", "Sunset Cafe", "The Rice Bowl", "Little Italy", "The Fox and Hound",
-               "River House", "The Copper Kettle"]
-ATTRIBUTES = {"food": ["Italian", "French", "Chinese", "Indian", "Japanese", "English", "Greek"],
-              "area": ["riverside", "city centre"], "priceRange": ["cheap", "moderate", "expensive"],
-              "customerRating": ["low", "average", "high"], "familyFriendly": ["yes", "no"],
-              "near": ["the train station", "the museum", "Central Park", "the cathedral",
-                       "the market square"]}
-PHRASES = {"food": ["serves {} food", "offers {} dishes"],
-           "area": ["is in the {} area", "is located in the {} area"],
-           "priceRange": ["has {} prices", "is {}"],
-           "customerRating": ["has a {} customer rating", "is rated {} by customers"],
-           "near": ["is near {}", "can be found near {}"]}
-FAMILY = {"yes": ["is family friendly", "welcomes children"],
-          "no": ["is not family friendly", "does not welcome children"]}
+RESTAURANTS = [
+    "The Golden Bell",
+    "Blue Spice",
+    "The Green Olive",
+    "The Red Lion",
+    "Silver Moon",
+    "The Old Mill",
+    "Sunset Cafe",
+    "The Rice Bowl",
+    "Little Italy",
+    "The Fox and Hound",
+    "River House",
+    "The Copper Kettle",
+]
+ATTRIBUTES = {
+    "food": ["Italian", "French", "Chinese", "Indian", "Japanese", "English", "Greek"],
+    "area": ["riverside", "city centre"],
+    "priceRange": ["cheap", "moderate", "expensive"],
+    "customerRating": ["low", "average", "high"],
+    "familyFriendly": ["yes", "no"],
+    "near": ["the train station", "the museum", "Central Park", "the cathedral", "the market square"],
+}
+PHRASES = {
+    "food": ["serves {} food", "offers {} dishes"],
+    "area": ["is in the {} area", "is located in the {} area"],
+    "priceRange": ["has {} prices", "is {}"],
+    "customerRating": ["has a {} customer rating", "is rated {} by customers"],
+    "near": ["is near {}", "can be found near {}"],
+}
+FAMILY = {
+    "yes": ["is family friendly", "welcomes children"],
+    "no": ["is not family friendly", "does not welcome children"],
+}
 
 
 def _cls_example(rng: random.Random, label: int) -> dict:
@@ -85,8 +241,11 @@ def _cls_example(rng: random.Random, label: int) -> dict:
     # slot; mixing "gave to" with "received from" made the task unlearnable at demo sizes.
     form = rng.choice(rng.choice(FRAMES))
     giver, receiver = [(a, b), (b, a), rng.choice([(c, b), (a, c)])][label]
-    return {"text": form.format(a=a, b=b, o=obj) + f" at the {place}.",
-            "text_pair": form.format(a=giver, b=receiver, o=obj) + ".", "label": label}
+    return {
+        "text": form.format(a=a, b=b, o=obj) + f" at the {place}.",
+        "text_pair": form.format(a=giver, b=receiver, o=obj) + ".",
+        "label": label,
+    }
 
 
 def _ner_entity(rng: random.Random, slot: str) -> tuple[list[str], str]:
@@ -113,8 +272,9 @@ def _ner_example(rng: random.Random, _label: int) -> dict:
 
 def _realise(name: str, record: dict[str, str], variant: int, order: list[str]) -> str:
     """One reference sentence: wording ``variant`` of each attribute, in ``order``."""
-    clauses = [FAMILY[record[k]][variant] if k == "familyFriendly"
-               else PHRASES[k][variant].format(record[k]) for k in order]
+    clauses = [
+        FAMILY[record[k]][variant] if k == "familyFriendly" else PHRASES[k][variant].format(record[k]) for k in order
+    ]
     body = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
     return f"{name} {body}."
 
@@ -136,8 +296,7 @@ GENERATORS: dict[str, tuple[str, Callable[[random.Random, int], dict], Callable[
 }
 
 
-def _generate(make: Callable, key: Callable, n: int, n_classes: int, rng: random.Random,
-              seen: set) -> list[dict]:
+def _generate(make: Callable, key: Callable, n: int, n_classes: int, rng: random.Random, seen: set) -> list[dict]:
     """n unique examples with balanced labels (label i % n_classes, shuffled)."""
     labels = [i % n_classes for i in range(n)]
     rng.shuffle(labels)
@@ -157,12 +316,14 @@ def _generate(make: Callable, key: Callable, n: int, n_classes: int, rng: random
 def build(cfg: dict) -> Built:
     """Loader hook for ``loader: synthetic`` (``generator``: cls | ner | d2t)."""
     if cfg.get("generator") not in GENERATORS:
-        raise TaskDataError(f"task {cfg['name']}: field 'generator' is {cfg.get('generator')!r}, "
-                            f"expected one of {sorted(GENERATORS)}")
+        raise TaskDataError(
+            f"task {cfg['name']}: field 'generator' is {cfg.get('generator')!r}, expected one of {sorted(GENERATORS)}"
+        )
     kind, make, key = GENERATORS[cfg["generator"]]
     if kind != cfg["kind"]:
-        raise TaskDataError(f"task {cfg['name']}: generator {cfg['generator']!r} makes {kind}, "
-                            f"but field 'kind' is {cfg['kind']!r}")
+        raise TaskDataError(
+            f"task {cfg['name']}: generator {cfg['generator']!r} makes {kind}, but field 'kind' is {cfg['kind']!r}"
+        )
     n_classes = int(cfg.get("n_classes") or 2) if kind == "classification" else 1
     if not 2 <= n_classes <= 3 and kind == "classification":
         raise TaskDataError(f"task {cfg['name']}: field 'n_classes' must be 2 or 3")
@@ -172,5 +333,6 @@ def build(cfg: dict) -> Built:
         n = int(cfg.get(f"n_{split}") or 0)
         splits[split] = _generate(make, key, n, n_classes, rng, seen) if n > 0 else None
     label_names = {"classification": CLS_LABELS[:n_classes], "token_classification": NER_TAGS}
-    return Built(label_names=label_names.get(kind), splits=splits,
-                 rows_read={s: len(v) for s, v in splits.items() if v})
+    return Built(
+        label_names=label_names.get(kind), splits=splits, rows_read={s: len(v) for s, v in splits.items() if v}
+    )
