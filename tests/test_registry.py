@@ -244,7 +244,7 @@ def test_every_model_config_names_itself_and_a_registered_source(model: str) -> 
 
 @pytest.mark.parametrize("task", group_choices("task"))
 def test_every_task_config_names_itself_and_a_registered_loader(task: str) -> None:
-    from bench.tasks import LOADERS
+    from bench.tasks import TASK_LOADERS
 
     cfg = yaml.safe_load((CONF / "task" / f"{task}.yaml").read_text())
-    assert cfg["name"] == task and cfg["loader"] in LOADERS
+    assert cfg["name"] == task and cfg["loader"] in TASK_LOADERS
