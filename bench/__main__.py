@@ -14,14 +14,27 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Train one adapter, write one record; in a multirun a failed run never stops the sweep."""
-    from bench.runner import execute
+    """Train one adapter, write one record; in a multirun a failed run never stops the sweep.
+
+    The run folder is computed here, in the job, from the config and its hyperparameters (see
+    :mod:`bench.identity`), so every launcher puts each grid point in its own folder.
+    """
+    from bench.identity import composed_defaults, hparams, run_dir
+    from bench.multirun import write_outcome
+    from bench.runner import run_point
 
     hydra_cfg = HydraConfig.get()
     config = OmegaConf.to_container(cfg, resolve=True)
-    record = execute(config, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
-    if record["status"] != "ok" and hydra_cfg.mode == RunMode.RUN:
+    choices = dict(hydra_cfg.runtime.choices)
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    mode, overrides = hydra_cfg.mode, list(hydra_cfg.overrides.task)
+    point = hparams(config, composed_defaults(choices))
+    outcome = run_point(config, run_dir(config, point), overrides, point)
+    if mode == RunMode.MULTIRUN:
+        write_outcome(output_dir, outcome.status, outcome.path, outcome.reason)
+    elif outcome.status in ("failed", "diverged"):
         sys.exit(1)
+    record = outcome.record or {"metrics": {}}
     return (record["metrics"].get("final") or {}).get(record["metrics"].get("primary"))
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import socket
-from datetime import datetime, timezone
 import json
+import os
 import random
+import socket
 import sys
 import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,43 +25,30 @@ from bench.data import padding_waste
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
-from bench.train import Diverged, Splits, TrainResult, predict, train
+from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, slug
+from bench.settings import (DTYPES, RunConfigError, TrainerConfigError, check_run_settings,  # noqa: F401 — re-exported
+                            resolve_device, resolve_dtype)
+from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
 
 # keys that change where or whether a run happens, not what it computes
 NON_SEMANTIC_KEYS = ("force", "runs_root", "sweep_name", "save_adapter")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SKIPPED = "skipped"
 
 
-class RunConfigError(ValueError):
-    """A top-level run setting (device, dtype, ...) is invalid."""
+@dataclass
+class Outcome:
+    """What became of one sweep point: ``ok``/``failed``/``diverged`` (a record was written) or ``skipped``."""
+
+    status: str
+    path: Path
+    record: dict[str, Any] | None = None
+    reason: str | None = None
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
     """Hash of the resolved config without bookkeeping keys: equal hash ⇒ same experiment."""
     semantic = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
     return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise RunConfigError(f"device={name!r}: {error}") from error
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name not in DTYPES:
-        raise RunConfigError(f"dtype={name!r}; choices: {sorted(DTYPES)}")
-    if name == "fp16" and device.type == "cpu":
-        raise RunConfigError("dtype=fp16 needs a GPU; use bf16 or fp32 on CPU")
-    return DTYPES[name]
 
 
 def seed_everything(seed: int) -> None:
@@ -80,22 +68,64 @@ def up_to_date(record_path: Path, digest: str) -> bool:
     return record.get("status") == "ok" and record.get("provenance", {}).get("config_hash") == digest
 
 
-def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run one experiment described by a resolved config dict and write ``run_dir/result.json``."""
+def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None,
+            hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run one experiment and write ``run_dir/result.json``; return the record.
+
+    A point skipped because it is up to date returns the record on disk; one skipped because another
+    process holds its lock returns ``{"status": "skipped", "error": <why>}`` (nothing is written).
+    """
+    outcome = run_point(config, run_dir, overrides, hparams)
+    return outcome.record or {"status": outcome.status, "error": outcome.reason}
+
+
+def run_point(config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None,
+              hparams: Mapping[str, Any] | None = None) -> Outcome:
+    """Skip the point when up to date or locked by another process; otherwise run it under its lock."""
     record_path = run_dir / "result.json"
     digest = config_hash(config)
-    names = {k: config.get(k, {}).get("name") for k in ("method", "model", "task")}
+    label = run_label(config, hparams)
     if not config.get("force") and up_to_date(record_path, digest):
-        print(f"skip {names['method']}/{names['model']}/{names['task']}/seed={config['seed']}: up to date")
-        return read_record(record_path)
+        return _skip(label, record_path, "up to date", read_record(record_path))
+    lock = RunLock(run_dir / LOCK_NAME)
+    held = lock.acquire()
+    if held:
+        return _skip(label, record_path, held)
+    try:
+        if not config.get("force") and up_to_date(record_path, digest):  # finished while we waited
+            return _skip(label, record_path, "up to date", read_record(record_path))
+        record = _execute(config, run_dir, list(overrides or []), dict(hparams or {}), digest)
+    finally:
+        lock.release()
+    return Outcome(record["status"], record_path, record, record["error"])
+
+
+def run_label(config: Mapping[str, Any], hparams: Mapping[str, Any] | None = None) -> str:
+    """``method/model/task/[slug/]seed=n``: how summaries name a run."""
+    names = [str(config.get(k, {}).get("name")) for k in GROUPS_IN_PATH]
+    point = slug(hparams or {})
+    return "/".join(names + ([point] if point else []) + [f"seed={config.get('seed')}"])
+
+
+def _skip(label: str, path: Path, reason: str, record: dict[str, Any] | None = None) -> Outcome:
+    print(f"skip {label}: {reason}", flush=True)
+    return Outcome(SKIPPED, path, record, reason)
+
+
+def _execute(config: dict[str, Any], run_dir: Path, overrides: list[str], hparams: dict[str, Any],
+             digest: str) -> dict[str, Any]:
+    """Run and record; every exception ends as a record with a one-line error."""
+    record_path = run_dir / "result.json"
+    names = {k: config.get(k, {}).get("name") for k in GROUPS_IN_PATH}
     record = empty_record(names["method"], names["model"], names["task"], int(config["seed"]))
+    record["hparams"] = hparams
     sha, dirty = git_state()
     record["provenance"].update(git_sha=sha, git_dirty=dirty, versions=package_versions(), config=config,
-                                overrides=list(overrides or []), config_hash=digest, dtype=config.get("dtype"),
+                                overrides=overrides, config_hash=digest, dtype=config.get("dtype"),
                                 host=socket.gethostname(), pid=os.getpid(), started_at=_now())
     error_log = run_dir / "error.log"
     try:
-        _run(config, run_dir, record)
+        _run(config, run_dir, record, set(hparams))
         record["status"] = "ok"
         error_log.unlink(missing_ok=True)  # a stale log from an earlier failed try would contradict "ok"
     except Exception as error:  # noqa: BLE001 — any failure must still leave a record
@@ -120,7 +150,8 @@ def _summary(record: dict[str, Any], path: Path) -> None:
     primary = metrics.get("primary")
     score = (metrics.get("final") or {}).get(primary)
     tps = record["throughput"].get("train_tokens_per_s")
-    line = (f"[{record['status']}] {record['method']}/{record['model']}/{record['task']}/seed={record['seed']}"
+    config = record["provenance"]["config"]
+    line = (f"[{record['status']}] {run_label(config, record.get('hparams'))}"
             + (f" {primary}={score:.4f}" if score is not None else "")
             + (f" trainable={record['params']['trainable']}" if record["params"].get("trainable") else "")
             + (f" tok/s={tps:.0f}" if tps else "") + (f" error={record['error']}" if record["error"] else "")
@@ -128,34 +159,33 @@ def _summary(record: dict[str, Any], path: Path) -> None:
     print(line, file=sys.stderr if record["status"] != "ok" else sys.stdout, flush=True)
 
 
-def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
+def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any], user_set: set[str]) -> None:
     from bench.tasks import load_task  # imported late: keeps `--help` and config errors fast
     from bench.models import load_model
     from methods import get_method
     from methods.model import AdaptedModel
 
-    device = resolve_device(str(config.get("device", "auto")))
-    dtype = resolve_dtype(str(config.get("dtype", "fp32")), device)
-    record["provenance"]["device"] = _device_name(device)
-    seed = int(config["seed"])
-    seed_everything(seed)
-    record["provenance"]["paper_settings"] = apply_paper_settings(config)
-    settings = config["trainer"]
+    record["provenance"]["paper_settings"] = apply_paper_settings(config, user_set)
+    checked = check_run_settings(config)  # every setting, before any task or model loads
     method_fields = {k: v for k, v in config["method"].items() if k != "name"}
     method = get_method(config["method"]["name"]).from_dict(method_fields)
+    settings = checked.trainer.with_method_lr(method.lr)
+    record["provenance"].update(device=_device_name(checked.device), trainer=settings.as_dict())
     record["declarations"] = method.declared()
     _check_protocol(config["task"])
+    seed = int(config["seed"])
+    seed_everything(seed)
     task = load_task(config["task"])
     if not task.splits.get("train") or not task.splits.get("validation"):
         missing = [s for s in ("train", "validation") if not task.splits.get(s)]
         raise RunConfigError(f"task '{task.name}' has no {' or '.join(missing)} split; "
                              "point task.files.<split> at a file in task.data_dir")
-    _cap_eval(task, settings.get("max_eval_samples"))
+    _cap_eval(task, settings.max_eval_samples)
     loaded = load_model(config["model"], task.kind)
     seed_everything(seed)  # the method's and head's initial values depend on the run seed only
     model = AdaptedModel(loaded.backbone, method, task.kind, num_labels=len(task.label_names or []) or None,
                          tokenizer=loaded.tokenizer, seed=seed)
-    _place(model, device, dtype)
+    _place(model, checked.device, checked.dtype)
     if config.get("gradient_checkpointing"):
         model.enable_gradient_checkpointing()
     record["params"].update(model.parameter_counts())
@@ -164,7 +194,9 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     splits = _encode(task, loaded, int(task.config.get("max_length") or 256), config)
     record["metrics"]["data"] = _data_counts(task, splits)
     record["metrics"]["primary"] = task.primary_metric
-    result = _train_and_test(model, task, splits, settings, method.lr, seed, device, dtype, loaded.tokenizer)
+    runtime = Runtime(settings, checked.device, checked.dtype, seed)
+    result = _train_and_test(model, task, splits, runtime, loaded.tokenizer)
+    record["provenance"]["optimizer_groups"] = result.optimizer_groups
     _fill_record(record, result, task)
     record["provenance"]["base_weights_sha256"] = {"before": before, "after": weights_sha256(model.backbone)}
     if config.get("save_adapter"):
@@ -187,11 +219,13 @@ PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection"
 PAPER_TASK_KEYS = ("max_length",)
 
 
-def apply_paper_settings(config: dict[str, Any]) -> dict[str, Any] | None:
+def apply_paper_settings(config: dict[str, Any], user_set: set[str] | frozenset[str] = frozenset()
+                         ) -> dict[str, Any] | None:
     """With ``trainer=paper``, copy the task's per-model published hyperparameters into the config.
 
     ``task.paper`` maps a model name (or ``default``) to e.g. {batch_size, lr, epochs,
-    num_virtual_tokens}; method fields are only set where the method has them.
+    num_virtual_tokens}; method fields are only set where the method has them. A setting the user
+    gave explicitly (a dotted key in ``user_set``, e.g. ``trainer.lr`` from a grid) wins over the table.
     """
     if config["trainer"].get("name") != "paper":
         return None
@@ -207,16 +241,19 @@ def apply_paper_settings(config: dict[str, Any]) -> dict[str, Any] | None:
     for key, value in chosen.items():
         if key == "lr" and not soft_prompt:
             continue  # the published LRs are for prefix/prompt parameters; baselines keep their own
-        applied[key] = value
-        if key in PAPER_TRAINER_KEYS:
-            config["trainer"][key] = value
-        elif key in PAPER_METHOD_KEYS and key in config["method"]:
-            config["method"][key] = value
-        elif key in PAPER_TASK_KEYS:
-            config["task"][key] = value
-        else:
-            applied.pop(key)
+        group = _paper_group(key, config)
+        if group is not None and f"{group}.{key}" not in user_set:
+            config[group][key] = applied[key] = value
     return applied
+
+
+def _paper_group(key: str, config: Mapping[str, Any]) -> str | None:
+    """The config group a paper-table key belongs to (None: not applicable here)."""
+    if key in PAPER_TRAINER_KEYS:
+        return "trainer"
+    if key in PAPER_METHOD_KEYS and key in config["method"]:
+        return "method"
+    return "task" if key in PAPER_TASK_KEYS else None
 
 
 def _device_name(device: torch.device) -> str:
@@ -255,28 +292,33 @@ def _data_counts(task, splits: Splits) -> dict[str, Any]:
     return counts
 
 
-def _train_and_test(model, task, splits: Splits, settings, lr_default: float, seed: int, device, dtype,
-                    tokenizer) -> TrainResult:
-    reset_peak_memory(device)
-    holder: dict[str, Any] = {}
+@dataclass
+class _LastValidation:
+    """What the last validation pass saw: the diagnostics read it after training."""
+
+    predictions: list | None = None
+    prefix: dict[str, Any] | None = None
+
+
+def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) -> TrainResult:
+    """Train with validation passes, diagnose the run, then score the best checkpoint on test."""
+    reset_peak_memory(runtime.device)
+    result = TrainResult()
     prefixed = bool(model.soft_prompt is not None and model.soft_prompt.attention_prefix)
+    last = _LastValidation()
 
     def evaluate(split: str) -> dict[str, float]:
         probe = PrefixProbe(len(model.attention_modules)) if split == "validation" and prefixed else None
         with probe or contextlib.nullcontext():
-            predictions, loss = predict(model, task, splits.encoded[split], splits, settings, device, dtype,
-                                        tokenizer, holder["result"])
+            predictions, loss = predict(model, task, splits.encoded[split], splits, runtime, tokenizer, result)
         if split == "validation":  # the last validation pass describes the end of training
-            holder["predictions"], holder["prefix"] = predictions, probe.summary() if probe else None
+            last.predictions, last.prefix = predictions, probe.summary() if probe else None
         metrics = task.compute_metrics(predictions, split)
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
-    lr = float(settings.get("lr") or lr_default)
-    result = TrainResult()
-    holder["result"] = result
-    trained = train(model, task, splits, settings, lr, seed, device, dtype, evaluate, result)
-    trained.diagnostics = run_diagnostics(trained.history, task.primary_metric, task.kind,
-                                          holder.get("predictions"), holder.get("prefix"))
+    trained = train(model, task, splits, runtime, evaluate, result)
+    trained.diagnostics = run_diagnostics(trained.history, task.primary_metric, task.kind, last.predictions,
+                                          last.prefix)
     if "test" in splits.encoded:
         trained.test = evaluate("test")
     return trained

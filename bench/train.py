@@ -9,7 +9,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -20,14 +20,21 @@ from bench.data import (IGNORE_INDEX, Encoded, batch_indices, collate, eval_batc
                         restore_order)
 from bench.diagnostics import LossWatch
 from bench.measure import StepTimer, synchronize
+from bench.settings import OPTIMIZERS, TrainerConfig, TrainerConfigError
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite, or exploded (bench.diagnostics.LossWatch)."""
 
 
-class TrainerConfigError(ValueError):
-    """A trainer setting is out of range."""
+@dataclass(frozen=True)
+class Runtime:
+    """What every training step and evaluation needs besides the model and the data."""
+
+    settings: TrainerConfig
+    device: torch.device
+    dtype: torch.dtype
+    seed: int = 0
 
 
 @dataclass
@@ -53,19 +60,69 @@ class TrainResult:
     generation_tokens: int = 0
     generation_time_s: float = 0.0
     diagnostics: dict[str, Any] = field(default_factory=dict)  # the record's diagnostics section
+    optimizer_groups: list[dict[str, Any]] = field(default_factory=list)
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], name: str, lr: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW, or Adafactor with a fixed LR as Lester et al. train prompts (lr 0.3)."""
-    if not parameters:
+@dataclass
+class LoopState:
+    """The training loop's running state between validation passes."""
+
+    step: int = 0
+    epoch: int = 0
+    best_score: float = -math.inf
+    best_params: dict[str, torch.Tensor] | None = None
+    losses: list[float] = field(default_factory=list)  # training losses since the last validation pass
+
+
+def _no_decay_names(model: torch.nn.Module) -> set[str]:
+    """Parameters exempt from weight decay: biases, normalisation weights, soft-prompt/prefix tables."""
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        is_norm = isinstance(module, torch.nn.LayerNorm) or "norm" in type(module).__name__.lower()
+        is_table = module_name.startswith("soft_prompt") and isinstance(module, torch.nn.Embedding)
+        for name, parameter in module.named_parameters(recurse=False):
+            # the flat prefix table of SoftPrompt (prefix_projection=false) is a bare Parameter
+            if is_norm or is_table or name == "bias" or (module_name == "soft_prompt" and name == "flat"):
+                names.add(prefix + name)
+    return names
+
+
+def parameter_groups(model: torch.nn.Module, settings: TrainerConfig) -> list[dict[str, Any]]:
+    """Optimizer groups of the trainable parameters: ``method``/``head`` × ``decay``/``no_decay``.
+
+    The head (``head.*``) trains at ``settings.head_lr``, everything else at ``settings.lr``
+    (both resolved, see :meth:`TrainerConfig.with_method_lr`). With ``decay_exemptions`` biases,
+    LayerNorm/RMSNorm weights and the prompt/prefix tables get no weight decay.
+    """
+    exempt = _no_decay_names(model) if settings.decay_exemptions else set()
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            part = "head" if name.startswith("head.") else "method"
+            groups.setdefault((part, name not in exempt), []).append(parameter)
+    return [{"name": f"{part}.{'decay' if decay else 'no_decay'}", "params": params,
+             "lr": settings.head_lr if part == "head" else settings.lr,
+             "weight_decay": settings.weight_decay if decay else 0.0}
+            for (part, decay), params in sorted(groups.items())]
+
+
+def make_optimizer(groups: list[dict[str, Any]], name: str) -> torch.optim.Optimizer:
+    """AdamW, or Adafactor with a fixed LR as Lester et al. train prompts (lr 0.3); one entry per group."""
+    if not any(group["params"] for group in groups):
         raise TrainerConfigError("nothing to train: the method and task leave no trainable parameters")
     if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups)
     if name == "adafactor":
-        return Adafactor(parameters, lr=lr, weight_decay=weight_decay, scale_parameter=False,
-                         relative_step=False, warmup_init=False)
-    raise TrainerConfigError(f"trainer.optimizer={name!r}; choices: ['adamw', 'adafactor']")
+        return Adafactor(groups, scale_parameter=False, relative_step=False, warmup_init=False)
+    raise TrainerConfigError(f"trainer.optimizer={name!r} is not allowed; allowed: {list(OPTIMIZERS)}")
+
+
+def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The record's view of the optimizer: each group's name, LR, weight decay and parameter count."""
+    return [{"name": group.get("name"), "lr": group["initial_lr"] if "initial_lr" in group else group["lr"],
+             "weight_decay": group["weight_decay"], "params": sum(p.numel() for p in group["params"])}
+            for group in optimizer.param_groups]
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -84,66 +141,76 @@ def _batches(encoded: Encoded, splits: Splits, size: int, shuffle: bool, seed: i
         yield indices, collate([encoded.features[i] for i in indices], splits.pad_id, splits.left_pad)
 
 
-def total_steps(settings: Mapping[str, Any], train_size: int) -> tuple[int, int]:
+def total_steps(settings: TrainerConfig, train_size: int) -> tuple[int, int]:
     """(optimizer steps, steps per epoch) from max_steps or epochs."""
-    per_epoch = max(1, math.ceil(train_size / settings["batch_size"]))
-    if settings.get("max_steps"):
-        return int(settings["max_steps"]), per_epoch
-    return int(settings["epochs"]) * per_epoch, per_epoch
+    per_epoch = max(1, math.ceil(train_size / settings.batch_size))
+    if settings.max_steps:
+        return settings.max_steps, per_epoch
+    return settings.epochs * per_epoch, per_epoch
 
 
-def train(model, task, splits: Splits, settings: Mapping[str, Any], lr: float, seed: int,
-          device: torch.device, dtype: torch.dtype, evaluate: Callable[[str], dict],
+def train(model, task, splits: Splits, runtime: Runtime, evaluate: Callable[[str], dict],
           result: TrainResult | None = None) -> TrainResult:
-    """Train the model's trainable parameters; evaluate on validation every ``eval_every`` steps."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, settings.get("optimizer") or "adamw", lr, settings["weight_decay"])
+    """Train the model's trainable parameters; evaluate on validation every ``eval_every`` steps.
+
+    ``runtime.settings`` must have its LRs resolved (:meth:`TrainerConfig.with_method_lr`).
+    """
+    settings = runtime.settings
+    optimizer = make_optimizer(parameter_groups(model, settings), settings.optimizer)
     steps, per_epoch = total_steps(settings, len(splits.encoded["train"].features))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings["warmup_ratio"] * steps), steps)
-    eval_every = settings.get("eval_every") or per_epoch
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
+    eval_every = settings.eval_every or per_epoch
     result = result or TrainResult()
-    result.timer = StepTimer(device, warmup=int(settings.get("timing_warmup_steps", 3)))
-    state = {"best_score": -math.inf, "best_params": None, "losses": []}
+    result.optimizer_groups = describe_groups(optimizer)
+    result.timer = StepTimer(runtime.device, warmup=settings.timing_warmup_steps)
+    state = LoopState()
     progress = tqdm(total=steps, desc=f"train {model.method.name}", leave=False, disable=None)
     watch = LossWatch()
-    step, epoch = 0, 0
-    while step < steps:
-        for _, batch in _batches(splits.encoded["train"], splits, settings["batch_size"], True, seed + epoch,
-                                 bool(settings.get("group_by_length", True))):
-            loss = _train_step(model, batch, optimizer, scheduler, params, settings, device, dtype, result.timer)
-            step += 1
-            state["losses"].append(loss)
+    while state.step < steps:
+        for _, batch in _batches(splits.encoded["train"], splits, settings.batch_size, True,
+                                 runtime.seed + state.epoch, settings.group_by_length):
+            loss = train_step(model, batch, optimizer, scheduler, runtime, result.timer)
+            state.step += 1
+            state.losses.append(loss)
             progress.update(1)
             problem = watch.update(loss)
             if problem:
                 raise Diverged(problem)
-            if step % eval_every == 0 or step == steps:
-                _evaluate_and_track(model, task, step, step / per_epoch, result, state, evaluate)
-            if step >= steps:
+            if state.step % eval_every == 0 or state.step == steps:
+                _evaluate_and_track(model, task, state.step / per_epoch, result, state, evaluate)
+            if state.step >= steps:
                 break
-        epoch += 1
+        state.epoch += 1
     progress.close()
-    if state["best_params"] is not None:
-        _load_trainable(model, state["best_params"])  # test metrics come from the best checkpoint
+    if state.best_params is not None:
+        _load_trainable(model, state.best_params)  # test metrics come from the best checkpoint
     return result
 
 
-def _train_step(model, batch, optimizer, scheduler, params, settings, device, dtype, timer: StepTimer) -> float:
+def train_step(model, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any,
+               runtime: Runtime, timer: StepTimer | None = None) -> float:
+    """One optimizer step as the trainer takes it: forward, backward, clip, step, schedule; the loss.
+
+    ``scheduler`` may be None (a fixed LR); ``timer`` (optional) records the step's time and tokens.
+    """
     model.train()
-    timer.start()
-    batch = _to(batch, device)
-    with autocast_context(device, dtype):
+    if timer is not None:
+        timer.start()
+    batch = _to(batch, runtime.device)
+    with autocast_context(runtime.device, runtime.dtype):
         loss = model(**batch).loss
     loss.backward()
-    if settings.get("max_grad_norm"):
-        torch.nn.utils.clip_grad_norm_(params, settings["max_grad_norm"])
+    if runtime.settings.max_grad_norm:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, runtime.settings.max_grad_norm)
     optimizer.step()
-    scheduler.step()
+    if scheduler is not None:
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    sequences = batch["attention_mask"].shape[0] * (batch["attention_mask"].shape[1]
-                                                    if batch["input_ids"].dim() == 3 else 1)
-    timer.stop(int(batch["attention_mask"].sum()), model.num_virtual_tokens * sequences,
-               int(batch["input_ids"].shape[0]))
+    if timer is not None:
+        mask = batch["attention_mask"]
+        sequences = mask.shape[0] * (mask.shape[1] if batch["input_ids"].dim() == 3 else 1)
+        timer.stop(int(mask.sum()), model.num_virtual_tokens * sequences, int(batch["input_ids"].shape[0]))
     return float(loss.detach())
 
 
@@ -158,25 +225,23 @@ def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
                 parameter.copy_(state[name])
 
 
-def _evaluate_and_track(model, task, step: int, epoch: float, result: TrainResult, state: dict,
+def _evaluate_and_track(model, task, epoch: float, result: TrainResult, state: LoopState,
                         evaluate: Callable[[str], dict]) -> None:
     metrics = evaluate("validation")
-    losses = state["losses"]
-    entry = {"step": step, "epoch": round(epoch, 4), "split": "validation",
+    entry = {"step": state.step, "epoch": round(epoch, 4), "split": "validation",
              "time_s": round(result.timer.total_s, 4),
-             "train_loss": sum(losses) / len(losses) if losses else None, **metrics}
-    state["losses"] = []
+             "train_loss": sum(state.losses) / len(state.losses) if state.losses else None, **metrics}
+    state.losses = []
     result.history.append(entry)
     result.final = dict(metrics)
     score = metrics[task.primary_metric]
-    if score > state["best_score"]:  # strictly better: ties keep the earlier, cheaper checkpoint
-        state["best_score"], result.best, result.best_step = score, dict(metrics), step
-        state["best_params"] = _trainable_state(model)
+    if score > state.best_score:  # strictly better: ties keep the earlier, cheaper checkpoint
+        state.best_score, result.best, result.best_step = score, dict(metrics), state.step
+        state.best_params = _trainable_state(model)
 
 
 @torch.no_grad()
-def predict(model, task, encoded: Encoded, splits: Splits, settings: Mapping[str, Any], device: torch.device,
-            dtype: torch.dtype, tokenizer, result: TrainResult,
+def predict(model, task, encoded: Encoded, splits: Splits, runtime: Runtime, tokenizer, result: TrainResult,
             sort_by_length: bool = True) -> tuple[list, float | None]:
     """Predictions in the split's order (the task's format), and the mean eval loss (None for generation).
 
@@ -185,7 +250,8 @@ def predict(model, task, encoded: Encoded, splits: Splits, settings: Mapping[str
     The loss is averaged over the labels it covers, so it does not depend on how batches were cut.
     """
     model.eval()
-    batches = eval_batch_indices(encoded.features, settings["eval_batch_size"], sort_by_length)
+    device, dtype = runtime.device, runtime.dtype
+    batches = eval_batch_indices(encoded.features, runtime.settings.eval_batch_size, sort_by_length)
     outputs: list[list] = []
     loss_sum, loss_weight = 0.0, 0
     for indices in batches:

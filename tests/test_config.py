@@ -57,7 +57,29 @@ def test_every_launcher_composes(launcher: str) -> None:
     assert "_target_" in cfg.hydra.launcher
 
 
-def test_run_dir_is_named_from_config_values() -> None:
+def test_hydra_keeps_its_own_folders_out_of_the_run_folders() -> None:
+    """Run folders are computed in the job (bench.identity); Hydra's dirs only hold its logs."""
     cfg = compose(["method=prefix_tuning", "model=tiny_gpt2", "task=synth_cls", "seed=3", "sweep_name=s"])
-    assert cfg.hydra.run.dir == "results/runs/s/prefix_tuning/tiny_gpt2/synth_cls/seed=3"
-    assert cfg.hydra.sweep.subdir == "prefix_tuning/tiny_gpt2/synth_cls/seed=3"
+    assert cfg.hydra.run.dir.startswith("results/runs/s/.hydra/")
+    sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
+    assert sweep == {"dir": "${runs_root}/${sweep_name}/.hydra/${now:%Y-%m-%d_%H-%M-%S_%f}",
+                     "subdir": "${hydra.job.num}"}  # one folder per invocation: the summary counts its jobs
+    assert cfg.hydra.callbacks.summary._target_ == "bench.multirun.MultirunSummary"
+
+
+def test_trainer_yaml_and_dataclass_defaults_agree() -> None:
+    """conf/trainer/default.yaml holds every TrainerConfig field with the dataclass's default value."""
+    import dataclasses
+
+    from bench.settings import TrainerConfig
+
+    yaml_defaults = OmegaConf.to_container(OmegaConf.load("conf/trainer/default.yaml"))
+    assert yaml_defaults == {f.name: f.default for f in dataclasses.fields(TrainerConfig)}
+
+
+@pytest.mark.parametrize("trainer", group_choices("trainer"))
+def test_every_trainer_preset_passes_the_settings_check(trainer: str) -> None:
+    from bench.settings import TrainerConfig
+
+    cfg = compose([f"trainer={trainer}"])
+    assert TrainerConfig.from_dict(OmegaConf.to_container(cfg.trainer)).name == trainer

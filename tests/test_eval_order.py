@@ -17,7 +17,8 @@ from bench.data import _length, collate, encode_split, eval_batch_indices, paddi
 from bench.models import load_model
 from bench.tasks import load_task, task_config
 from bench.tasks.base import TaskData
-from bench.train import Splits, TrainResult, _generate, predict
+from bench.settings import TrainerConfig
+from bench.train import Runtime, Splits, TrainResult, _generate, predict
 from methods import get_method
 from methods.model import AdaptedModel
 
@@ -96,8 +97,8 @@ def setup(kind: str, model_name: str, method: str):
 def evaluate(case, batch_size: int, sort: bool):
     task, model, encoded, splits, tokenizer = case
     result = TrainResult()
-    predictions, loss = predict(model, task, encoded, splits, {"eval_batch_size": batch_size},
-                                torch.device("cpu"), torch.float32, tokenizer, result, sort_by_length=sort)
+    runtime = Runtime(TrainerConfig(eval_batch_size=batch_size), torch.device("cpu"), torch.float32)
+    predictions, loss = predict(model, task, encoded, splits, runtime, tokenizer, result, sort_by_length=sort)
     return predictions, loss, result
 
 
