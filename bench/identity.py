@@ -21,10 +21,11 @@ import json
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # where or whether a run happens, how it is timed or stored — not what it computes
 NOT_HPARAMS = ("force", "runs_root", "sweep_name", "save_adapter", "seed", "device", "gradient_checkpointing",
@@ -131,7 +132,7 @@ class RunLock:
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+                                 "since": datetime.now(UTC).isoformat(timespec="seconds")}))
         handle.flush()
         self.handle = handle
         return None

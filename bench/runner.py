@@ -13,21 +13,26 @@ import random
 import socket
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from bench.data import padding_waste
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
+from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, slug
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
-from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, slug
-from bench.settings import (DTYPES, RunConfigError, TrainerConfigError, check_run_settings,  # noqa: F401 — re-exported
-                            resolve_device, resolve_dtype)
+from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-exported for bench.speed
+    RunConfigError,
+    check_run_settings,
+    resolve_device,
+    resolve_dtype,
+)
 from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
 
 # keys that change where or whether a run happens, not what it computes
@@ -142,7 +147,7 @@ def _execute(config: dict[str, Any], run_dir: Path, overrides: list[str], hparam
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _summary(record: dict[str, Any], path: Path) -> None:
@@ -160,8 +165,8 @@ def _summary(record: dict[str, Any], path: Path) -> None:
 
 
 def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any], user_set: set[str]) -> None:
-    from bench.tasks import load_task  # imported late: keeps `--help` and config errors fast
     from bench.models import load_model
+    from bench.tasks import load_task  # imported late: keeps `--help` and config errors fast
     from methods import get_method
     from methods.model import AdaptedModel
 

@@ -8,8 +8,9 @@ checked here too, so a bad setting never costs a model load.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -67,7 +68,7 @@ class TrainerConfig:
     timing_warmup_steps: int = _setting(3, int, "an integer >= 0", lambda v: v >= 0)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainerConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
         """Build from a (Hydra) mapping; unknown keys and bad values raise :class:`TrainerConfigError`."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
@@ -75,7 +76,7 @@ class TrainerConfig:
             raise TrainerConfigError(f"trainer: unknown key(s) {unknown}; known: {sorted(fields)}")
         return cls(**{key: _checked(f"trainer.{key}", value, fields[key].metadata) for key, value in values.items()})
 
-    def with_method_lr(self, method_lr: float) -> "TrainerConfig":
+    def with_method_lr(self, method_lr: float) -> TrainerConfig:
         """These settings with ``lr`` (and ``head_lr``) resolved: null means the method's LR."""
         lr = self.lr if self.lr is not None else float(method_lr)
         return dataclasses.replace(self, lr=lr, head_lr=self.head_lr if self.head_lr is not None else lr)

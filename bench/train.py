@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -81,7 +82,7 @@ def _no_decay_names(model: torch.nn.Module) -> set[str]:
         prefix = f"{module_name}." if module_name else ""
         is_norm = isinstance(module, torch.nn.LayerNorm) or "norm" in type(module).__name__.lower()
         is_table = module_name.startswith("soft_prompt") and isinstance(module, torch.nn.Embedding)
-        for name, parameter in module.named_parameters(recurse=False):
+        for name, _ in module.named_parameters(recurse=False):
             # the flat prefix table of SoftPrompt (prefix_projection=false) is a bare Parameter
             if is_norm or is_table or name == "bias" or (module_name == "soft_prompt" and name == "flat"):
                 names.add(prefix + name)

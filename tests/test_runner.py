@@ -217,7 +217,8 @@ def test_hparams_are_the_settings_that_differ_from_the_composed_defaults(tmp_pat
     point, config = identity(base + ["method.num_virtual_tokens=10", "trainer.lr=0.01", "force=true",
                                      f"runs_root={tmp_path}", "sweep_name=s", "device=cpu"])
     assert point == {"method.num_virtual_tokens": 10, "trainer.lr": 0.01}  # bookkeeping keys left out
-    assert run_dir(config, point) == tmp_path / "s/prompt_tuning/tiny_bert/synth_cls/lr=0.01,num_virtual_tokens=10/seed=3"
+    folder = "s/prompt_tuning/tiny_bert/synth_cls/lr=0.01,num_virtual_tokens=10/seed=3"
+    assert run_dir(config, point) == tmp_path / folder
     # group choices, a preset's own values and trainer=paper's defaults are the baseline, not hparams
     assert identity(base)[0] == {}
     assert identity(["sweep=superglue", "model=tiny_bert", "task=rte"])[0] == {}
@@ -248,7 +249,7 @@ def test_grid_points_keep_their_own_records_and_resume_per_point(runs_root: Path
     assert "multirun: 4 ok, 0 skipped, 0 failed, 0 diverged" in first.stdout
     found = records(runs_root / "grid")
     assert sorted(tuple(sorted(r["hparams"].items())) for r in found) == sorted(
-        ((("method.num_virtual_tokens", n), ("trainer.lr", lr)) for n in (5, 10) for lr in (0.01, 0.1)))
+        (("method.num_virtual_tokens", n), ("trainer.lr", lr)) for n in (5, 10) for lr in (0.01, 0.1))
     assert (runs_root / "grid/prompt_tuning/tiny_bert/synth_cls/lr=0.1,num_virtual_tokens=10/seed=0/result.json"
             ).exists()
     second = run_bench(args)
