@@ -21,6 +21,7 @@ import json
 import os
 import re
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,6 +130,8 @@ class RunLock:
             holder = handle.read().strip() or "another process"
             handle.close()
             return f"locked by {holder} ({self.path})"
+        except OSError as error:  # a filesystem without flock: run unlocked rather than not at all
+            print(f"warning: cannot lock {self.path} ({error}); running without a lock", file=sys.stderr)
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),

@@ -34,7 +34,8 @@ TRACKED_PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate", "hy
 def empty_record(method: str, model: str, task: str, seed: int) -> dict[str, Any]:
     """A schema-complete record with nulls, filled in as the run progresses."""
     record: dict[str, Any] = {"schema": SCHEMA_VERSION, "status": "failed", "error": None,
-                              "method": method, "model": model, "task": task, "seed": seed}
+                              "method": method, "model": model, "task": task, "seed": seed,
+                              "hparams": {}}  # records written before run identity lack it: read as {}
     for section, keys in REQUIRED.items():
         record[section] = {key: None for key in keys}
     record["metrics"].update(final={}, best={}, history=[], data={})

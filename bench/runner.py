@@ -97,7 +97,7 @@ def run_point(config: dict[str, Any], run_dir: Path, overrides: list[str] | None
     if held:
         return _skip(label, record_path, held)
     try:
-        if not config.get("force") and up_to_date(record_path, digest):  # finished while we waited
+        if not config.get("force") and up_to_date(record_path, digest):  # another run finished it between our check and the lock
             return _skip(label, record_path, "up to date", read_record(record_path))
         record = _execute(config, run_dir, list(overrides or []), dict(hparams or {}), digest)
     finally:

@@ -269,6 +269,15 @@ def test_joblib_launcher_keeps_one_record_per_point_and_resumes(runs_root: Path)
     assert "multirun: 0 ok, 2 skipped, 0 failed, 0 diverged" in second.stdout, second.stdout[-2000:]
 
 
+def test_submitit_launcher_keeps_one_record_per_point(runs_root: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = run_bench(["-m", "hydra/launcher=submitit_local", "method=head_only", "trainer.lr=0.01,0.1",
+                        "model=tiny_bert", "task=synth_cls", "trainer=smoke", f"runs_root={runs_root}",
+                        "sweep_name=sub"])
+    assert "multirun: 2 ok, 0 skipped, 0 failed, 0 diverged" in result.stdout, result.stderr[-2000:]
+    assert sorted(r["hparams"]["trainer.lr"] for r in records(runs_root / "sub")) == [0.01, 0.1]
+
+
 # ---- the per-run lock ------------------------------------------------------------------------------------
 
 HOLD_LOCK = """
