@@ -97,7 +97,7 @@ def run_point(config: dict[str, Any], run_dir: Path, overrides: list[str] | None
     if held:
         return _skip(label, record_path, held)
     try:
-        if not config.get("force") and up_to_date(record_path, digest):  # another run finished it between our check and the lock
+        if not config.get("force") and up_to_date(record_path, digest):  # finished between the check and the lock
             return _skip(label, record_path, "up to date", read_record(record_path))
         record = _execute(config, run_dir, list(overrides or []), dict(hparams or {}), digest)
     finally:
@@ -181,10 +181,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any], user_set
     seed = int(config["seed"])
     seed_everything(seed)
     task = load_task(config["task"])
-    if not task.splits.get("train") or not task.splits.get("validation"):
-        missing = [s for s in ("train", "validation") if not task.splits.get(s)]
-        raise RunConfigError(f"task '{task.name}' has no {' or '.join(missing)} split; "
-                             "point task.files.<split> at a file in task.data_dir")
+    _require_splits(task)
     _cap_eval(task, settings.max_eval_samples)
     loaded = load_model(config["model"], task.kind)
     seed_everything(seed)  # the method's and head's initial values depend on the run seed only
@@ -217,6 +214,14 @@ def _check_protocol(task: Mapping[str, Any]) -> None:
     if protocol not in (None, "full") and not task.get("data_dir"):
         raise RunConfigError(f"task.protocol={protocol} reads the files {dict(task.get('files') or {})}: "
                              f"set task.data_dir to the folder holding them (e.g. ../shared/data/superglue/RTE)")
+
+
+def _require_splits(task) -> None:
+    """Training needs a train and a validation split; say which is missing and how to supply it."""
+    missing = [split for split in ("train", "validation") if not task.splits.get(split)]
+    if missing:
+        raise RunConfigError(f"task '{task.name}' has no {' or '.join(missing)} split; "
+                             "point task.files.<split> at a file in task.data_dir")
 
 
 PAPER_TRAINER_KEYS = ("batch_size", "epochs", "lr", "max_steps", "warmup_ratio", "weight_decay")

@@ -17,8 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
-from bench.data import (IGNORE_INDEX, Encoded, batch_indices, collate, eval_batch_indices, padded_and_real,
-                        restore_order)
+from bench.data import IGNORE_INDEX, Encoded, batch_indices, collate, eval_batch_indices, padded_and_real, restore_order
 from bench.diagnostics import LossWatch
 from bench.measure import StepTimer, synchronize
 from bench.settings import OPTIMIZERS, TrainerConfig, TrainerConfigError

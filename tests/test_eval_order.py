@@ -15,9 +15,9 @@ import yaml
 
 from bench.data import _length, collate, encode_split, eval_batch_indices, padding_waste, restore_order
 from bench.models import load_model
+from bench.settings import TrainerConfig
 from bench.tasks import load_task, task_config
 from bench.tasks.base import TaskData
-from bench.settings import TrainerConfig
 from bench.train import Runtime, Splits, TrainResult, _generate, predict
 from methods import get_method
 from methods.model import AdaptedModel
