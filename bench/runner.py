@@ -130,7 +130,7 @@ def _execute(config: dict[str, Any], run_dir: Path, overrides: list[str], hparam
                                 host=socket.gethostname(), pid=os.getpid(), started_at=_now())
     error_log = run_dir / "error.log"
     try:
-        _run(config, run_dir, record, set(hparams))
+        _run(config, run_dir, record)
         record["status"] = "ok"
         error_log.unlink(missing_ok=True)  # a stale log from an earlier failed try would contradict "ok"
     except Exception as error:  # noqa: BLE001 — any failure must still leave a record
@@ -164,13 +164,13 @@ def _summary(record: dict[str, Any], path: Path) -> None:
     print(line, file=sys.stderr if record["status"] != "ok" else sys.stdout, flush=True)
 
 
-def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any], user_set: set[str]) -> None:
+def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     from bench.models import load_model
     from bench.tasks import load_task  # imported late: keeps `--help` and config errors fast
     from methods import get_method
     from methods.model import AdaptedModel
 
-    record["provenance"]["paper_settings"] = apply_paper_settings(config, user_set)
+    record["provenance"]["paper_settings"] = apply_paper_settings(config, set(record["hparams"]))
     checked = check_run_settings(config)  # every setting, before any task or model loads
     method_fields = {k: v for k, v in config["method"].items() if k != "name"}
     method = get_method(config["method"]["name"]).from_dict(method_fields)
