@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.tasks.constants import TASK_KINDS
+from bench.tasks.holdout import apply_holdout
 from bench.tasks.metrics import METRICS, ScoringInput, score_split
 
 SPLITS = ("train", "validation", "test")
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "max_length": 256,
     "seed": 0,
     "label_names": None,
+    "holdout": None,
 }
 
 RawRow = tuple[str, dict]  # (where: "file:line" or "hub row", a row as read from the source)
@@ -373,6 +375,8 @@ def _subsample_train(cfg: dict, examples: list[dict], rng: random.Random) -> lis
 def finalize(cfg: dict, built: Built) -> TaskData:
     """Apply k_shot / max_train_samples, count, and package the TaskData."""
     counts: dict[str, int] = dict(built.extra_counts)
+    if held_out := apply_holdout(cfg, built.splits, TaskDataError):  # before any subsampling
+        counts["held_out"] = held_out
     splits: dict[str, list[dict]] = {}
     for split in SPLITS:
         examples = built.splits.get(split)
