@@ -139,14 +139,9 @@ def _config_value(config: Any, key: str) -> Any:
 
 
 def point_of(run: Any, keys: list[str]) -> dict[str, Any]:
-    """A record row's values for the grid keys: ``hparams.<key>`` when recorded, else its resolved config."""
-    values = {}
-    for key in keys:
-        value = run.get(f"hparams.{key}")
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            value = _config_value(run.get("provenance.config"), key)
-        values[key] = value
-    return values
+    """A record row's values for the grid keys, read from its resolved config (``provenance.config``),
+    which holds every setting whether or not it differs from the defaults (``hparams`` only those)."""
+    return {key: _config_value(run.get("provenance.config"), key) for key in keys}
 
 
 def _same(a: Any, b: Any) -> bool:

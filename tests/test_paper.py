@@ -135,7 +135,7 @@ def runs(tmp_path: Path) -> Path:
 def test_join_averages_seeds_of_the_best_point_and_skips_failed_runs(runs: Path) -> None:
     data = paper_vs_measured_data(load_records(runs), REFERENCE)
     roberta = data.iloc[0]
-    assert (roberta["n"], roberta["hparams"], roberta["our_model"]) == (3, "trainer.lr=0.005", "roberta_large")
+    assert (roberta["n"], roberta["hparams"], roberta["our_model"]) == (3, "lr=0.005", "roberta_large")
     assert roberta["mean"] == pytest.approx(82.0) and roberta["std"] == pytest.approx(2.0)
     assert roberta["diff"] == pytest.approx(82.0 - 86.6)
     assert roberta["command"] == ""

@@ -53,8 +53,8 @@ def test_fewglue_trains_on_train32_selects_on_dev32_reports_val() -> None:
     plan = make_plan("fewglue", [])
     assert sorted(plan.tasks) == sorted(SUPERGLUE)
     cfg = compose(["sweep=fewglue", "task=rte"], hydra_node=False)
-    assert OmegaConf.to_container(cfg.task.files) == {"train": ["train32.jsonl"], "validation": ["dev32.jsonl"],
-                                                      "test": ["val.jsonl"]}
+    files = OmegaConf.to_container(cfg.task.files, resolve=True)
+    assert files == {"train": ["train32.jsonl"], "validation": ["dev32.jsonl"], "test": ["val.jsonl"]}
 
 
 def test_cpu_generation_runs_the_five_generating_methods_on_smollm2() -> None:

@@ -86,11 +86,10 @@ def _record_hub_key(run: pd.Series, configs: dict[str, str]) -> str | None:
 
 def _hparams_label(run: pd.Series) -> str:
     """The run's hyperparameter point as text ('' for the composed defaults)."""
-    values = {c[len("hparams."):]: run[c] for c in run.index if c.startswith("hparams.")
-              and not (isinstance(run[c], float) and math.isnan(run[c]))}
-    if not values and isinstance(run.get("hparams"), dict):
-        values = run["hparams"]
-    return ",".join(f"{k}={values[k]}" for k in sorted(values))
+    from bench.report.loading import hparams_label
+
+    value = run.get("hparams")
+    return value if isinstance(value, str) else hparams_label(value)
 
 
 def _scored_runs(df: pd.DataFrame, metric: str, split: str, configs: dict[str, str]) -> pd.DataFrame:
