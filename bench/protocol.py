@@ -14,6 +14,7 @@ protocol continues where it stopped. What was chosen and why is printed and writ
 ``<runs_root>/<sweep_name>/protocol.json``. Extra ``key=value`` arguments are passed to every run
 (e.g. ``task.data_dir=...`` or ``device=cuda``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,11 +99,18 @@ def make_plan(preset: str, overrides: list[str], only: dict[str, list[str]] | No
         for key, values in keys.items():
             if not isinstance(values, list) or not values:
                 raise ProtocolError(f"conf/sweep/{preset}.yaml: protocol.grid.{method}.{key}: need a non-empty list")
-    return Plan(preset=preset, runs_dir=Path(cfg.runs_root) / cfg.sweep_name, methods=methods,
-                models=only.get("model") or _split(params.get("model", cfg.model.name)),
-                tasks=only.get("task") or _split(params.get("task", cfg.task.name)),
-                grid=grid, grid_seed=int(block.get("grid_seed", 0)), seeds=[int(s) for s in block.seeds],
-                select_on=str(block.get("select_on", "best")), overrides=list(overrides))
+    return Plan(
+        preset=preset,
+        runs_dir=Path(cfg.runs_root) / cfg.sweep_name,
+        methods=methods,
+        models=only.get("model") or _split(params.get("model", cfg.model.name)),
+        tasks=only.get("task") or _split(params.get("task", cfg.task.name)),
+        grid=grid,
+        grid_seed=int(block.get("grid_seed", 0)),
+        seeds=[int(s) for s in block.seeds],
+        select_on=str(block.get("select_on", "best")),
+        overrides=list(overrides),
+    )
 
 
 def grid_points(plan: Plan, method: str) -> list[dict[str, Any]]:
@@ -119,15 +127,33 @@ def _bench(args: list[str]) -> list[str]:
 def grid_command(plan: Plan, method: str) -> list[str]:
     """Stage 1 for one method: its grid over the preset's models and tasks at the grid seed."""
     sweep = [f"{k}={','.join(str(v) for v in values)}" for k, values in plan.grid.get(method, {}).items()]
-    return _bench([f"sweep={plan.preset}", f"method={method}", f"model={','.join(plan.models)}",
-                   f"task={','.join(plan.tasks)}", f"seed={plan.grid_seed}", *sweep, *plan.overrides])
+    return _bench(
+        [
+            f"sweep={plan.preset}",
+            f"method={method}",
+            f"model={','.join(plan.models)}",
+            f"task={','.join(plan.tasks)}",
+            f"seed={plan.grid_seed}",
+            *sweep,
+            *plan.overrides,
+        ]
+    )
 
 
 def seeds_command(plan: Plan, choice: Choice) -> list[str]:
     """Stage 2 for one method × model × task: every seed at the chosen point."""
     point = [f"{k}={v}" for k, v in (choice.point or {}).items()]
-    return _bench([f"sweep={plan.preset}", f"method={choice.method}", f"model={choice.model}",
-                   f"task={choice.task}", f"seed={','.join(str(s) for s in plan.seeds)}", *point, *plan.overrides])
+    return _bench(
+        [
+            f"sweep={plan.preset}",
+            f"method={choice.method}",
+            f"model={choice.model}",
+            f"task={choice.task}",
+            f"seed={','.join(str(s) for s in plan.seeds)}",
+            *point,
+            *plan.overrides,
+        ]
+    )
 
 
 def _config_value(config: Any, key: str) -> Any:
@@ -164,8 +190,11 @@ def choose(runs: Any, plan: Plan, method: str, model: str, task: str) -> Choice:
     rows = _grid_rows(runs, plan, method, model, task)
     tried, best = [], None
     for point in grid_points(plan, method):
-        found = [r for _, r in rows.iterrows() if all(_same(v, point[k]) for k, v in point_of(r, list(point)).items())
-                 ] if rows is not None else []
+        found = (
+            [r for _, r in rows.iterrows() if all(_same(v, point[k]) for k, v in point_of(r, list(point)).items())]
+            if rows is not None
+            else []
+        )
         usable = [r for r in found if r["usable"] and not math.isnan(r[column])]
         score = max((float(r[column]) for r in usable), default=None)
         status = "ok" if usable else (str(found[0]["status"]) if found else "missing")
@@ -179,16 +208,20 @@ def choose(runs: Any, plan: Plan, method: str, model: str, task: str) -> Choice:
 
 def describe(choice: Choice, select_on: str) -> str:
     """One line: what was chosen and why (every grid point's score)."""
+
     def fmt(point: dict[str, Any]) -> str:
         return ",".join(f"{k}={v}" for k, v in point.items()) or "defaults"
 
-    others = "; ".join(f"{fmt(t['point'])} " + (f"{t['score']:.4f}" if t["score"] is not None else t["status"])
-                       for t in choice.tried)
+    others = "; ".join(
+        f"{fmt(t['point'])} " + (f"{t['score']:.4f}" if t["score"] is not None else t["status"]) for t in choice.tried
+    )
     where = f"{choice.method}/{choice.model}/{choice.task}"
     if choice.point is None:
         return f"[protocol] {where}: no usable grid run ({others}); seeds stage skipped"
-    return (f"[protocol] {where}: chose {fmt(choice.point)} — best validation {choice.metric} ({select_on}) "
-            f"{choice.score:.4f} of: {others}")
+    return (
+        f"[protocol] {where}: chose {fmt(choice.point)} — best validation {choice.metric} ({select_on}) "
+        f"{choice.score:.4f} of: {others}"
+    )
 
 
 def load_runs(runs_dir: Path) -> Any:
@@ -219,8 +252,11 @@ def run_counts(plan: Plan) -> tuple[int, int]:
 def run_protocol(plan: Plan, dry_run: bool = False) -> list[Choice]:
     """Stage 1, selection, stage 2; returns the choices (also written to protocol.json)."""
     grid, extra = run_counts(plan)
-    print(f"[protocol] {plan.preset}: stage 1 = {grid} grid runs at seed {plan.grid_seed}; stage 2 = {extra} "
-          f"more runs (seeds {plan.seeds} at each chosen point); records in {plan.runs_dir}", flush=True)
+    print(
+        f"[protocol] {plan.preset}: stage 1 = {grid} grid runs at seed {plan.grid_seed}; stage 2 = {extra} "
+        f"more runs (seeds {plan.seeds} at each chosen point); records in {plan.runs_dir}",
+        flush=True,
+    )
     failures = 0
     for method in plan.methods:
         failures += _run(grid_command(plan, method), dry_run) != 0
@@ -233,20 +269,29 @@ def run_protocol(plan: Plan, dry_run: bool = False) -> list[Choice]:
         if choice.point is not None and more_seeds:
             failures += _run(seeds_command(plan, choice), dry_run) != 0
         elif dry_run and more_seeds:
-            print(f"# after stage 1: {choice.method}/{choice.model}/{choice.task} at seeds {plan.seeds} "
-                  "at the chosen point")
+            print(
+                f"# after stage 1: {choice.method}/{choice.model}/{choice.task} at seeds {plan.seeds} "
+                "at the chosen point"
+            )
     if not dry_run:
         _write_choices(plan, choices)
-    print(f"[protocol] {plan.preset}: {len(choices)} method×model×task cells, "
-          f"{sum(c.point is not None for c in choices)} chosen, {failures} command(s) exited non-zero")
+    print(
+        f"[protocol] {plan.preset}: {len(choices)} method×model×task cells, "
+        f"{sum(c.point is not None for c in choices)} chosen, {failures} command(s) exited non-zero"
+    )
     return choices
 
 
 def _write_choices(plan: Plan, choices: list[Choice]) -> None:
     plan.runs_dir.mkdir(parents=True, exist_ok=True)
     path = plan.runs_dir / "protocol.json"
-    body = {"preset": plan.preset, "select_on": plan.select_on, "grid_seed": plan.grid_seed, "seeds": plan.seeds,
-            "choices": [asdict(c) for c in choices]}
+    body = {
+        "preset": plan.preset,
+        "select_on": plan.select_on,
+        "grid_seed": plan.grid_seed,
+        "seeds": plan.seeds,
+        "choices": [asdict(c) for c in choices],
+    }
     temp = path.with_suffix(".json.tmp")
     temp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
     temp.replace(path)

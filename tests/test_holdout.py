@@ -1,4 +1,5 @@
 """``task.holdout``: validation on a seeded, held-out part of the training file, split by input."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,11 +33,14 @@ def test_holdout_splits_by_input_and_keeps_every_reference(tmp_path: Path) -> No
     assert again == held and any(o != held for o in other)  # seeded: same seed, same split
 
 
-@pytest.mark.parametrize("holdout, message", [
-    ({"fraction": 0.0}, "holdout.fraction must be in (0, 1)"),
-    ({"fraction": 1.5}, "holdout.fraction must be in (0, 1)"),
-    ({"fraction": "x"}, "holdout must be"),
-])
+@pytest.mark.parametrize(
+    "holdout, message",
+    [
+        ({"fraction": 0.0}, "holdout.fraction must be in (0, 1)"),
+        ({"fraction": 1.5}, "holdout.fraction must be in (0, 1)"),
+        ({"fraction": "x"}, "holdout must be"),
+    ],
+)
 def test_bad_holdout_is_one_line(tmp_path: Path, holdout: dict, message: str) -> None:
     with pytest.raises(TaskDataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _load(_devset(tmp_path), **holdout)
@@ -44,8 +48,12 @@ def test_bad_holdout_is_one_line(tmp_path: Path, holdout: dict, message: str) ->
 
 def test_holdout_refuses_to_replace_a_validation_file(tmp_path: Path) -> None:
     _devset(tmp_path)
-    config = task_config("e2e", data_dir=str(tmp_path), holdout={"fraction": 0.2, "seed": 0},
-                         files={"train": ["devset.csv"], "validation": ["devset.csv"], "test": []})
+    config = task_config(
+        "e2e",
+        data_dir=str(tmp_path),
+        holdout={"fraction": 0.2, "seed": 0},
+        files={"train": ["devset.csv"], "validation": ["devset.csv"], "test": []},
+    )
     with pytest.raises(TaskDataError, match="set task.files.validation=\\[\\]"):
         load_task(config)
 

@@ -1,4 +1,5 @@
 """The published reference table (schema, sources) and the paper-vs-measured join."""
+
 from __future__ import annotations
 
 import csv
@@ -37,18 +38,21 @@ def _rows() -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("source", "", "field 'source' is empty"),
-    ("source", "from memory", "field 'source'"),
-    ("source", "THUDM/P-tuning-v2:README.md@main", "field 'source'"),
-    ("value", "101", "outside 0..100"),
-    ("value", "nan", "outside 0..100"),
-    ("value", "n/a", "is not a number"),
-    ("method", "adapter", "not a registered method"),
-    ("task", "squad", "not a task"),
-    ("metric", "bleu", "not a metric of task"),
-    ("split", "dev", "field 'split'"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("source", "", "field 'source' is empty"),
+        ("source", "from memory", "field 'source'"),
+        ("source", "THUDM/P-tuning-v2:README.md@main", "field 'source'"),
+        ("value", "101", "outside 0..100"),
+        ("value", "nan", "outside 0..100"),
+        ("value", "n/a", "is not a number"),
+        ("method", "adapter", "not a registered method"),
+        ("task", "squad", "not a task"),
+        ("metric", "bleu", "not a metric of task"),
+        ("split", "dev", "field 'split'"),
+    ],
+)
 def test_a_bad_reference_row_is_named_by_line_and_field(field: str, value: str, message: str) -> None:
     rows = _rows()
     rows[2] = {**rows[2], field: value}
@@ -83,14 +87,38 @@ def test_hub_ids_map_to_model_configs() -> None:
 # --- the join ----------------------------------------------------------------------------------
 
 
-def _record(method: str, model: str, hub_id: str, task: str, seed: int, best: float, *, metric: str = "accuracy",
-            status: str = "ok", lr: float | None = None, test: float | None = None) -> dict:
+def _record(
+    method: str,
+    model: str,
+    hub_id: str,
+    task: str,
+    seed: int,
+    best: float,
+    *,
+    metric: str = "accuracy",
+    status: str = "ok",
+    lr: float | None = None,
+    test: float | None = None,
+) -> dict:
     return {
-        "schema": 1, "status": status, "error": None if status == "ok" else "boom", "method": method,
-        "model": model, "task": task, "seed": seed,
-        "metrics": {"primary": metric, "final": {metric: best - 0.01}, "best": {metric: best}, "best_step": 10,
-                    "history": [], "data": {}, **({"test": {metric: test}} if test is not None else {})},
-        "params": {}, "throughput": {},
+        "schema": 1,
+        "status": status,
+        "error": None if status == "ok" else "boom",
+        "method": method,
+        "model": model,
+        "task": task,
+        "seed": seed,
+        "metrics": {
+            "primary": metric,
+            "final": {metric: best - 0.01},
+            "best": {metric: best},
+            "best_step": 10,
+            "history": [],
+            "data": {},
+            **({"test": {metric: test}} if test is not None else {}),
+        },
+        "params": {},
+        "throughput": {},
         "provenance": {"config": {"model": {"name": model, "hub_id": hub_id}, "trainer": {"lr": lr}}},
         **({"hparams": {"trainer.lr": lr}} if lr is not None else {}),
     }
@@ -103,17 +131,50 @@ def _write(runs: Path, record: dict) -> None:
     path.write_text(json.dumps(record), encoding="utf-8")
 
 
-REFERENCE = validate_rows([
-    {"paper": "p", "model": "RoBERTa-large", "hub_id": "roberta-large", "task": "rte", "method": "p_tuning_v2",
-     "metric": "accuracy", "value": "86.6", "split": "validation", "source": "https://example.org/t2",
-     "locator": "Table 2", "note": ""},
-    {"paper": "p", "model": "BERT-large", "hub_id": "bert-large-cased", "task": "rte", "method": "p_tuning_v2",
-     "metric": "accuracy", "value": "80.1", "split": "validation", "source": "https://example.org/t2",
-     "locator": "Table 2", "note": ""},
-    {"paper": "p", "model": "MiniLM", "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "task": "conll2003",
-     "method": "lora", "metric": "f1", "value": "90.0", "split": "test", "source": "https://example.org/t3",
-     "locator": "Table 3", "note": ""},
-], "inline")
+REFERENCE = validate_rows(
+    [
+        {
+            "paper": "p",
+            "model": "RoBERTa-large",
+            "hub_id": "roberta-large",
+            "task": "rte",
+            "method": "p_tuning_v2",
+            "metric": "accuracy",
+            "value": "86.6",
+            "split": "validation",
+            "source": "https://example.org/t2",
+            "locator": "Table 2",
+            "note": "",
+        },
+        {
+            "paper": "p",
+            "model": "BERT-large",
+            "hub_id": "bert-large-cased",
+            "task": "rte",
+            "method": "p_tuning_v2",
+            "metric": "accuracy",
+            "value": "80.1",
+            "split": "validation",
+            "source": "https://example.org/t2",
+            "locator": "Table 2",
+            "note": "",
+        },
+        {
+            "paper": "p",
+            "model": "MiniLM",
+            "hub_id": "sentence-transformers/all-MiniLM-L6-v2",
+            "task": "conll2003",
+            "method": "lora",
+            "metric": "f1",
+            "value": "90.0",
+            "split": "test",
+            "source": "https://example.org/t3",
+            "locator": "Table 3",
+            "note": "",
+        },
+    ],
+    "inline",
+)
 
 
 @pytest.fixture
@@ -123,12 +184,25 @@ def runs(tmp_path: Path) -> Path:
         _write(runs, _record("p_tuning_v2", "roberta_large", "FacebookAI/roberta-large", "rte", seed, best, lr=0.005))
     for seed, best in enumerate((0.70, 0.72)):  # a worse point of the same grid
         _write(runs, _record("p_tuning_v2", "roberta_large", "FacebookAI/roberta-large", "rte", seed, best, lr=0.01))
-    _write(runs, _record("p_tuning_v2", "roberta_large", "FacebookAI/roberta-large", "rte", 3, 0.99, lr=0.005,
-                         status="failed"))  # never averaged in
+    _write(
+        runs,
+        _record("p_tuning_v2", "roberta_large", "FacebookAI/roberta-large", "rte", 3, 0.99, lr=0.005, status="failed"),
+    )  # never averaged in
     _write(runs, _record("p_tuning_v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2", "rte", 0, 0.6))
     for seed, test in enumerate((0.90, 0.92)):  # a test-split row reads metrics.test, not the validation score
-        _write(runs, _record("lora", "minilm", "sentence-transformers/all-MiniLM-L6-v2", "conll2003", seed, 0.5,
-                             metric="f1", test=test))
+        _write(
+            runs,
+            _record(
+                "lora",
+                "minilm",
+                "sentence-transformers/all-MiniLM-L6-v2",
+                "conll2003",
+                seed,
+                0.5,
+                metric="f1",
+                test=test,
+            ),
+        )
     return runs
 
 
@@ -145,8 +219,10 @@ def test_join_leaves_missing_rows_with_the_command_that_would_fill_them(runs: Pa
     data = paper_vs_measured_data(load_records(runs), REFERENCE)
     bert = data.iloc[1]  # MiniLM's RTE run must not match a BERT-large row
     assert bert["n"] == 0 and math.isnan(bert["mean"]) and math.isnan(bert["diff"])
-    assert bert["command"] == ("python -m bench method=p_tuning_v2 model=bert_large model.hub_id=bert-large-cased "
-                               "task=rte trainer=paper seed=0,1,2 -m")
+    assert bert["command"] == (
+        "python -m bench method=p_tuning_v2 model=bert_large model.hub_id=bert-large-cased "
+        "task=rte trainer=paper seed=0,1,2 -m"
+    )
 
 
 def test_join_reads_the_test_split_for_test_rows(runs: Path) -> None:

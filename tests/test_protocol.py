@@ -1,4 +1,5 @@
 """The reference-result presets and ``python -m bench.protocol`` (grid at one seed, then seeds)."""
+
 from __future__ import annotations
 
 import json
@@ -66,11 +67,27 @@ def test_cpu_generation_runs_the_five_generating_methods_on_smollm2() -> None:
 def test_commands_and_counts() -> None:
     plan = make_plan("cpu_ner", ["task.data_dir=/d"])
     assert grid_command(plan, "prompt_tuning")[1:] == [
-        "-m", "bench", "-m", "sweep=cpu_ner", "method=prompt_tuning", "model=minilm", "task=conll2003", "seed=0",
-        "trainer.lr=0.01,0.03,0.1", "task.data_dir=/d"]
+        "-m",
+        "bench",
+        "-m",
+        "sweep=cpu_ner",
+        "method=prompt_tuning",
+        "model=minilm",
+        "task=conll2003",
+        "seed=0",
+        "trainer.lr=0.01,0.03,0.1",
+        "task.data_dir=/d",
+    ]
     choice = Choice("lora", "minilm", "conll2003", {"trainer.lr": 0.003}, 0.8, "f1", [])
-    assert seeds_command(plan, choice)[4:] == ["sweep=cpu_ner", "method=lora", "model=minilm", "task=conll2003",
-                                               "seed=0,1,2", "trainer.lr=0.003", "task.data_dir=/d"]
+    assert seeds_command(plan, choice)[4:] == [
+        "sweep=cpu_ner",
+        "method=lora",
+        "model=minilm",
+        "task=conll2003",
+        "seed=0,1,2",
+        "trainer.lr=0.003",
+        "task.data_dir=/d",
+    ]
     assert run_counts(plan) == (3 * 3 + 3, 6 * 2)
     only = make_plan("fewglue", [], {"task": ["rte", "cb"]})
     assert only.tasks == ["rte", "cb"] and run_counts(only) == (2 * 12, 2 * 6 * 2)
@@ -87,19 +104,42 @@ def test_unknown_preset_or_preset_without_protocol_is_one_line(capsys) -> None:
 
 
 def _write(runs: Path, method: str, lr: float, seed: int, best: float | None, status: str = "ok") -> None:
-    record = {"schema": 1, "status": status, "error": None if status == "ok" else "boom", "method": method,
-              "model": "minilm", "task": "conll2003", "seed": seed, "hparams": {"trainer.lr": lr},
-              "metrics": {"primary": "f1", "final": {"f1": (best or 0) - 0.05}, "best": {"f1": best},
-                          "best_step": 1, "history": [], "data": {}},
-              "provenance": {"config": {"trainer": {"lr": lr}}}}
+    record = {
+        "schema": 1,
+        "status": status,
+        "error": None if status == "ok" else "boom",
+        "method": method,
+        "model": "minilm",
+        "task": "conll2003",
+        "seed": seed,
+        "hparams": {"trainer.lr": lr},
+        "metrics": {
+            "primary": "f1",
+            "final": {"f1": (best or 0) - 0.05},
+            "best": {"f1": best},
+            "best_step": 1,
+            "history": [],
+            "data": {},
+        },
+        "provenance": {"config": {"trainer": {"lr": lr}}},
+    }
     path = runs / method / "minilm" / "conll2003" / f"lr={lr}" / f"seed={seed}" / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record), encoding="utf-8")
 
 
 def _plan(runs: Path) -> Plan:
-    return Plan("cpu_ner", runs, ["prompt_tuning"], ["minilm"], ["conll2003"],
-                {"prompt_tuning": {"trainer.lr": [0.01, 0.03, 0.1]}}, 0, [0, 1, 2], "best")
+    return Plan(
+        "cpu_ner",
+        runs,
+        ["prompt_tuning"],
+        ["minilm"],
+        ["conll2003"],
+        {"prompt_tuning": {"trainer.lr": [0.01, 0.03, 0.1]}},
+        0,
+        [0, 1, 2],
+        "best",
+    )
 
 
 def test_choose_takes_the_best_validation_point_of_the_grid_seed(tmp_path: Path) -> None:
@@ -128,10 +168,21 @@ def test_choose_breaks_ties_by_grid_order_and_reports_missing(tmp_path: Path) ->
 
 
 def _protocol(runs_root: Path) -> subprocess.CompletedProcess:
-    args = ["cpu_ner", "--methods", "prompt_tuning,head_only", "--models", "tiny_bert", "--tasks", "synth_ner",
-            "trainer=smoke", "task.data_dir=null", f"runs_root={runs_root}"]
-    return subprocess.run([sys.executable, "-m", "bench.protocol", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+    args = [
+        "cpu_ner",
+        "--methods",
+        "prompt_tuning,head_only",
+        "--models",
+        "tiny_bert",
+        "--tasks",
+        "synth_ner",
+        "trainer=smoke",
+        "task.data_dir=null",
+        f"runs_root={runs_root}",
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "bench.protocol", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_protocol_runs_the_grid_then_seeds_and_resumes(runs_root: Path) -> None:
@@ -158,8 +209,9 @@ def _gpu_check(*args: str, out: str | None = None) -> subprocess.CompletedProces
     import os
 
     env = {**os.environ, "PY": sys.executable, **({"GPU_OUT": out} if out else {})}
-    return subprocess.run(["bash", str(GPU_SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        ["bash", str(GPU_SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_gpu_check_refuses_without_a_gpu_in_one_line(tmp_path: Path) -> None:

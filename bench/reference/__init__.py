@@ -7,6 +7,7 @@ written from memory. Rows we could not source are left out and listed in ``bench
     load_reference()          # validated DataFrame; ReferenceError names file:line and field
     validate_rows(rows)       # the same checks on rows already read (tests use it)
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,7 @@ from typing import Any
 import pandas as pd
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "papers.csv"
-COLUMNS = ("paper", "model", "hub_id", "task", "method", "metric", "value", "split", "source", "locator",
-           "note")
+COLUMNS = ("paper", "model", "hub_id", "task", "method", "metric", "value", "split", "source", "locator", "note")
 REQUIRED = tuple(c for c in COLUMNS if c != "note")
 SPLITS = ("validation", "test", "unstated")
 """``unstated``: the source does not say which split the number is on (it is shown as such)."""
@@ -45,17 +45,12 @@ def _task_metric_keys() -> dict[str, set[str]]:
     from omegaconf import OmegaConf
 
     from bench.tasks import CONF_DIR
-    from bench.tasks import metrics as metric_module
+    from bench.tasks.metrics import METRICS
 
-    registry = getattr(metric_module, "METRICS", None)  # name -> metric with .keys (the registry)
-    if registry is not None:
-        expand = {name: tuple(metric.keys) for name, metric in registry.items()}
-    else:
-        expand = getattr(metric_module, "METRIC_KEYS", {})
     keys: dict[str, set[str]] = {}
     for path in sorted(CONF_DIR.glob("*.yaml")):
         names = OmegaConf.load(path).get("metric") or []
-        keys[path.stem] = {key for name in names for key in expand.get(name, (name,))}
+        keys[path.stem] = {key for name in names for key in (METRICS[name].keys if name in METRICS else (name,))}
     return keys
 
 
@@ -65,18 +60,22 @@ def _check_row(row: dict[str, Any], where: str, methods: set[str], tasks: dict[s
         if not str(row.get(column) or "").strip():
             raise ReferenceError(f"{where}: field '{column}' is empty")
     if row["method"] not in methods:
-        raise ReferenceError(f"{where}: field 'method' = {row['method']!r} is not a registered method "
-                             f"({sorted(methods)})")
+        raise ReferenceError(
+            f"{where}: field 'method' = {row['method']!r} is not a registered method ({sorted(methods)})"
+        )
     if row["task"] not in tasks:
         raise ReferenceError(f"{where}: field 'task' = {row['task']!r} is not a task in conf/task/")
     if row["metric"] not in tasks[row["task"]]:
-        raise ReferenceError(f"{where}: field 'metric' = {row['metric']!r} is not a metric of task "
-                             f"{row['task']} ({sorted(tasks[row['task']])})")
+        raise ReferenceError(
+            f"{where}: field 'metric' = {row['metric']!r} is not a metric of task "
+            f"{row['task']} ({sorted(tasks[row['task']])})"
+        )
     if row["split"] not in SPLITS:
         raise ReferenceError(f"{where}: field 'split' = {row['split']!r}; choices: {list(SPLITS)}")
     if not _SOURCE.match(row["source"]):
-        raise ReferenceError(f"{where}: field 'source' = {row['source']!r} is neither owner/repo:path@<commit> "
-                             "nor an http(s) URL")
+        raise ReferenceError(
+            f"{where}: field 'source' = {row['source']!r} is neither owner/repo:path@<commit> nor an http(s) URL"
+        )
     try:
         value = float(row["value"])
     except ValueError:

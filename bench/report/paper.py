@@ -14,6 +14,7 @@ command that would produce the number.
     paper_vs_measured(df)        # the display table
     write_paper_vs_measured(df, out_dir)
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,10 @@ from bench.report.render import to_markdown, write_table
 
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 SEEDS = "0,1,2"
-CAPTION = ("Paper vs measured (primary metric ×100; ours: mean ± std (n) over seeds of the best "
-           "hyperparameter point; Δ = ours − paper)")
+CAPTION = (
+    "Paper vs measured (primary metric ×100; ours: mean ± std (n) over seeds of the best "
+    "hyperparameter point; Δ = ours − paper)"
+)
 
 
 def hub_key(hub_id: Any) -> str | None:
@@ -73,8 +76,7 @@ def command_for(row: pd.Series, configs: dict[str, str]) -> str:
     if name is None:
         return f"no model config for {row['hub_id']}: add conf/model/<name>.yaml with hub_id: {row['hub_id']}"
     hub = f" model.hub_id={row['hub_id']}" if override else ""
-    return (f"python -m bench method={row['method']} model={name}{hub} task={row['task']} trainer=paper "
-            f"seed={SEEDS} -m")
+    return f"python -m bench method={row['method']} model={name}{hub} task={row['task']} trainer=paper seed={SEEDS} -m"
 
 
 def _record_hub_key(run: pd.Series, configs: dict[str, str]) -> str | None:
@@ -118,15 +120,31 @@ def paper_vs_measured_data(df: pd.DataFrame, reference: pd.DataFrame | None = No
     rows = []
     for _, ref in reference.iterrows():
         runs = _scored_runs(df, ref["metric"], ref["split"], configs)
-        matched = runs[(runs["method"] == ref["method"]) & (runs["task"] == ref["task"])
-                       & (runs["hub_key"] == hub_key(ref["hub_id"]))]
-        row = {**ref.to_dict(), "paper_value": ref["value"], "mean": math.nan, "std": math.nan, "n": 0,
-               "diff": math.nan, "our_model": "", "hparams": "", "command": ""}
+        matched = runs[
+            (runs["method"] == ref["method"])
+            & (runs["task"] == ref["task"])
+            & (runs["hub_key"] == hub_key(ref["hub_id"]))
+        ]
+        row = {
+            **ref.to_dict(),
+            "paper_value": ref["value"],
+            "mean": math.nan,
+            "std": math.nan,
+            "n": 0,
+            "diff": math.nan,
+            "our_model": "",
+            "hparams": "",
+            "command": "",
+        }
         if len(matched):
             chosen = _best_point(matched)
-            row.update(mean=float(chosen["reported"].mean()), std=float(chosen["reported"].std()),
-                       n=int(len(chosen)), our_model=",".join(sorted(set(chosen["model"].astype(str)))),
-                       hparams=chosen["point"].iloc[0])
+            row.update(
+                mean=float(chosen["reported"].mean()),
+                std=float(chosen["reported"].std()),
+                n=int(len(chosen)),
+                our_model=",".join(sorted(set(chosen["model"].astype(str)))),
+                hparams=chosen["point"].iloc[0],
+            )
             row["diff"] = row["mean"] - ref["value"]
         else:
             row["command"] = command_for(ref, configs)
@@ -144,15 +162,24 @@ def _fmt_ours(row: pd.Series) -> str:
 def paper_vs_measured(df: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Display form: Paper | Model | Task | Method | Metric | Split | Paper value | Ours | Δ | Run/command."""
     data = paper_vs_measured_data(df, reference)
-    return pd.DataFrame({
-        "Paper": data["paper"], "Model": data["hub_id"], "Task": data["task"], "Method": data["method"],
-        "Metric": data["metric"], "Split": data["split"], "Paper value": data["paper_value"].map("{:.1f}".format),
-        "Ours": data.apply(_fmt_ours, axis=1),
-        "Δ": data["diff"].map(lambda d: "" if math.isnan(d) else f"{d:+.1f}"),
-        "Our run / command": [f"{m} {h}".strip() if n else c
-                              for m, h, n, c in zip(data["our_model"], data["hparams"], data["n"], data["command"])],
-        "Source": data["source"],
-    })
+    return pd.DataFrame(
+        {
+            "Paper": data["paper"],
+            "Model": data["hub_id"],
+            "Task": data["task"],
+            "Method": data["method"],
+            "Metric": data["metric"],
+            "Split": data["split"],
+            "Paper value": data["paper_value"].map("{:.1f}".format),
+            "Ours": data.apply(_fmt_ours, axis=1),
+            "Δ": data["diff"].map(lambda d: "" if math.isnan(d) else f"{d:+.1f}"),
+            "Our run / command": [
+                f"{m} {h}".strip() if n else c
+                for m, h, n, c in zip(data["our_model"], data["hparams"], data["n"], data["command"])
+            ],
+            "Source": data["source"],
+        }
+    )
 
 
 def write_paper_vs_measured(df: pd.DataFrame, out_dir: Path, report_page: Path | None = None) -> dict[str, Path]:
@@ -165,4 +192,3 @@ def write_paper_vs_measured(df: pd.DataFrame, out_dir: Path, report_page: Path |
         if section not in page:
             report_page.write_text(page.rstrip("\n") + "\n\n" + section, encoding="utf-8")
     return paths
-

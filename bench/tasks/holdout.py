@@ -6,6 +6,7 @@ validation split and the rest stays for training. Generation tasks are grouped b
 this point (one example per meaning representation with all its references), so the split is by
 input: no input is in both parts.
 """
+
 from __future__ import annotations
 
 import random
@@ -33,8 +34,10 @@ def apply_holdout(cfg: dict[str, Any], splits: dict[str, list[dict] | None], err
     if not train or len(train) < 2:
         raise error(f"task {name}: holdout needs a train split of at least 2 examples")
     if splits.get("validation"):
-        raise error(f"task {name}: holdout with a validation file too; set task.files.validation=[] "
-                    "to validate on the held-out part")
+        raise error(
+            f"task {name}: holdout with a validation file too; set task.files.validation=[] "
+            "to validate on the held-out part"
+        )
     held = set(random.Random(seed).sample(range(len(train)), max(1, min(len(train) - 1, round(len(train) * fraction)))))
     splits["validation"] = [example for i, example in enumerate(train) if i in held]
     splits["train"] = [example for i, example in enumerate(train) if i not in held]
