@@ -71,7 +71,12 @@ def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:
     overrides = [f"{group}={choice}" for group, choice in sorted(choices.items())
                  if choice is not None and not group.startswith("hydra")]
     if GlobalHydra.instance().is_initialized():  # inside a Hydra job (any launcher restores it)
-        cfg = compose(config_name="config", overrides=overrides)
+        from hydra.core.hydra_config import HydraConfig
+
+        # extra config folders (a plugin method's YAML, README "Adding a method") must stay searchable
+        searchpath = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+        extra = [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
+        cfg = compose(config_name="config", overrides=overrides + extra)
     else:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
