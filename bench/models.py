@@ -154,6 +154,19 @@ def load_hub(cfg: Mapping, causal_lm: bool) -> LoadedModel:
 LOADERS = {"tiny": load_tiny, "minilm_package": load_minilm, "gguf_package": load_gguf_package, "hub": load_hub}
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """The plain-dict config of ``conf/model/<name>.yaml`` (what ``model=<name>`` composes)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ModelLoadError(f"unknown model {name!r} (no {path}); have {sorted(p.stem for p in CONF_DIR.glob('*.yaml'))}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
 def load_model(cfg: Mapping, kind: str) -> LoadedModel:
     """Load the backbone for a task kind: a causal-LM class for generation, the bare model otherwise."""
     source = cfg.get("source")

@@ -1,0 +1,91 @@
+"""The benchmark's settings, and its method lists, derived from the methods registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SPEED_SCHEMA = 1
+LR = 1e-5  # timing only: the learning rate does not change what a step costs
+# the two reference points every soft method is compared with (roles in the ratios, not a method list)
+FULL, FROZEN = "full_finetune", "head_only"
+
+
+def soft_methods() -> tuple[str, ...]:
+    """The registered methods that are not baselines (prompt tuning, prefix tuning, P-Tuning v2, ...)."""
+    from methods import METHODS
+
+    return tuple(name for name, cls in METHODS.items() if not cls.baseline)
+
+
+def step_methods() -> tuple[str, ...]:
+    """Every registered method: the contenders of the classification-step section."""
+    from methods import METHODS
+
+    return tuple(METHODS)
+
+
+@dataclass
+class SpeedConfig:
+    """Every knob of the benchmark (the command line maps onto these one to one)."""
+
+    cls_model: str | None = "minilm"
+    lm_model: str | None = "smollm2"
+    batch: int = 16
+    length: int = 128
+    virtual: int = 20
+    lm_batch: int = 4  # SmolLM2's LM head alone is 49k x 576; 16 x 128 would take ~30 s a step on 2 cores
+    lm_length: int = 128
+    lm_methods: tuple[str, ...] = ("prefix_tuning",)
+    gen_methods: tuple[str, ...] | None = None  # None: every soft method
+    gen_batch: int = 4
+    prompt_length: int = 64
+    new_tokens: int = 32
+    eval_examples: int = 1000  # CoNLL-2003 dev sentences (or generated ones) for the eval section
+    eval_batch: int = 128
+    eval_train_batch: int = 16
+    eval_data: str | None = None  # CoNLL-2003 folder; None: ../shared/data/ner/conll2003 when present
+    sorted_prompts: int = 24  # mixed-length prompts (8 to 2 x prompt_length tokens): sorted vs file order
+    sorted_gen_batch: int = 8
+    sorted_new_tokens: int = 8
+    warmup: int = 1
+    steps: int = 4
+    gen_steps: int = 2
+    repeats: int = 3
+    device: str = "auto"
+    dtype: str = "fp32"
+    threads: int | None = None
+    profile: bool = False
+    profile_steps: int = 10
+    out: str = "results/speed"
+    name: str | None = None
+    quick: bool = False
+    sections: tuple[str, ...] = ("load", "data", "cls", "lm", "generation", "eval")
+
+    def generation_methods(self) -> tuple[str, ...]:
+        """Our methods timed in the generation section."""
+        return self.gen_methods if self.gen_methods is not None else soft_methods()
+
+
+QUICK = dict(
+    cls_model="tiny_bert",
+    lm_model="tiny_llama",
+    batch=2,
+    length=16,
+    virtual=4,
+    lm_batch=2,
+    lm_length=16,
+    gen_batch=2,
+    prompt_length=8,
+    new_tokens=4,
+    warmup=1,
+    steps=2,
+    gen_steps=1,
+    repeats=1,
+    profile_steps=2,
+    eval_examples=48,
+    eval_batch=16,
+    eval_train_batch=8,
+    sorted_prompts=8,
+    sorted_gen_batch=4,
+    sorted_new_tokens=2,
+)

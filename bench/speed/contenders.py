@@ -1,0 +1,177 @@
+"""What gets timed: our adapted models, PEFT's equivalents, the trainer's step, one ``generate`` call."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from bench.measure import StepTimer
+from bench.models import load_model, model_config
+from bench.speed.config import LR, SpeedConfig
+
+
+def synthetic_batch(
+    vocab: int, batch: int, length: int, device: torch.device, seed: int = 0, lm: bool = False
+) -> dict[str, torch.Tensor]:
+    """Random ids, every position real (no padding), so all contenders do identical work."""
+    generator = torch.Generator().manual_seed(seed)
+    low = min(1000, vocab // 2)  # clear of special tokens at the low end of every vocabulary here
+    ids = torch.randint(low, vocab, (batch, length), generator=generator)
+    labels = ids.clone() if lm else torch.randint(0, 2, (batch,), generator=generator)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": labels.to(device)}
+
+
+def build_ours(loaded, method: str, kind: str, cfg: SpeedConfig, device: torch.device, num_labels: int = 2):
+    """Our AdaptedModel for a registered method (frozen backbones may be shared between soft methods)."""
+    from methods import get_method
+    from methods.model import AdaptedModel
+
+    config_class = get_method(method)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    values = {"num_virtual_tokens": cfg.virtual} if "num_virtual_tokens" in fields else {}
+    return AdaptedModel(
+        loaded.backbone.to(device),
+        config_class.from_dict(values),
+        kind,
+        num_labels=num_labels if kind != "generation" else None,
+        tokenizer=loaded.tokenizer,
+        seed=0,
+    )
+
+
+def _peft_prompt(task_type: str, cfg: SpeedConfig):
+    from peft import PromptTuningConfig
+
+    return PromptTuningConfig(task_type=task_type, num_virtual_tokens=cfg.virtual)
+
+
+def _peft_prefix(task_type: str, cfg: SpeedConfig):
+    from peft import PrefixTuningConfig
+
+    # the same 512-wide reparameterisation MLP as ours by default
+    return PrefixTuningConfig(
+        task_type=task_type, num_virtual_tokens=cfg.virtual, prefix_projection=True, encoder_hidden_size=512
+    )
+
+
+# our method name -> PEFT's equivalent at the same N: what PEFT implements as we define it
+PEFT_EQUIVALENTS: dict[str, Callable[[str, SpeedConfig], Any]] = {
+    "prompt_tuning": _peft_prompt,
+    "prefix_tuning": _peft_prefix,
+}
+
+
+def peft_methods() -> tuple[str, ...]:
+    """Registered methods that PEFT also implements (the PEFT contenders)."""
+    from methods import METHODS
+
+    return tuple(name for name in PEFT_EQUIVALENTS if name in METHODS)
+
+
+def peft_config(method: str, task_type: str, cfg: SpeedConfig):
+    """PEFT's config for our ``method``."""
+    if method not in PEFT_EQUIVALENTS:
+        raise ValueError(f"PEFT has no equivalent of {method!r}")
+    return PEFT_EQUIVALENTS[method](task_type, cfg)
+
+
+def build_peft_classifier(model_name: str, method: str, cfg: SpeedConfig, device: torch.device):
+    """PEFT SEQ_CLS model on the same backbone weights (an XForSequenceClassification around them)."""
+    from peft import get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    loaded = load_model(model_config(model_name), "classification")
+    config = loaded.backbone.config
+    config.num_labels, config.pad_token_id = 2, loaded.tokenizer.pad_token_id
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    # pooler/score weights absent from a bare backbone stay at their init: timing only
+    model.base_model.load_state_dict(loaded.backbone.state_dict(), strict=False)
+    return get_peft_model(model, peft_config(method, "SEQ_CLS", cfg)).to(device)
+
+
+def build_peft_lm(model_name: str, method: str, cfg: SpeedConfig, device: torch.device):
+    """PEFT CAUSAL_LM model around a fresh load of the decoder."""
+    from peft import get_peft_model
+
+    loaded = load_model(model_config(model_name), "generation")
+    return get_peft_model(loaded.backbone.to(device), peft_config(method, "CAUSAL_LM", cfg))
+
+
+def trainer_step(
+    model: torch.nn.Module, device: torch.device, dtype: torch.dtype
+) -> tuple[Callable[[dict[str, torch.Tensor]], float], StepTimer]:
+    """The trainer's own step (``bench.train``) as ``step(batch)``, and the timer it reports to.
+
+    A step is what the trainer does: forward, backward, clipping, AdamW, scheduler, zero_grad. It works
+    for PEFT models too: any module whose forward takes the batch and returns ``.loss``.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    from bench.train import _train_step, make_optimizer
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, "adamw", LR, 0.01)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, 10**9)  # constant enough: timing only
+    settings = {"max_grad_norm": 1.0}
+    timer = StepTimer(device)
+    if not hasattr(model, "num_virtual_tokens"):  # PEFT models: the timer's virtual-token count is ours only
+        model.num_virtual_tokens = 0
+
+    def step(batch: dict[str, torch.Tensor]) -> float:
+        return _train_step(model, batch, optimizer, scheduler, params, settings, device, dtype, timer)
+
+    return step, timer
+
+
+def train_step(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> Callable[[], float]:
+    """The trainer's step on one fixed batch: what the step sections time."""
+    step, _ = trainer_step(model, device, dtype)
+    return lambda: step(batch)
+
+
+def generate_kwargs(cfg: SpeedConfig, tokenizer) -> dict[str, Any]:
+    """Greedy, KV cache on, exactly ``new_tokens`` new tokens for everyone (EOS cannot end one early)."""
+    return {
+        "do_sample": False,
+        "num_beams": 1,
+        "use_cache": True,
+        "max_new_tokens": cfg.new_tokens,
+        "min_new_tokens": cfg.new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def generation_call(
+    model, batch: dict[str, torch.Tensor], kwargs: dict, device: torch.device, dtype: torch.dtype, ours: bool
+) -> Callable[[], torch.Tensor]:
+    """One batched ``generate``; checked once here: how many new tokens, how often the prefix is computed."""
+    from bench.train import autocast_context
+
+    model.eval()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+
+    def run() -> torch.Tensor:
+        with torch.no_grad(), autocast_context(device, dtype):
+            if ours:
+                return model.generate(ids, mask, **kwargs)
+            return model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+
+    return run
+
+
+def prefix_computations(model, run: Callable[[], torch.Tensor]) -> tuple[int, int]:
+    """(times the prefix table was computed, new tokens) during one call of our ``generate``."""
+    prompt = model.soft_prompt
+    original, calls = prompt.prefix_table, []
+    prompt.prefix_table = lambda: (calls.append(1), original())[1]  # instance attribute shadows the method
+    try:
+        new = run().shape[1]
+    finally:
+        del prompt.prefix_table
+    return len(calls), new

@@ -1,0 +1,94 @@
+"""The benchmark's targets as data: which figure, which limit, which direction.
+
+A target names a section and a key: a ratio in the section's ``ratios`` or a plain figure of the
+section.  ``each`` expands one target over a method list (``{m}`` in label and key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.speed.config import SpeedConfig, soft_methods
+from bench.speed.contenders import peft_methods
+
+
+@dataclass(frozen=True)
+class Target:
+    """``value <= limit`` (or ``>=`` when ``at_least``) for the figure ``section:key``."""
+
+    label: str
+    section: str
+    key: str
+    limit: float
+    at_least: bool = False
+    each: str | None = None  # "soft", "lm_peft" or "generation": one target per method of that list
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return value >= self.limit if self.at_least else value <= self.limit
+
+
+TARGETS = (  # issue #7 (training, generation, caches) and issue #16 (evaluation)
+    Target("prompt_tuning step <= 1.0x PEFT (cls)", "cls", "prompt_tuning/peft_prompt_tuning", 1.0),
+    Target("prefix_tuning step <= 1.0x PEFT (cls)", "cls", "prefix_tuning/peft_prefix_tuning", 1.0),
+    Target("p_tuning_v2 overhead <= prompt + prefix overheads", "cls", "p_tuning_v2_overhead/(prompt+prefix)", 1.0),
+    Target("{m} step <= 0.8x full fine-tuning", "cls", "{m}/full_finetune", 0.8, each="soft"),
+    Target("{m} step <= 1.0x PEFT (lm)", "lm", "{m}/peft_{m}", 1.0, each="lm_peft"),
+    Target("{m} generate <= 1.2x base model", "generation", "{m}/base", 1.2, each="generation"),
+    Target("second model load < 3 s", "load", "second_s", 3.0),
+    Target("eval padding waste <= 2 %", "eval", "eval_padding_waste", 0.02),
+    Target("eval tok/s >= 0.95x head-only train tok/s", "eval", "eval/head_only_train", 0.95, at_least=True),
+    Target("sorted generation >= 1.3x file-order tok/s", "eval", "sorted/file_order_generation", 1.3, at_least=True),
+)
+
+_LISTS: dict[str, Callable[[SpeedConfig], tuple[str, ...]]] = {
+    "soft": lambda cfg: soft_methods(),
+    "lm_peft": lambda cfg: tuple(m for m in cfg.lm_methods if m in peft_methods()),
+    "generation": lambda cfg: cfg.generation_methods(),
+}
+
+
+def expand(cfg: SpeedConfig, targets: tuple[Target, ...] = TARGETS) -> list[Target]:
+    """One target per method where ``each`` says so."""
+    out: list[Target] = []
+    for target in targets:
+        names = _LISTS[target.each](cfg) if target.each else (None,)
+        out += [
+            Target(target.label.format(m=m), target.section, target.key.format(m=m), target.limit, target.at_least)
+            if m
+            else target
+            for m in names
+        ]
+    return out
+
+
+def figure(sections: dict[str, Any], section: str, key: str) -> dict[str, Any] | None:
+    """The ratio (``{"value": ...}``) or plain figure at ``section:key``; None when the section lacks it."""
+    body = sections.get(section) or {}
+    if key in body.get("ratios", {}):
+        return body["ratios"][key]
+    if isinstance(body.get(key), (int, float)):
+        return {"value": body[key]}
+    return None
+
+
+def evaluate_targets(cfg: SpeedConfig, sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each target's value, limit, direction and met (None when it could not be measured here)."""
+    results = {}
+    for target in expand(cfg):
+        found = figure(sections, target.section, target.key)
+        if found is None:
+            continue
+        value = found.get("value")
+        results[target.label] = {
+            "ratio": f"{target.section}:{target.key}",
+            "value": value,
+            "limit": target.limit,
+            "at_least": target.at_least,
+            "met": target.met(value),
+            "na": found.get("na"),
+        }
+    return results
