@@ -4,6 +4,7 @@ For every task kind, on the tiny random models: sorted evaluation must give exac
 evaluating one example at a time in file order (so each prediction sits at its own example), the
 same metrics as unsorted evaluation, and less padding.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,8 +39,16 @@ def choice_task() -> TaskData:
         first, second = example["text"], example.get("text_pair") or example["text"]
         pairs = [[first, second], [second, first]] + ([[first, first + " " + second]] if index % 2 else [])
         examples.append({"pairs": pairs, "label": index % len(pairs)})
-    return TaskData("synth_choice", "multiple_choice", None, {"validation": examples}, {}, [], "accuracy",
-                    {"metric": ["accuracy"], "max_length": 64})
+    return TaskData(
+        "synth_choice",
+        "multiple_choice",
+        None,
+        {"validation": examples},
+        {},
+        [],
+        "accuracy",
+        {"metric": ["accuracy"], "max_length": 64},
+    )
 
 
 def task_for(kind: str) -> TaskData:
@@ -53,10 +62,15 @@ def task_for(kind: str) -> TaskData:
 
 
 # tiny_llama's random LM head emits one token whatever the prompt, which could not show a wrong order
-CASES = [("classification", "tiny_bert", "head_only"), ("classification", "tiny_llama", "p_tuning_v2"),
-         ("multiple_choice", "tiny_roberta", "prompt_tuning"), ("token_classification", "tiny_bert", "prefix_tuning"),
-         ("token_classification", "tiny_llama", "head_only"), ("generation", "tiny_gpt2", "p_tuning_v2"),
-         ("generation", "tiny_gpt2", "prompt_tuning")]
+CASES = [
+    ("classification", "tiny_bert", "head_only"),
+    ("classification", "tiny_llama", "p_tuning_v2"),
+    ("multiple_choice", "tiny_roberta", "prompt_tuning"),
+    ("token_classification", "tiny_bert", "prefix_tuning"),
+    ("token_classification", "tiny_llama", "head_only"),
+    ("generation", "tiny_gpt2", "p_tuning_v2"),
+    ("generation", "tiny_gpt2", "prompt_tuning"),
+]
 
 
 @torch.no_grad()
@@ -86,8 +100,9 @@ def setup(kind: str, model_name: str, method: str):
     labels = len(task.label_names or []) or None
     config = get_method(method).from_dict({"num_virtual_tokens": 3} if method != "head_only" else {})
     model = AdaptedModel(loaded.backbone, config, kind, num_labels=labels, tokenizer=loaded.tokenizer, seed=1)
-    encoded = encode_split(task, loaded.tokenizer, "validation", int(task.config.get("max_length") or 64),
-                           loaded.decoder)
+    encoded = encode_split(
+        task, loaded.tokenizer, "validation", int(task.config.get("max_length") or 64), loaded.decoder
+    )
     splits = Splits({"validation": encoded}, loaded.tokenizer.pad_token_id, loaded.tokenizer.padding_side == "left")
     if kind in ("classification", "multiple_choice"):
         spread_head(model.eval(), encoded, splits)
@@ -134,8 +149,13 @@ def test_generation_stops_when_every_sequence_has_ended(one_thread) -> None:
     generate = model.generate
     model.generate = lambda *a, **k: (lambda out: (shapes.append(tuple(out.shape)), out)[1])(generate(*a, **k))
     _generate(model.eval(), batch, task, tokenizer, TrainResult())  # max_new_tokens=8
-    first = model.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=1, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id)[0, 0].item()
+    first = model.generate(
+        batch["input_ids"],
+        batch["attention_mask"],
+        max_new_tokens=1,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )[0, 0].item()
     assert first not in (tokenizer.pad_token_id, tokenizer.eos_token_id)
     assert shapes[0] == (3, 8), "the unstopped run must go the full length for the check to mean anything"
     stopping = copy.copy(tokenizer)
@@ -163,7 +183,9 @@ def test_record_carries_eval_padding_waste(tmp_path: Path, one_thread) -> None:
     from bench.runner import execute
     from tests.conftest import compose
 
-    config = OmegaConf.to_container(compose(["method=head_only", "model=tiny_bert", "task=synth_ner", "trainer=smoke"],
-                                            hydra_node=False), resolve=True)
+    config = OmegaConf.to_container(
+        compose(["method=head_only", "model=tiny_bert", "task=synth_ner", "trainer=smoke"], hydra_node=False),
+        resolve=True,
+    )
     throughput = execute(config, tmp_path)["throughput"]
     assert 0 <= throughput["eval_padding_waste"] < 0.5 and throughput["eval_tokens_per_s"] > 0
