@@ -206,16 +206,33 @@ def batch_indices(features: list[dict], batch_size: int, shuffle: bool, seed: in
     yield from batches
 
 
-def eval_batch_indices(features: list[dict], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:
+# evaluation batches close a batch when the next (shorter) example would pad by more than this share of
+# the batch's width: padding waste stays under 2 % (issue #16's target) however wide the length mix
+EVAL_PADDING_TOLERANCE = 0.02
+
+
+def eval_batch_indices(features: list[dict], batch_size: int, sort_by_length: bool = True,
+                       tolerance: float | None = None) -> list[list[int]]:
     """Evaluation batches, longest examples first, so each pads little and the first shows the memory peak.
 
-    Unsorted, they are cut in the split's order.  Callers put predictions back in the split's order
-    (:func:`restore_order`); ties keep the split's order, so equal inputs always batch alike.
+    With ``tolerance``, a batch also ends before an example shorter than ``(1 - tolerance)`` x the batch's
+    longest, so no example pads by more than that share (batches get smaller, never larger).  Unsorted,
+    batches are cut in the split's order.  Ties keep the split's order, so equal inputs always batch alike;
+    callers put predictions back in the split's order (:func:`restore_order`).
     """
     order = list(range(len(features)))
-    if sort_by_length:
-        order.sort(key=lambda i: -_length(features[i]))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if not sort_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    order.sort(key=lambda i: -_length(features[i]))
+    batches: list[list[int]] = []
+    width = 0
+    for index in order:
+        length = _length(features[index])
+        if not batches or len(batches[-1]) == batch_size or (tolerance and length < width * (1 - tolerance)):
+            batches.append([])
+            width = length
+        batches[-1].append(index)
+    return batches
 
 
 def restore_order(batches: Sequence[Sequence[int]], outputs: Sequence[Sequence[Any]]) -> list[Any]:

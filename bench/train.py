@@ -17,7 +17,16 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
-from bench.data import IGNORE_INDEX, Encoded, batch_indices, collate, eval_batch_indices, padded_and_real, restore_order
+from bench.data import (
+    EVAL_PADDING_TOLERANCE,
+    IGNORE_INDEX,
+    Encoded,
+    batch_indices,
+    collate,
+    eval_batch_indices,
+    padded_and_real,
+    restore_order,
+)
 from bench.diagnostics import LossWatch
 from bench.measure import StepTimer, synchronize
 from bench.settings import OPTIMIZERS, TrainerConfig, TrainerConfigError
@@ -251,7 +260,9 @@ def predict(model, task, encoded: Encoded, splits: Splits, runtime: Runtime, tok
     """
     model.eval()
     device, dtype = runtime.device, runtime.dtype
-    batches = eval_batch_indices(encoded.features, runtime.settings.eval_batch_size, sort_by_length)
+    # generation keeps full batches: every batch pays its decoding steps, so fewer, fuller batches win
+    tolerance = None if task.kind == "generation" else EVAL_PADDING_TOLERANCE
+    batches = eval_batch_indices(encoded.features, runtime.settings.eval_batch_size, sort_by_length, tolerance)
     outputs: list[list] = []
     loss_sum, loss_weight = 0.0, 0
     for indices in batches:

@@ -174,6 +174,10 @@ def test_restore_order_and_padding_waste() -> None:
     features = [{"input_ids": [1] * n} for n in (3, 9, 1, 9, 4)]
     assert eval_batch_indices(features, 2) == [[1, 3], [4, 0], [2]]  # ties keep the split's order
     assert eval_batch_indices(features, 2, sort_by_length=False) == [[0, 1], [2, 3], [4]]
+    features.append({"input_ids": [1] * 8})  # lengths 3, 9, 1, 9, 4, 8
+    # a batch ends at batch_size or before an example that would pad by more than 20 % of the batch's width
+    assert eval_batch_indices(features, 4, tolerance=0.2) == [[1, 3, 5], [4], [0], [2]]
+    assert eval_batch_indices(features, 2, tolerance=0.2) == [[1, 3], [5], [4], [0], [2]]
     assert padding_waste(10, 9) == pytest.approx(0.1) and padding_waste(0, 0) is None
 
 

@@ -52,7 +52,8 @@ def announce(cfg: SpeedConfig, device: torch.device, start_load: tuple | None) -
     """The run's conditions, and a warning when other processes already hold the cores."""
     print(
         f"bench.speed: {device} {cfg.dtype}, {torch.get_num_threads()} threads, load average {start_load}; "
-        f"{cfg.warmup} warm-up + {cfg.repeats} x {cfg.steps} timed rounds, contenders alternate in random order"
+        f"{cfg.warmup} warm-up + {cfg.repeats} x {cfg.steps} timed rounds ({cfg.repeats} for eval), contenders"
+        " alternate in random order"
     )
     if busy(device, start_load):
         print(
