@@ -149,8 +149,8 @@ def test_speed_step_is_the_trainers_step(monkeypatch):
     import bench.train
 
     calls = []
-    real = bench.train._train_step
-    monkeypatch.setattr(bench.train, "_train_step", lambda *args: calls.append(args) or real(*args))
+    real = bench.train.train_step
+    monkeypatch.setattr(bench.train, "train_step", lambda *args: calls.append(args) or real(*args))
     model = torch.nn.Linear(2, 1)
     model.forward = lambda input_ids, attention_mask, labels: type(
         "Out", (), {"loss": torch.nn.functional.linear(input_ids.float(), model.weight, model.bias).pow(2).mean()}

@@ -100,28 +100,36 @@ def build_peft_lm(model_name: str, method: str, cfg: SpeedConfig, device: torch.
     return get_peft_model(loaded.backbone.to(device), peft_config(method, "CAUSAL_LM", cfg))
 
 
+def speed_runtime(device: torch.device, dtype: torch.dtype, **settings: Any):
+    """The trainer's :class:`~bench.train.Runtime` for timing: default settings, a fixed LR (cost-neutral)."""
+    from bench.settings import TrainerConfig
+    from bench.train import Runtime
+
+    return Runtime(TrainerConfig(**settings).with_method_lr(LR), device, dtype)
+
+
 def trainer_step(
     model: torch.nn.Module, device: torch.device, dtype: torch.dtype
 ) -> tuple[Callable[[dict[str, torch.Tensor]], float], StepTimer]:
-    """The trainer's own step (``bench.train``) as ``step(batch)``, and the timer it reports to.
+    """The trainer's own step (:func:`bench.train.train_step`) as ``step(batch)``, and the timer it reports to.
 
-    A step is what the trainer does: forward, backward, clipping, AdamW, scheduler, zero_grad. It works
-    for PEFT models too: any module whose forward takes the batch and returns ``.loss``.
+    A step is what the trainer does: forward, backward, clipping, the optimizer (the trainer's parameter
+    groups), the scheduler and zero_grad.  It works for PEFT models too: any module whose forward takes
+    the batch and returns ``.loss``.
     """
     from transformers import get_linear_schedule_with_warmup
 
-    from bench.train import _train_step, make_optimizer
+    from bench.train import make_optimizer, parameter_groups, train_step as the_trainers_step
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, "adamw", LR, 0.01)
+    runtime = speed_runtime(device, dtype)
+    optimizer = make_optimizer(parameter_groups(model, runtime.settings), runtime.settings.optimizer)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, 10**9)  # constant enough: timing only
-    settings = {"max_grad_norm": 1.0}
     timer = StepTimer(device)
     if not hasattr(model, "num_virtual_tokens"):  # PEFT models: the timer's virtual-token count is ours only
         model.num_virtual_tokens = 0
 
     def step(batch: dict[str, torch.Tensor]) -> float:
-        return _train_step(model, batch, optimizer, scheduler, params, settings, device, dtype, timer)
+        return the_trainers_step(model, batch, optimizer, scheduler, runtime, timer)
 
     return step, timer
 

@@ -22,7 +22,7 @@ from bench.data import Encoded, batch_indices, collate, encode_split, eval_batch
 from bench.models import load_model, model_config
 from bench.record import PROJECT_ROOT
 from bench.speed.config import FROZEN, SpeedConfig
-from bench.speed.contenders import build_ours, trainer_step
+from bench.speed.contenders import build_ours, speed_runtime, trainer_step
 from bench.speed.timing import Contender, paired_ratio, round_robin, timing_results
 from bench.train import Splits, TrainResult, predict
 
@@ -119,8 +119,8 @@ def eval_vs_training(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype)
     splits = Splits({"validation": encoded}, loaded.tokenizer.pad_token_id, loaded.decoder)
     model = build_ours(loaded, FROZEN, "token_classification", cfg, device, num_labels=len(task.label_names))
     evaluated = TrainResult()
-    settings = {"eval_batch_size": cfg.eval_batch}
-    run_eval = lambda: predict(model, task, encoded, splits, settings, device, dtype, loaded.tokenizer, evaluated)
+    runtime = speed_runtime(device, dtype, eval_batch_size=cfg.eval_batch)
+    run_eval = lambda: predict(model, task, encoded, splits, runtime, loaded.tokenizer, evaluated)
     contenders = [
         Contender("eval_pass", run_eval),
         Contender("train_epoch", train_epoch(model, encoded, splits, cfg, device, dtype)),
@@ -190,13 +190,13 @@ def sorted_generation(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype
     task = SimpleNamespace(
         kind="generation", config={"generation": {"num_beams": 1, "max_new_tokens": cfg.sorted_new_tokens}}
     )
-    settings = {"eval_batch_size": cfg.sorted_gen_batch}
+    runtime = speed_runtime(device, dtype, eval_batch_size=cfg.sorted_gen_batch)
     generated: dict[str, TrainResult] = {}
 
     def contender(name: str, sort: bool) -> Contender:
         def run() -> None:
             generated[name] = result = TrainResult()
-            predict(model, task, prompts, splits, settings, device, dtype, loaded.tokenizer, result, sort)
+            predict(model, task, prompts, splits, runtime, loaded.tokenizer, result, sort)
 
         return Contender(name, run)
 
