@@ -25,18 +25,18 @@ class CacheEntryError(ValueError):
     """A cache entry is unreadable or does not match what was asked for."""
 
 
-def cached_encode(task, tokenizer, split: str, max_length: int, decoder: bool) -> Encoded:
+def cached_encode(task, tokenizer, split: str, max_length: int, decoder: bool, seq2seq: bool = False) -> Encoded:
     """Tokenise a split, or read it back from a previous run with the same key."""
     if os.environ.get("SOFTPROMPT_NO_CACHE"):
-        return encode_split(task, tokenizer, split, max_length, decoder)
-    key = cache_key(task, tokenizer, split, max_length)
+        return encode_split(task, tokenizer, split, max_length, decoder, seq2seq)
+    key = cache_key(task, tokenizer, split, max_length, seq2seq)
     path = TOKENIZED_DIR / f"{key}.json"
     if path.exists():
         try:
             return read_entry(path, key)
         except CacheEntryError as error:
             print(f"notice: tokenisation cache entry {path} {error}; rebuilding it", file=sys.stderr, flush=True)
-    encoded = encode_split(task, tokenizer, split, max_length, decoder)
+    encoded = encode_split(task, tokenizer, split, max_length, decoder, seq2seq)
     write_entry(path, key, encoded)
     return encoded
 

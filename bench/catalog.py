@@ -77,7 +77,7 @@ def catalog() -> str:
     """The whole catalogue as text."""
     parts = [
         method_rows(),
-        group_rows("model", ("source", "family", "decoder", "hub_id")),
+        group_rows("model", ("source", "family", "decoder", "seq2seq", "hub_id")),
         group_rows("task", ("kind", "primary_metric", "loader")),
     ]
     return "\n\n".join("\n".join(rows) for rows in parts)

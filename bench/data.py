@@ -117,9 +117,27 @@ def encode_generation(tokenizer, examples: Sequence[dict], max_length: int, sepa
     return Encoded(features, truncated, sum(len(f["input_ids"]) for f in features))
 
 
-def encode_split(task, tokenizer, split: str, max_length: int, decoder: bool) -> Encoded:
-    """Tokenise one split of a task for its kind."""
+def encode_seq2seq_generation(tokenizer, examples: Sequence[dict], max_length: int, training: bool) -> Encoded:
+    """Encoder-decoder: the source (with the tokenizer's specials) feeds the encoder, the target + EOS
+    is the decoder's label sequence.  Training: one feature per reference; evaluation: the first."""
+    sources = tokenizer([e["source"] for e in examples], truncation=False)["input_ids"]
+    features, truncated = [], 0
+    for example, source in zip(examples, sources):
+        references = example["references"] if training else example["references"][:1]
+        targets = tokenizer(list(references), add_special_tokens=False)["input_ids"] if references else [[]]
+        truncated += int(len(source) > max_length)
+        # keep the source's closing special token (T5's </s>, BERT's [SEP]) when cutting it
+        cut = source if len(source) <= max_length else source[: max_length - 1] + source[-1:]
+        for target in targets:
+            features.append({"input_ids": cut, "labels": target[: max_length - 1] + [tokenizer.eos_token_id]})
+    return Encoded(features, truncated, sum(len(f["input_ids"]) for f in features))
+
+
+def encode_split(task, tokenizer, split: str, max_length: int, decoder: bool, seq2seq: bool = False) -> Encoded:
+    """Tokenise one split of a task for its kind (``seq2seq``: generation targets go to a decoder)."""
     examples = task.splits[split]
+    if seq2seq and task.kind == "generation":
+        return encode_seq2seq_generation(tokenizer, examples, max_length, training=split == "train")
     if task.kind == "classification":
         return encode_classification(tokenizer, examples, max_length)
     if task.kind == "multiple_choice":
@@ -130,9 +148,9 @@ def encode_split(task, tokenizer, split: str, max_length: int, decoder: bool) ->
     return encode_generation(tokenizer, examples, max_length, separator, training=split == "train")
 
 
-def cache_key(task, tokenizer, split: str, max_length: int) -> str:
+def cache_key(task, tokenizer, split: str, max_length: int, seq2seq: bool = False) -> str:
     """Stable key for a tokenised split: its examples, tokenizer identity and vocabulary size, length."""
-    payload = json.dumps([task.kind, task.config.get("separator"), split, max_length, tokenizer.name_or_path,
+    payload = json.dumps([task.kind, task.config.get("separator"), split, max_length, seq2seq, tokenizer.name_or_path,
                           len(tokenizer), tokenizer.padding_side, tokenizer.all_special_ids, tokenizer.model_input_names,
                           _ENCODER_SOURCE,
                           task.splits[split]], sort_keys=True, default=str)
@@ -159,8 +177,8 @@ def collate(features: list[dict], pad_id: int, left: bool) -> dict[str, torch.Te
     if "token_type_ids" in features[0]:
         batch["token_type_ids"] = torch.tensor(_pad([f["token_type_ids"] for f in features], 0, left, width))
     labels = [f["labels"] for f in features]
-    if isinstance(labels[0], list):
-        batch["labels"] = torch.tensor(_pad(labels, IGNORE_INDEX, left, width))
+    if isinstance(labels[0], list):  # per-token labels; an encoder-decoder's targets have their own length
+        batch["labels"] = torch.tensor(_pad(labels, IGNORE_INDEX, left, max(len(row) for row in labels)))
     else:
         batch["labels"] = torch.tensor(labels)
     return batch

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from transformers import (AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig,
-                          GPT2Config, LlamaConfig, PreTrainedTokenizerBase, RobertaConfig)
+from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, BartConfig,
+                          BertConfig, GPT2Config, LlamaConfig, PreTrainedTokenizerBase, RobertaConfig, T5Config)
 
 CACHE_DIR = Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt-bench"))
 
@@ -26,13 +26,18 @@ class ModelLoadError(ValueError):
 
 @dataclass
 class LoadedModel:
-    """A backbone with its tokenizer; ``decoder`` tells the collator to pad on the left."""
+    """A backbone with its tokenizer; ``decoder`` tells the collator to pad on the left.
+
+    ``seq2seq``: an encoder-decoder model; its encoder input is padded on the right and generation
+    targets go to the decoder (``decoder`` is False for it).
+    """
 
     backbone: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     name: str
     decoder: bool
     weights_id: str  # Hub id, package file or "random:<seed>" — recorded in provenance
+    seq2seq: bool = False
 
 
 def package_file(distribution: str, relative: str) -> Path:
@@ -63,7 +68,19 @@ def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
         return LlamaConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
                            intermediate_size=64, max_position_embeddings=256, bos_token_id=101, eos_token_id=102,
                            tie_word_embeddings=True, **common)
-    raise ModelLoadError(f"model.family '{family}' has no tiny config; choices: bert, roberta, gpt2, llama")
+    if family == "t5":  # relative position bias; eos = [SEP] of the MiniLM tokenizer, decoder starts at pad
+        return T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                        relative_attention_num_buckets=8, relative_attention_max_distance=32, eos_token_id=102,
+                        decoder_start_token_id=pad_id, **common)
+    if family == "bart":  # learned positions; BART starts decoding at its eos token
+        return BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                          decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                          max_position_embeddings=256, bos_token_id=101, eos_token_id=102, decoder_start_token_id=102, forced_eos_token_id=None,
+                          **common)
+    raise ModelLoadError(f"model.family '{family}' has no tiny config; choices: {list(TINY_FAMILIES)}")
+
+
+TINY_FAMILIES = ("bert", "roberta", "gpt2", "llama", "t5", "bart")
 
 
 def minilm_dir() -> Path:
@@ -75,8 +92,15 @@ def _offline_tokenizer() -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(minilm_dir()))
 
 
-def _model_class(causal_lm: bool):
+def _model_class(causal_lm: bool, seq2seq: bool = False):
+    if seq2seq:  # text-to-text needs the LM head for every kind but tagging, which keeps the encoder only
+        return AutoModelForSeq2SeqLM
     return AutoModelForCausalLM if causal_lm else AutoModel
+
+
+def _encoder_for_tagging(model: torch.nn.Module, kind: str) -> torch.nn.Module:
+    """NER tags the encoder's outputs: an encoder-decoder model keeps only its encoder stack."""
+    return model.get_encoder() if kind == "token_classification" else model
 
 
 def load_tiny(cfg: Mapping, causal_lm: bool) -> LoadedModel:
@@ -84,14 +108,15 @@ def load_tiny(cfg: Mapping, causal_lm: bool) -> LoadedModel:
     tokenizer = _offline_tokenizer()
     config = _tiny_config(cfg["family"], tokenizer.vocab_size, tokenizer.pad_token_id)
     torch.manual_seed(int(cfg.get("init_seed", 0)))
-    model = _model_class(causal_lm).from_config(config, attn_implementation="sdpa")
+    seq2seq = bool(cfg.get("seq2seq"))
+    model = _model_class(causal_lm, seq2seq).from_config(config, attn_implementation="sdpa")
     decoder = bool(cfg.get("decoder"))
-    if decoder:
+    if decoder or seq2seq:
         # MiniLM's tokenizer emits BERT segment ids; GPT-2 would add wte(0) to every token for them,
         # which a real GPT-2/Llama tokenizer never asks for
         tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
         tokenizer.eos_token = tokenizer.sep_token  # generation needs an end token; [SEP] is the config's eos id
-    return LoadedModel(model, tokenizer, cfg["name"], decoder, f"random:{cfg.get('init_seed', 0)}")
+    return LoadedModel(model, tokenizer, cfg["name"], decoder, f"random:{cfg.get('init_seed', 0)}", seq2seq)
 
 
 def load_minilm(cfg: Mapping, causal_lm: bool) -> LoadedModel:
@@ -146,9 +171,10 @@ def load_gguf_package(cfg: Mapping, causal_lm: bool) -> LoadedModel:
 def load_hub(cfg: Mapping, causal_lm: bool) -> LoadedModel:
     """Any Hub id (users with network); ``model.dtype`` picks the storage dtype."""
     model_id = cfg["hub_id"]
-    model = _model_class(causal_lm).from_pretrained(model_id, attn_implementation="sdpa")
+    seq2seq = bool(cfg.get("seq2seq"))
+    model = _model_class(causal_lm, seq2seq).from_pretrained(model_id, attn_implementation="sdpa")
     return LoadedModel(model, AutoTokenizer.from_pretrained(model_id), cfg["name"], bool(cfg.get("decoder")),
-                       model_id)
+                       model_id, seq2seq)
 
 
 LOADERS = {"tiny": load_tiny, "minilm_package": load_minilm, "gguf_package": load_gguf_package, "hub": load_hub}
@@ -168,13 +194,18 @@ def model_config(name: str) -> dict[str, Any]:
 
 
 def load_model(cfg: Mapping, kind: str) -> LoadedModel:
-    """Load the backbone for a task kind: a causal-LM class for generation, the bare model otherwise."""
+    """Load the backbone for a task kind: a causal-LM class for generation, the bare model otherwise.
+
+    Encoder-decoder models load with their LM head (text-to-text), or as their encoder for NER.
+    """
     source = cfg.get("source")
     if source not in LOADERS:
         raise ModelLoadError(f"model.source={source!r} (model '{cfg.get('name')}'); choices: {sorted(LOADERS)}")
-    if kind == "generation" and not cfg.get("decoder"):
+    if kind == "generation" and not (cfg.get("decoder") or cfg.get("seq2seq")):
         raise ModelLoadError(f"task kind 'generation' needs a decoder; model '{cfg.get('name')}' is an encoder")
     loaded = LOADERS[source](cfg, kind == "generation")
+    if loaded.seq2seq:
+        loaded.backbone = _encoder_for_tagging(loaded.backbone, kind)
     tokenizer = loaded.tokenizer
     if tokenizer.pad_token is None:  # decoders often ship without one; EOS pads, masked out anyway
         tokenizer.pad_token = tokenizer.eos_token

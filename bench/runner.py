@@ -34,6 +34,7 @@ from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-e
     resolve_dtype,
 )
 from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
+from methods.seq2seq import count_invalid
 
 # keys that change where or whether a run happens, not what it computes
 NON_SEMANTIC_KEYS = ("force", "runs_root", "sweep_name", "save_adapter")
@@ -186,7 +187,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     loaded = load_model(config["model"], task.kind)
     seed_everything(seed)  # the method's and head's initial values depend on the run seed only
     model = AdaptedModel(loaded.backbone, method, task.kind, num_labels=len(task.label_names or []) or None,
-                         tokenizer=loaded.tokenizer, seed=seed)
+                         tokenizer=loaded.tokenizer, seed=seed, label_names=task.label_names)
     _place(model, checked.device, checked.dtype)
     if config.get("gradient_checkpointing"):
         model.enable_gradient_checkpointing()
@@ -288,7 +289,7 @@ def _cap_eval(task, limit: int | None) -> None:
 def _encode(task, loaded, max_length: int, config: Mapping[str, Any]) -> Splits:
     from bench.cache import cached_encode
 
-    encoded = {split: cached_encode(task, loaded.tokenizer, split, max_length, loaded.decoder)
+    encoded = {split: cached_encode(task, loaded.tokenizer, split, max_length, loaded.decoder, loaded.seq2seq)
                for split in task.splits}
     return Splits(encoded, loaded.tokenizer.pad_token_id, loaded.tokenizer.padding_side == "left")
 
@@ -324,6 +325,8 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
         if split == "validation":  # the last validation pass describes the end of training
             last.predictions, last.prefix = predictions, probe.summary() if probe else None
         metrics = task.compute_metrics(predictions, split)
+        if getattr(model, "label_words", None) is not None:  # text-to-text: generations that matched no label
+            metrics["invalid_predictions"] = count_invalid(predictions, len(model.label_words))
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
     trained = train(model, task, splits, runtime, evaluate, result)

@@ -6,9 +6,16 @@ Instead we register an attention implementation that concatenates the per-layer 
 to the keys/values that the model has already computed (after RoPE, after its own KV
 cache) and extends the mask with N always-visible columns.  Positions, padding and the
 model's own cache are untouched, so one code path serves encoders and decoders alike.
+
+Encoder-decoder models (T5, BART) route encoder self-attention, decoder self-attention and
+decoder cross-attention through the same interface, so the same function serves all three
+attention kinds; :func:`find_attention_sites` tells them apart by their shapes in a dry run.
+T5's relative position bias arrives as a ``position_bias`` argument computed for the real keys
+only; prefix keys are position-less: their bias columns are zero, so no real token's bias moves.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -16,6 +23,8 @@ from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from methods.registry import MethodConfigError
 
 IMPLEMENTATION = "softprompt_prefix"
 _PREFIX_ATTR = "_softprompt_prefix"
@@ -33,20 +42,12 @@ def remove_probe(probe: Callable[..., None]) -> None:
     """Stop calling ``probe``."""
     if probe in _PROBES:
         _PROBES.remove(probe)
+# where prefixes go: Li & Liang put them everywhere ("all"); PEFT's seq2seq prefix tuning is decoder-side
+PLACEMENTS = {"all": ("encoder", "decoder", "cross"), "encoder": ("encoder",), "decoder": ("decoder", "cross")}
 
 
 class UnsupportedArchitectureError(ValueError):
     """The backbone does not route attention through transformers' attention interface."""
-
-
-def check_supported(model: nn.Module) -> None:
-    """Refuse encoder-decoder backbones (T5, BART) in one line: they are out of scope for now."""
-    config = getattr(model, "config", None)
-    if getattr(config, "is_encoder_decoder", False):
-        raise UnsupportedArchitectureError(
-            f"{type(model).__name__} (model_type '{config.model_type}') is an encoder-decoder model; "
-            "encoder-decoder backbones (T5) are not supported yet, use an encoder (BERT, RoBERTa) or a decoder "
-            "(GPT-2, Llama)")
 
 
 def _extend_mask(mask: torch.Tensor | None, query: torch.Tensor, key_len: int, n_prefix: int,
@@ -84,6 +85,9 @@ def prefix_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.
         key = torch.cat([prefix_key.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
         value = torch.cat([prefix_value.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
         kwargs["is_causal"] = False  # the explicit mask carries causality now
+        bias = kwargs.get("position_bias")
+        if bias is not None:  # T5: prefix keys are position-less, so they get zero bias
+            kwargs["position_bias"] = torch.cat([bias.new_zeros((*bias.shape[:-1], n_prefix)), bias], dim=-1)
         for probe in _PROBES:
             probe(module, query, key, attention_mask, n_prefix)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
@@ -100,33 +104,66 @@ def _set_implementation(model: nn.Module, name: str) -> None:
             config._attn_implementation = name
 
 
-def find_attention_modules(model: nn.Module, dummy_inputs: dict[str, torch.Tensor],
-                           expected_layers: int) -> list[nn.Module]:
-    """Route ``model`` through our attention function and return its attention modules in call order.
+@dataclass(frozen=True)
+class AttentionSite:
+    """One attention module and its kind: ``encoder`` / ``decoder`` self-attention or decoder ``cross``-attention."""
+
+    module: nn.Module
+    role: str
+
+
+def _role(module: nn.Module, query: torch.Tensor, key: torch.Tensor, encoder_decoder: bool, encoder_len: int) -> str:
+    """Dry-run shapes name the kind: the encoder's queries span the source, cross-attention's keys do."""
+    if not encoder_decoder:  # one stack: causal layers (GPT-2, Llama) are a decoder, the rest an encoder
+        return "decoder" if getattr(module, "is_causal", False) else "encoder"
+    if query.shape[2] == encoder_len:
+        return "encoder"
+    return "cross" if key.shape[2] == encoder_len else "decoder"
+
+
+def find_attention_sites(model: nn.Module, dummy_inputs: dict[str, torch.Tensor],
+                         expected: int) -> list[AttentionSite]:
+    """Route ``model`` through our attention function and return its attention sites in call order.
 
     A dry forward records which modules call the attention interface, so no per-architecture
-    list of module names is needed.
+    list of module names is needed.  For encoder-decoder models ``dummy_inputs`` must give the
+    encoder and the decoder different lengths, which is how each call's kind is recognised.
     """
     _set_implementation(model, IMPLEMENTATION)
-    seen: list[nn.Module] = []
+    encoder_decoder = "decoder_input_ids" in dummy_inputs
+    encoder_len = dummy_inputs["input_ids"].shape[1]
+    seen: list[AttentionSite] = []
 
     def recorder(module, query, key, value, attention_mask, **kwargs):
-        if all(module is not m for m in seen):
-            seen.append(module)
+        if all(module is not site.module for site in seen):
+            seen.append(AttentionSite(module, _role(module, query, key, encoder_decoder, encoder_len)))
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
     ALL_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, recorder)
-    try:
-        with torch.no_grad():
+    try:  # the dry run must not move the caller's RNG (dropout draws from it in train mode)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             model(**dummy_inputs)
     finally:
         ALL_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, prefix_attention_forward)
-    if len(seen) != expected_layers:
+    if len(seen) != expected:
         raise UnsupportedArchitectureError(
-            f"{type(model).__name__}: found {len(seen)} attention calls for {expected_layers} layers; "
+            f"{type(model).__name__}: found {len(seen)} attention calls for {expected} attention layers; "
             "attention prefixes need a model that uses transformers' AttentionInterface"
         )
     return seen
+
+
+def select_sites(sites: list[AttentionSite], placement: str) -> list[nn.Module]:
+    """The modules that receive a prefix under ``placement`` (all | encoder | decoder); never none."""
+    if placement not in PLACEMENTS:
+        raise MethodConfigError(f"method.prefix_placement={placement!r}; choices: {sorted(PLACEMENTS)}")
+    chosen = [site.module for site in sites if site.role in PLACEMENTS[placement]]
+    if not chosen:
+        present = sorted({site.role for site in sites})
+        raise MethodConfigError(
+            f"method.prefix_placement={placement!r} selects no attention layer of this model "
+            f"(it has {present} attention); use 'all'")
+    return chosen
 
 
 def set_prefixes(modules: list[nn.Module],

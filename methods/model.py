@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bench.tasks.constants import IGNORE_INDEX, TASK_KINDS
-from methods.injection import check_supported, find_attention_modules, set_prefixes
-from methods.registry import MethodConfig, NothingToTrainError
+from methods.injection import find_attention_sites, select_sites, set_prefixes
+from methods.registry import MethodConfig, MethodConfigError, NothingToTrainError
+from methods.seq2seq import label_targets, label_word_ids, map_generations
 from methods.virtual import BackboneSpec, SoftPrompt
 
 # placeholder tokens that never occur in text: [unused7] (BERT), <unused7>, <|im_start|>-style control tokens
@@ -51,8 +52,12 @@ def frequent_token_ids(tokenizer: Any, vocab_size: int, limit: int = 5000) -> to
     return torch.tensor(ordinary[:limit]) if ordinary else None
 
 
-def backbone_spec(backbone: nn.Module, tokenizer: Any = None) -> BackboneSpec:
-    """Read layer/head geometry from the config: K/V prefixes follow ``num_key_value_heads``."""
+def backbone_spec(backbone: nn.Module, tokenizer: Any = None, prefixed_layers: int | None = None) -> BackboneSpec:
+    """Read layer/head geometry from the config: K/V prefixes follow ``num_key_value_heads``.
+
+    ``prefixed_layers``: attention layers that get a prefix (default: ``num_hidden_layers``); an
+    encoder-decoder model counts its encoder self-, decoder self- and cross-attention layers.
+    """
     config = backbone.config
     heads = config.num_attention_heads
     embeddings = backbone.get_input_embeddings()
@@ -61,7 +66,7 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None) -> BackboneSpec:
         tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     return BackboneSpec(
         hidden_size=config.hidden_size,
-        num_layers=config.num_hidden_layers,
+        num_layers=prefixed_layers if prefixed_layers is not None else config.num_hidden_layers,
         num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
         vocab_size=config.vocab_size,
@@ -72,11 +77,12 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None) -> BackboneSpec:
     )
 
 
-def make_head(kind: str, hidden: int, num_labels: int | None, dropout: float = 0.1) -> nn.Module | None:
-    """Linear head for the task kind; generation reuses the backbone's LM head."""
+def make_head(kind: str, hidden: int, num_labels: int | None, dropout: float = 0.1,
+              text_to_text: bool = False) -> nn.Module | None:
+    """Linear head for the task kind; generation and text-to-text reuse the backbone's LM head."""
     if kind not in TASK_KINDS:
         raise ValueError(f"unknown task kind '{kind}'; choices: {list(TASK_KINDS)}")
-    if kind == "generation":
+    if kind == "generation" or text_to_text:
         return None
     outputs = 1 if kind == "multiple_choice" else num_labels
     if not outputs:
@@ -99,31 +105,57 @@ def _accepted(module: nn.Module) -> set[str]:
     return set(inspect.signature(module.forward).parameters)
 
 
+def is_encoder_decoder(backbone: nn.Module) -> bool:
+    """A whole encoder-decoder model (T5, BART); their encoder stack alone (for NER) is an encoder."""
+    return bool(getattr(backbone.config, "is_encoder_decoder", False)) and hasattr(backbone, "get_encoder") \
+        and backbone.get_encoder() is not backbone
+
+
+def attention_layer_count(backbone: nn.Module) -> int:
+    """Attention calls per forward: layers, or encoder + 2 x decoder layers (self- and cross-attention)."""
+    config = backbone.config
+    if not is_encoder_decoder(backbone):
+        return config.num_hidden_layers
+    decoder_layers = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
+    return config.num_hidden_layers + 2 * (decoder_layers or config.num_hidden_layers)
+
+
 class AdaptedModel(nn.Module):
     """Backbone (frozen unless the method trains it) + method module + task head."""
 
     def __init__(self, backbone: nn.Module, method: MethodConfig, kind: str,
-                 num_labels: int | None = None, tokenizer: Any = None, seed: int | None = None) -> None:
-        """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values."""
+                 num_labels: int | None = None, tokenizer: Any = None, seed: int | None = None,
+                 label_names: list[str] | None = None) -> None:
+        """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values.
+
+        ``label_names`` are needed for classification on an encoder-decoder model (the label words).
+        """
         super().__init__()
-        check_supported(backbone)
         method.validate()  # configs built directly (not via from_dict) are checked too
+        self.seq2seq = is_encoder_decoder(backbone)
+        if self.seq2seq and kind == "multiple_choice":
+            raise MethodConfigError("multiple choice on an encoder-decoder model is not supported yet; "
+                                    "use an encoder or a decoder model")
+        # text-to-text (Lester et al.): the decoder writes the label word; no classification head
+        self.label_words = None
+        if self.seq2seq and kind == "classification":
+            self.label_words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
         if getattr(backbone, "pooler", None) is not None:
             # the head reads the first real token itself: an encoder's pooler (dense+tanh) would be
             # computed for nothing and counted as trainable under full fine-tuning without ever training
             backbone.pooler = None
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
-        self.spec = spec = backbone_spec(backbone, tokenizer)
+        self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
+        self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
+        self.spec = spec = backbone_spec(backbone, tokenizer, len(self.attention_modules))
         with _seeded(seed):  # LoRA's A matrices, the prefix MLP and the head draw from the global RNG
             method.prepare_backbone(backbone)
             self.soft_prompt: SoftPrompt | None = method.build(spec, seed)
-            self.head = make_head(kind, spec.hidden_size, num_labels)
+            self.head = make_head(kind, spec.hidden_size, num_labels, text_to_text=self.label_words is not None)
         for module in (self.soft_prompt, self.head):
             if module is not None:
                 module.to(self.device)
-        dummy = {"input_ids": torch.tensor([[1, 2]], device=self.device)}
-        self.attention_modules = find_attention_modules(backbone, dummy, spec.num_layers)
-        self.causal = bool(getattr(self.attention_modules[0], "is_causal", False))
+        self.causal = bool(getattr(self.sites[0].module, "is_causal", False))
         # RoBERTa-style embeddings number real tokens from padding_idx + 1
         padding_idx = getattr(getattr(backbone.base_model, "embeddings", None), "padding_idx", None)
         self.position_offset = padding_idx + 1 if padding_idx is not None else 0
@@ -132,6 +164,13 @@ class AdaptedModel(nn.Module):
         if not any(p.requires_grad for p in self.parameters()):
             raise NothingToTrainError(f"method '{method.name}' has nothing to train for task kind '{kind}': "
                                       "the backbone is frozen and this kind has no task head")
+
+    def _dummy_inputs(self) -> dict[str, torch.Tensor]:
+        """A dry-run batch; an encoder-decoder gets a shorter decoder input so the sites can be told apart."""
+        dummy = {"input_ids": torch.tensor([[1, 2, 3]], device=self.device)}
+        if self.seq2seq:
+            dummy["decoder_input_ids"] = torch.tensor([[1, 2]], device=self.device)
+        return dummy
 
     @property
     def device(self) -> torch.device:
@@ -201,6 +240,8 @@ class AdaptedModel(nn.Module):
                 choice_mask: torch.Tensor | None = None, prefix_visible: bool = True,
                 **_: Any) -> AdaptedOutput:
         """Logits for the task kind; multiple choice takes (B, choices, L) inputs."""
+        if self.seq2seq:
+            return self._forward_text_to_text(input_ids, attention_mask, labels, prefix_visible)
         if self.kind == "multiple_choice":
             return self._forward_choices(input_ids, attention_mask, token_type_ids, labels, choice_mask,
                                          prefix_visible)
@@ -212,6 +253,40 @@ class AdaptedModel(nn.Module):
         else:
             logits = states
         return AdaptedOutput(self._loss(logits, labels) if labels is not None else None, logits)
+
+    def decoder_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
+                       prefix_visible: bool = True) -> torch.Tensor:
+        """Encoder-decoder: teacher-forced LM logits (B, T, vocab) for decoder ``targets`` (IGNORE_INDEX = pad)."""
+        inputs = self._backbone_inputs(input_ids, attention_mask, None)
+        inputs.pop("position_ids", None)
+        inputs["decoder_input_ids"] = self.backbone.prepare_decoder_input_ids_from_labels(labels=targets)
+        inputs["use_cache"] = False
+        self._attach_prefixes(prefix_visible)
+        try:
+            return self.backbone(**inputs).logits
+        finally:
+            if not self.keep_prefix:
+                set_prefixes(self.attention_modules, None)
+
+    def _forward_text_to_text(self, input_ids, attention_mask, labels, prefix_visible) -> AdaptedOutput:
+        """Generation: loss on the target.  Classification: loss on the label word; in eval mode the
+        logits are the mapped greedy generations, (B, num_labels + 1) with the last column = invalid."""
+        targets = labels
+        if self.label_words is not None and labels is not None:
+            targets = label_targets(self.label_words, labels)
+        logits, loss = None, None
+        if targets is not None and targets.shape[-1] > 0:
+            logits = self.decoder_logits(input_ids, attention_mask, targets, prefix_visible)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        if self.label_words is not None and not self.training:
+            longest = max(len(word) for word in self.label_words)
+            eos = self.backbone.config.eos_token_id
+            tokens = self.generate(input_ids, attention_mask, max_new_tokens=longest, do_sample=False, num_beams=1,
+                                   eos_token_id=eos, pad_token_id=self.backbone.config.pad_token_id,
+                                   prefix_visible=prefix_visible)
+            logits = map_generations(tokens, self.label_words, eos)
+        return AdaptedOutput(loss, logits)
 
     def _forward_choices(self, input_ids, attention_mask, token_type_ids, labels, choice_mask,
                          prefix_visible) -> AdaptedOutput:
@@ -234,15 +309,20 @@ class AdaptedModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """New tokens only.  The prefix is computed once per call; the model's KV cache stays on."""
-        if self.kind != "generation":
+        if self.kind != "generation" and self.label_words is None:
             raise ValueError(f"generate() needs task kind 'generation' (a causal-LM backbone), not '{self.kind}'")
         inputs = self._backbone_inputs(input_ids, attention_mask, None)
         inputs.pop("position_ids", None)  # generate derives positions from the mask the same way
-        self._attach_prefixes()
+        self._attach_prefixes(kwargs.pop("prefix_visible", True))
         try:
-            return self.backbone.generate(**inputs, **kwargs)
+            tokens = self.backbone.generate(**inputs, **kwargs)
         finally:
             set_prefixes(self.attention_modules, None)
+        if self.seq2seq:  # an encoder-decoder's output opens with its decoder start token: drop it
+            if isinstance(tokens, torch.Tensor):
+                return tokens[:, 1:]
+            tokens.sequences = tokens.sequences[:, 1:]
+        return tokens
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in backward; prefixes stay attached so recomputation sees them."""

@@ -21,7 +21,7 @@ class BackboneSpec:
     """What a method needs to know about a backbone to size its parameters."""
 
     hidden_size: int
-    num_layers: int
+    num_layers: int  # attention layers that receive a prefix (encoder-decoder: self + cross, by placement)
     num_kv_heads: int
     head_dim: int
     vocab_size: int
@@ -174,9 +174,16 @@ class PrefixConfig(SoftPromptConfig):
     prefix_projection: bool = True  # False: a flat N x (2*layers*kv_heads*head_dim) table
     prefix_hidden_size: int = 512
     prefix_dropout: float = 0.1
+    # encoder-decoder models: all = encoder self-, decoder self- and cross-attention (Li & Liang);
+    # decoder = decoder self- and cross-attention (PEFT's placement); encoder = encoder self-attention
+    prefix_placement: str = "all"
 
     def validate(self) -> None:
         super().validate()
+        from methods.injection import PLACEMENTS
+
+        if self.prefix_placement not in PLACEMENTS:
+            raise MethodConfigError(f"method.prefix_placement={self.prefix_placement!r}; choices: {list(PLACEMENTS)}")
         if self.prefix_projection and self.prefix_hidden_size < 1:
             raise MethodConfigError(f"method.prefix_hidden_size must be >= 1, got {self.prefix_hidden_size}")
         if not 0 <= self.prefix_dropout < 1:

@@ -9,7 +9,9 @@ from omegaconf import OmegaConf
 import methods
 from tests.conftest import compose, group_choices
 
-DECODERS = {m for m in group_choices("model") if OmegaConf.load(f"conf/model/{m}.yaml").decoder}
+# models that generate: decoders and encoder-decoders
+DECODERS = {m for m in group_choices("model")
+            if OmegaConf.load(f"conf/model/{m}.yaml").decoder or OmegaConf.load(f"conf/model/{m}.yaml").get("seq2seq")}
 
 
 def _kind(task: str) -> str:

@@ -18,6 +18,7 @@ MODELS = {name: OmegaConf.load(CONF / "model" / f"{name}.yaml") for name in grou
 TINY = [name for name, cfg in MODELS.items() if cfg.source == "tiny" and not cfg.get("seq2seq", False)]
 TINY_ENCODERS = [name for name in TINY if not MODELS[name].decoder]
 TINY_DECODERS = [name for name in TINY if MODELS[name].decoder]
+TINY_SEQ2SEQ = [name for name, cfg in MODELS.items() if cfg.source == "tiny" and cfg.get("seq2seq", False)]
 
 
 def smoke(overrides: list[str], run_dir: Path) -> dict:
@@ -37,6 +38,20 @@ def test_every_method_on_every_tiny_model(method: str, model: str, tmp_path: Pat
     if model in TINY_DECODERS and acts_on_backbone(method):  # head-only has nothing to train on generation
         record = smoke([f"method={method}", f"model={model}", "task=synth_d2t"], tmp_path / "d2t")
         assert record["throughput"]["generation_tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("model", TINY_SEQ2SEQ)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_every_tiny_encoder_decoder(method: str, model: str, tmp_path: Path) -> None:
+    """Generation and text-to-text classification through the decoder; NER on the encoder's outputs.
+    A head-only method has no head on the text-to-text kinds (the LM head writes), so it runs NER only."""
+    smoke([f"method={method}", f"model={model}", "task=synth_ner"], tmp_path / "ner")
+    if not acts_on_backbone(method):
+        return
+    record = smoke([f"method={method}", f"model={model}", "task=synth_cls"], tmp_path / "cls")
+    assert "invalid_predictions" in record["metrics"]["final"]
+    record = smoke([f"method={method}", f"model={model}", "task=synth_d2t"], tmp_path / "d2t")
+    assert record["throughput"]["generation_tokens_per_s"] > 0
 
 
 def test_head_only_on_generation_fails_with_one_line(tmp_path: Path) -> None:

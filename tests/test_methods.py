@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaModel, T5Config, T5Model
+from transformers import LlamaConfig, LlamaModel
 
 import methods
 import methods.injection as injection
@@ -646,11 +646,13 @@ def test_head_only_on_generation_has_nothing_to_train() -> None:
     assert issubclass(NothingToTrainError, ValueError) and "head_only" in one_line(error)
 
 
-def test_encoder_decoder_backbone_is_refused_in_one_line() -> None:
-    t5 = T5Model(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2))
+def test_attention_outside_the_interface_is_refused_in_one_line() -> None:
+    """The dry run counts attention calls; a layer that computed attention itself would be missed."""
+    loaded = load("bert")
+    loaded.backbone.config.num_hidden_layers = 3  # 2 layers call the interface: one "layer" is unseen
     with pytest.raises(UnsupportedArchitectureError) as error:
-        AdaptedModel(t5, get_method("prefix_tuning")(), "classification", num_labels=2)
-    assert issubclass(UnsupportedArchitectureError, ValueError) and "encoder-decoder" in one_line(error)
+        AdaptedModel(loaded.backbone, get_method("prefix_tuning")(), "classification", num_labels=2)
+    assert issubclass(UnsupportedArchitectureError, ValueError) and "AttentionInterface" in one_line(error)
 
 
 @pytest.mark.parametrize("method", SOFT)
