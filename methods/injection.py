@@ -28,6 +28,10 @@ from methods.registry import MethodConfigError
 
 IMPLEMENTATION = "softprompt_prefix"
 _PREFIX_ATTR = "_softprompt_prefix"
+# where prefixes go: Li & Liang put them everywhere ("all"); PEFT (0.21) puts a seq2seq model's prefix in the
+# decoder self-attention only ("decoder": it empties the cross-attention part of its prefix cache)
+PLACEMENTS = {"all": ("encoder", "decoder", "cross"), "encoder": ("encoder",), "decoder": ("decoder",),
+              "decoder_cross": ("decoder", "cross")}
 # observers (module, query, key with prefix, extended mask, n_prefix) -> None; bench.diagnostics
 # measures prefix-key norms and attention shares through them without a second attention path
 _PROBES: list[Callable[..., None]] = []
@@ -42,8 +46,6 @@ def remove_probe(probe: Callable[..., None]) -> None:
     """Stop calling ``probe``."""
     if probe in _PROBES:
         _PROBES.remove(probe)
-# where prefixes go: Li & Liang put them everywhere ("all"); PEFT's seq2seq prefix tuning is decoder-side
-PLACEMENTS = {"all": ("encoder", "decoder", "cross"), "encoder": ("encoder",), "decoder": ("decoder", "cross")}
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -154,7 +156,7 @@ def find_attention_sites(model: nn.Module, dummy_inputs: dict[str, torch.Tensor]
 
 
 def select_sites(sites: list[AttentionSite], placement: str) -> list[nn.Module]:
-    """The modules that receive a prefix under ``placement`` (all | encoder | decoder); never none."""
+    """The modules that receive a prefix under ``placement`` (see PLACEMENTS); never none."""
     if placement not in PLACEMENTS:
         raise MethodConfigError(f"method.prefix_placement={placement!r}; choices: {sorted(PLACEMENTS)}")
     chosen = [site.module for site in sites if site.role in PLACEMENTS[placement]]

@@ -175,7 +175,8 @@ class PrefixConfig(SoftPromptConfig):
     prefix_hidden_size: int = 512
     prefix_dropout: float = 0.1
     # encoder-decoder models: all = encoder self-, decoder self- and cross-attention (Li & Liang);
-    # decoder = decoder self- and cross-attention (PEFT's placement); encoder = encoder self-attention
+    # decoder = decoder self-attention (PEFT's placement); decoder_cross = decoder self- and cross-attention;
+    # encoder = encoder self-attention
     prefix_placement: str = "all"
 
     def validate(self) -> None:
