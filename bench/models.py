@@ -173,6 +173,10 @@ def load_hub(cfg: Mapping, causal_lm: bool) -> LoadedModel:
     model_id = cfg["hub_id"]
     seq2seq = bool(cfg.get("seq2seq"))
     model = _model_class(causal_lm, seq2seq).from_pretrained(model_id, attn_implementation="sdpa")
+    if seq2seq and getattr(model, "generation_config", None) is not None:
+        # bart-large forces <s> as the first generated token; our targets are trained without it, so a
+        # forced <s> would make every text-to-text label word unmatchable
+        model.generation_config.forced_bos_token_id = None
     return LoadedModel(model, AutoTokenizer.from_pretrained(model_id), cfg["name"], bool(cfg.get("decoder")),
                        model_id, seq2seq)
 
