@@ -33,7 +33,7 @@ PLUGINS_ENV = "SOFTPROMPT_PLUGINS"
 # sorting must not reorder the registry.)
 BUILTIN = ("prompt_tuning", "prefix_tuning", "p_tuning_v2", "lora", "head_only", "full_finetune")
 # The shared machinery, not methods: left to whoever needs it (model/injection pull in transformers).
-SUPPORT = ("registry", "virtual", "injection", "model")
+SUPPORT = ("registry", "virtual", "injection", "model", "seq2seq")
 
 
 class PluginError(ImportError):
