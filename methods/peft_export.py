@@ -46,6 +46,8 @@ def unsupported_reason(model: Any) -> str | None:
     soft = model.soft_prompt
     if getattr(model.backbone, "peft_config", None):
         return None  # LoRA: injected through peft itself
+    if getattr(model, "seq2seq", False) or getattr(model.backbone.config, "is_encoder_decoder", False):
+        return "encoder-decoder adapters (T5, BART) are not exported to PEFT yet"
     if soft is None:
         return (
             f"method '{model.method.name}' trains the head or the backbone itself; "
