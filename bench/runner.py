@@ -187,7 +187,8 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     loaded = load_model(config["model"], task.kind)
     seed_everything(seed)  # the method's and head's initial values depend on the run seed only
     model = AdaptedModel(loaded.backbone, method, task.kind, num_labels=len(task.label_names or []) or None,
-                         tokenizer=loaded.tokenizer, seed=seed, label_names=task.label_names)
+                         tokenizer=loaded.tokenizer, seed=seed, label_names=task.label_names,
+                         pooling=config["model"].get("pooling") or "auto")
     _place(model, checked.device, checked.dtype)
     if config.get("gradient_checkpointing"):
         model.enable_gradient_checkpointing()

@@ -77,6 +77,18 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None, prefixed_layers: i
     )
 
 
+POOLING = ("auto", "first", "last", "mean", "pooler")
+"""Classification pooling choices (``model.pooling``); see :meth:`AdaptedModel.pool`."""
+
+
+def absolute_position_embedding(backbone: nn.Module) -> nn.Embedding | None:
+    """The learned absolute position table of BERT/RoBERTa-style or GPT-2-style models, else None."""
+    base = getattr(backbone, "base_model", backbone)
+    table = getattr(getattr(base, "embeddings", None), "position_embeddings", None)
+    table = table if table is not None else getattr(base, "wpe", None)
+    return table if isinstance(table, nn.Embedding) else None
+
+
 def make_head(kind: str, hidden: int, num_labels: int | None, dropout: float = 0.1,
               text_to_text: bool = False) -> nn.Module | None:
     """Linear head for the task kind; generation and text-to-text reuse the backbone's LM head."""
@@ -125,10 +137,11 @@ class AdaptedModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, method: MethodConfig, kind: str,
                  num_labels: int | None = None, tokenizer: Any = None, seed: int | None = None,
-                 label_names: list[str] | None = None) -> None:
+                 label_names: list[str] | None = None, pooling: str = "auto") -> None:
         """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values.
 
-        ``label_names`` are needed for classification on an encoder-decoder model (the label words).
+        ``label_names`` are needed for classification on an encoder-decoder model (the label words);
+        ``pooling`` picks what the classification head reads (:data:`POOLING`).
         """
         super().__init__()
         method.validate()  # configs built directly (not via from_dict) are checked too
@@ -140,10 +153,16 @@ class AdaptedModel(nn.Module):
         self.label_words = None
         if self.seq2seq and kind == "classification":
             self.label_words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
-        if getattr(backbone, "pooler", None) is not None:
-            # the head reads the first real token itself: an encoder's pooler (dense+tanh) would be
-            # computed for nothing and counted as trainable under full fine-tuning without ever training
+        if pooling not in POOLING:
+            raise MethodConfigError(f"model.pooling={pooling!r}; choices: {list(POOLING)}")
+        if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
+            raise MethodConfigError(f"model.pooling=pooler: {type(backbone).__name__} has no pretrained pooler; "
+                                    "use first, last or mean")
+        if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
+            # the head reads a token itself: an unused pooler (dense+tanh) would be computed for nothing
+            # and counted as trainable under full fine-tuning without ever training
             backbone.pooler = None
+        self.pooling = pooling
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
         self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
         self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
@@ -160,6 +179,8 @@ class AdaptedModel(nn.Module):
         padding_idx = getattr(getattr(backbone.base_model, "embeddings", None), "padding_idx", None)
         self.position_offset = padding_idx + 1 if padding_idx is not None else 0
         self.accepts = _accepted(backbone)
+        self.keep_positions = getattr(method, "virtual_positions", "shift") == "keep"
+        self.position_embedding = self._check_fidelity_knobs(backbone, kind)
         self.keep_prefix = False  # gradient checkpointing re-runs attention during backward
         if not any(p.requires_grad for p in self.parameters()):
             raise NothingToTrainError(f"method '{method.name}' has nothing to train for task kind '{kind}': "
@@ -198,10 +219,40 @@ class AdaptedModel(nn.Module):
                 token_type_ids = torch.cat([token_type_ids.new_zeros(batch, n), token_type_ids], dim=1)
         inputs = {"inputs_embeds": embeds, "attention_mask": mask}
         if "position_ids" in self.accepts:
-            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0) + self.position_offset
+            inputs["position_ids"] = self._position_ids(mask, n)
+        if n and self.keep_positions:
+            # virtual tokens sit at the first real position's id; taking its embedding out again leaves
+            # them with none, while the real tokens keep the positions they have without the method
+            correction = self.position_embedding(inputs["position_ids"][:1, :1]).to(embeds.dtype)
+            virtual = embeds[:, :n] - correction
+            inputs["inputs_embeds"] = torch.cat([virtual, embeds[:, n:]], dim=1)
         if token_type_ids is not None and "token_type_ids" in self.accepts:
             inputs["token_type_ids"] = token_type_ids
         return inputs
+
+    def _position_ids(self, mask: torch.Tensor, n: int) -> torch.Tensor:
+        """Positions from the mask: ``shift`` numbers virtual and real tokens together (real ones move
+        to N..N+L-1); ``keep`` numbers the real tokens alone (0..L-1) and gives virtual ones position 0."""
+        if not (n and self.keep_positions):
+            return (mask.long().cumsum(-1) - 1).clamp(min=0) + self.position_offset
+        real = (mask[:, n:].long().cumsum(-1) - 1).clamp(min=0)
+        return torch.cat([real.new_zeros(real.shape[0], n), real], dim=1) + self.position_offset
+
+    def _check_fidelity_knobs(self, backbone: nn.Module, kind: str) -> nn.Embedding | None:
+        """The absolute position table ``virtual_positions=keep`` needs, and the pooling's constraints."""
+        if self.pooling == "first" and self.causal:
+            raise MethodConfigError("model.pooling=first on a decoder reads a token that attends to nothing "
+                                    "else; use auto, last or mean")
+        if not self.keep_positions:
+            return None
+        table = absolute_position_embedding(backbone)
+        if table is None or "position_ids" not in self.accepts:
+            raise MethodConfigError(f"method.virtual_positions=keep needs absolute position embeddings; "
+                                    f"{type(backbone).__name__} has none (rotary or relative): use shift")
+        if kind == "generation":
+            raise MethodConfigError("method.virtual_positions=keep is not supported for generation "
+                                    "(generate() numbers positions itself): use shift")
+        return table
 
     def _attach_prefixes(self, visible: bool = True) -> None:
         prefixes = self.soft_prompt.prefixes() if self.soft_prompt is not None else None
@@ -228,12 +279,20 @@ class AdaptedModel(nn.Module):
         return states[:, strip:] if strip else states
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The token the model pools without the method: first real token (encoders), last (decoders)."""
-        if self.causal:
+        """What the classification head reads (real positions only): ``auto`` = the first real token
+        (encoders) or the last (decoders); ``first``/``last``; ``mean`` over real tokens; ``pooler`` =
+        the checkpoint's pooler (dense + tanh) on the first real token."""
+        if self.pooling == "mean":
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+        if self.pooling == "last" or (self.pooling == "auto" and self.causal):
             index = attention_mask.shape[1] - 1 - attention_mask.flip(-1).long().argmax(-1)
         else:
             index = attention_mask.long().argmax(-1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        token = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        if self.pooling == "pooler":
+            return self.backbone.pooler(token.unsqueeze(1))  # the pooler reads position 0 of what it gets
+        return token
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,

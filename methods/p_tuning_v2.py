@@ -23,3 +23,4 @@ class PTuningV2Config(PrefixConfig):
     reparameterized = True
     description = "virtual input tokens + K/V prefixes generated from the same embeddings"
     lr: float = 2e-3  # with the MLP; 1e-2 collapsed MiniLM to a constant prediction on synth_cls
+    virtual_positions: str = "shift"  # shift | keep (methods.virtual.VIRTUAL_POSITIONS)

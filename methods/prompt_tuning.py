@@ -20,3 +20,4 @@ class PromptTuningConfig(SoftPromptConfig):
     input_tokens = True
     description = "N virtual token embeddings prepended to the input"
     lr: float = 3e-2  # soft prompts need learning rates far above fine-tuning's (Lester et al. use 0.3 with Adafactor)
+    virtual_positions: str = "shift"  # shift | keep (methods.virtual.VIRTUAL_POSITIONS)

@@ -14,6 +14,11 @@ from torch import nn
 from methods.registry import MethodConfig, MethodConfigError
 
 INIT_CHOICES = ("random", "vocab", "text")
+VIRTUAL_POSITIONS = ("shift", "keep")
+"""``method.virtual_positions`` of the input-token methods on absolute-position models: ``shift`` (PEFT's
+behaviour) numbers virtual and real tokens together, so real tokens move to positions N..N+L-1;
+``keep`` leaves real tokens at 0..L-1 and gives virtual tokens no position embedding (as the
+P-Tuning v2 repository's prompt baseline)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,9 @@ class SoftPromptConfig(MethodConfig):
             raise MethodConfigError(f"method.init={self.init!r}; choices: {list(INIT_CHOICES)}")
         if self.init == "text" and not self.init_text:
             raise MethodConfigError("method.init='text' needs method.init_text")
+        positions = getattr(self, "virtual_positions", "shift")  # a field of the input-token methods only
+        if positions not in VIRTUAL_POSITIONS:
+            raise MethodConfigError(f"method.virtual_positions={positions!r}; choices: {list(VIRTUAL_POSITIONS)}")
 
     def build(self, spec: BackboneSpec, seed: int | None = None) -> SoftPrompt:
         return SoftPrompt(spec, self.num_virtual_tokens, self.input_tokens, self.attention_prefix,
