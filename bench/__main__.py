@@ -9,7 +9,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bench.search import objective, register
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+register()  # before Hydra composes: hydra/sweeper=optuna is our preset (bench/optuna_sweeper.yaml)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -18,6 +21,8 @@ def main(cfg: DictConfig) -> float | None:
 
     The run folder is computed here, in the job, from the config and its hyperparameters (see
     :mod:`bench.identity`), so every launcher puts each grid point in its own folder.
+
+    Returns :func:`bench.search.objective` of the record (the Optuna sweeper's objective).
     """
     from bench.identity import composed_defaults, hparams, run_dir
     from bench.multirun import write_outcome
@@ -35,7 +40,7 @@ def main(cfg: DictConfig) -> float | None:
     elif outcome.status in ("failed", "diverged"):
         sys.exit(1)
     record = outcome.record or {"metrics": {}}
-    return (record["metrics"].get("final") or {}).get(record["metrics"].get("primary"))
+    return objective(record)  # what a sweeper optimises: the best validation score of the primary metric
 
 
 if __name__ == "__main__":

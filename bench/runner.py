@@ -6,6 +6,7 @@ Every exception ends as a record with status and a one-line error (the traceback
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -33,11 +34,12 @@ from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-e
     resolve_device,
     resolve_dtype,
 )
+from bench.tracking import SafeTracker, make_tracker
 from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
 from methods.seq2seq import count_invalid
 
 # keys that change where or whether a run happens, not what it computes
-NON_SEMANTIC_KEYS = ("force", "runs_root", "sweep_name", "save_adapter")
+NON_SEMANTIC_KEYS = ("force", "runs_root", "sweep_name", "save_adapter", "logger")
 SKIPPED = "skipped"
 
 
@@ -130,8 +132,15 @@ def _execute(config: dict[str, Any], run_dir: Path, overrides: list[str], hparam
                                 overrides=overrides, config_hash=digest, dtype=config.get("dtype"),
                                 host=socket.gethostname(), pid=os.getpid(), started_at=_now())
     error_log = run_dir / "error.log"
+    tracker = None
     try:
-        _run(config, run_dir, record)
+        tracker = make_tracker(config)  # an unknown logger or a missing library fails here, before training
+        tracker.on_start(config, run_dir)
+        token = _TRACKER.set(tracker)  # the training loop reads it; _run keeps its 3-argument seam
+        try:
+            _run(config, run_dir, record)
+        finally:
+            _TRACKER.reset(token)
         record["status"] = "ok"
         error_log.unlink(missing_ok=True)  # a stale log from an earlier failed try would contradict "ok"
     except Exception as error:  # noqa: BLE001 — any failure must still leave a record
@@ -142,9 +151,27 @@ def _execute(config: dict[str, Any], run_dir: Path, overrides: list[str], hparam
         run_dir.mkdir(parents=True, exist_ok=True)
         error_log.write_text(traceback.format_exc())
     record["provenance"]["finished_at"] = _now()
+    if tracker is not None and tracker.tracker.name != "none":
+        record["tracking"] = tracker.describe()
     write_record(record, record_path)
+    _end_tracking(tracker, record, record_path)
     _summary(record, record_path)
     return record
+
+
+_TRACKER: contextvars.ContextVar[SafeTracker | None] = contextvars.ContextVar("tracker", default=None)
+"""The tracker of the run in progress (bench.tracking), handed to the training loop."""
+
+
+def _end_tracking(tracker: SafeTracker | None, record: dict[str, Any], record_path: Path) -> None:
+    """Summary values to the tracker once the record is on disk (MLflow keeps it as an artefact);
+    a tracker that stopped on the way says so in the record."""
+    if tracker is None or tracker.tracker.name == "none":
+        return
+    tracker.on_end(record)
+    if tracker.describe() != record.get("tracking"):
+        record["tracking"] = tracker.describe()
+        write_record(record, record_path)
 
 
 def _now() -> str:
@@ -330,7 +357,7 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
             metrics["invalid_predictions"] = count_invalid(predictions, len(model.label_words))
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
-    trained = train(model, task, splits, runtime, evaluate, result)
+    trained = train(model, task, splits, runtime, evaluate, result, _TRACKER.get())
     trained.diagnostics = run_diagnostics(trained.history, task.primary_metric, task.kind, last.predictions,
                                           last.prefix)
     if "test" in splits.encoded:

@@ -159,10 +159,12 @@ def total_steps(settings: TrainerConfig, train_size: int) -> tuple[int, int]:
 
 
 def train(model, task, splits: Splits, runtime: Runtime, evaluate: Callable[[str], dict],
-          result: TrainResult | None = None) -> TrainResult:
+          result: TrainResult | None = None, tracker: Any = None) -> TrainResult:
     """Train the model's trainable parameters; evaluate on validation every ``eval_every`` steps.
 
     ``runtime.settings`` must have its LRs resolved (:meth:`TrainerConfig.with_method_lr`).
+    ``tracker`` (optional, see :mod:`bench.tracking`) gets ``on_train_step(step, loss, lr)`` after every
+    optimizer step and ``on_eval(step, history_entry)`` after every validation pass.
     """
     settings = runtime.settings
     optimizer = make_optimizer(parameter_groups(model, settings), settings.optimizer)
@@ -185,8 +187,12 @@ def train(model, task, splits: Splits, runtime: Runtime, evaluate: Callable[[str
             problem = watch.update(loss)
             if problem:
                 raise Diverged(problem)
+            if tracker is not None:
+                tracker.on_train_step(state.step, loss, _method_lr(optimizer))
             if state.step % eval_every == 0 or state.step == steps:
                 _evaluate_and_track(model, task, state.step / per_epoch, result, state, evaluate)
+                if tracker is not None:
+                    tracker.on_eval(state.step, result.history[-1])
             if state.step >= steps:
                 break
         state.epoch += 1
@@ -194,6 +200,12 @@ def train(model, task, splits: Splits, runtime: Runtime, evaluate: Callable[[str
     if state.best_params is not None:
         _load_trainable(model, state.best_params)  # test metrics come from the best checkpoint
     return result
+
+
+def _method_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The current LR of the method's parameters (the head's group may differ): what trackers log."""
+    groups = optimizer.param_groups
+    return next((g["lr"] for g in groups if str(g.get("name", "")).startswith("method")), groups[0]["lr"])
 
 
 def train_step(model, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any,
