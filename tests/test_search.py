@@ -58,6 +58,7 @@ def test_optuna_sweep_of_four_trials_leaves_four_ordinary_records(runs_root) -> 
             f"runs_root={runs_root}",
             "sweep_name=tpe",
             "method.num_virtual_tokens=int(interval(2, 8))",
+            "hydra.sweep.subdir=trial${hydra.job.num}",  # one folder per trial until folders carry the hparams slug
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
