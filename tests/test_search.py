@@ -58,7 +58,6 @@ def test_optuna_sweep_of_four_trials_leaves_four_ordinary_records(runs_root) -> 
             f"runs_root={runs_root}",
             "sweep_name=tpe",
             "method.num_virtual_tokens=int(interval(2, 8))",
-            "hydra.sweep.subdir=trial${hydra.job.num}",  # one folder per trial until folders carry the hparams slug
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,5 +68,11 @@ def test_optuna_sweep_of_four_trials_leaves_four_ordinary_records(runs_root) -> 
         for r in records
     }
     assert len(points) == 4 and all(1e-4 <= lr <= 1e-1 and 2 <= n <= 8 for lr, n in points)
-    study = yaml.safe_load((runs_root / "tpe" / "optimization_results.yaml").read_text())
+    study = yaml.safe_load(next((runs_root / "tpe").rglob("optimization_results.yaml")).read_text())
     assert study["best_value"] == pytest.approx(max(objective(r) for r in records))
+    from bench.report import load_runs
+    from bench.report.tables import select_points
+
+    chosen = select_points(load_runs(runs_root / "tpe"))  # the tuned table's choice among the 4 trials
+    assert len(chosen) == 1 and chosen.loc[0, "candidates"] == 4
+    assert chosen.loc[0, "selection"] == pytest.approx(max(objective(r) for r in records))
