@@ -1,4 +1,5 @@
 """``python -m bench [overrides]``: one run; ``python -m bench -m ...``: a Hydra multirun."""
+
 from __future__ import annotations
 
 import sys

@@ -3,18 +3,21 @@
 Features are plain lists (cheap to cache); tensors are made per batch, padded to the longest
 example on the tokenizer's side (left for decoders, right for encoders).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import random
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from bench.tasks.constants import IGNORE_INDEX
+
 # the encoding code itself is part of a cached split's identity: editing this file invalidates the cache
 _ENCODER_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
@@ -33,8 +36,8 @@ def _special_frame(tokenizer) -> tuple[list[int], list[int]]:
     plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
     framed = tokenizer("hello")["input_ids"]
     for cut in range(len(framed) - len(plain) + 1):
-        if framed[cut:cut + len(plain)] == plain:
-            return list(framed[:cut]), list(framed[cut + len(plain):])
+        if framed[cut : cut + len(plain)] == plain:
+            return list(framed[:cut]), list(framed[cut + len(plain) :])
     return [], []
 
 
@@ -49,8 +52,9 @@ def _encode_pairs(tokenizer, firsts: list[str], seconds: list[str | None], max_l
 
 
 def encode_classification(tokenizer, examples: Sequence[dict], max_length: int) -> Encoded:
-    enc, flags = _encode_pairs(tokenizer, [e["text"] for e in examples],
-                               [e.get("text_pair") for e in examples], max_length)
+    enc, flags = _encode_pairs(
+        tokenizer, [e["text"] for e in examples], [e.get("text_pair") for e in examples], max_length
+    )
     features = []
     for i, example in enumerate(examples):
         feature = {"input_ids": enc["input_ids"][i], "labels": int(example["label"])}
@@ -66,16 +70,15 @@ def encode_multiple_choice(tokenizer, examples: Sequence[dict], max_length: int)
     features, start = [], 0
     for example in examples:
         count = len(example["pairs"])
-        choice = {"input_ids": enc["input_ids"][start:start + count], "labels": int(example["label"])}
+        choice = {"input_ids": enc["input_ids"][start : start + count], "labels": int(example["label"])}
         if "token_type_ids" in enc:
-            choice["token_type_ids"] = enc["token_type_ids"][start:start + count]
+            choice["token_type_ids"] = enc["token_type_ids"][start : start + count]
         features.append(choice)
         start += count
     return Encoded(features, sum(flags), sum(len(ids) for f in features for ids in f["input_ids"]))
 
 
-def encode_token_classification(tokenizer, examples: Sequence[dict], max_length: int,
-                                decoder: bool) -> Encoded:
+def encode_token_classification(tokenizer, examples: Sequence[dict], max_length: int, decoder: bool) -> Encoded:
     """Words tokenised one by one; each word's tag sits on its first sub-token, others are ignored."""
     head, tail = _special_frame(tokenizer)
     words = [(" " + w if decoder and j else w) for e in examples for j, w in enumerate(e["tokens"])]
@@ -92,28 +95,28 @@ def encode_token_classification(tokenizer, examples: Sequence[dict], max_length:
                 ids += piece
                 labels += [int(tag)] + [IGNORE_INDEX] * (len(piece) - 1)
         truncated += int(-1 in starts)
-        features.append({"input_ids": ids + tail, "labels": labels + [IGNORE_INDEX] * len(tail),
-                         "word_starts": starts})
+        features.append({"input_ids": ids + tail, "labels": labels + [IGNORE_INDEX] * len(tail), "word_starts": starts})
     return Encoded(features, truncated, sum(len(f["input_ids"]) for f in features))
 
 
-def encode_generation(tokenizer, examples: Sequence[dict], max_length: int, separator: str,
-                      training: bool) -> Encoded:
+def encode_generation(tokenizer, examples: Sequence[dict], max_length: int, separator: str, training: bool) -> Encoded:
     """Training: prompt + target + EOS, loss on the target only.  Evaluation: the prompt alone."""
     head, _ = _special_frame(tokenizer)
     sources = tokenizer([e["source"] + separator for e in examples], add_special_tokens=False)["input_ids"]
     features, truncated = [], 0
     for example, source in zip(examples, sources):
         targets = example["references"] if training else [None]
-        target_ids = tokenizer([" " + t for t in targets if t is not None], add_special_tokens=False)["input_ids"] \
-            if training else [[]]
+        target_ids = (
+            tokenizer([" " + t for t in targets if t is not None], add_special_tokens=False)["input_ids"]
+            if training
+            else [[]]
+        )
         for target in target_ids:
             target = target + [tokenizer.eos_token_id] if training else target
             room = max(max_length - len(head) - len(target), 1)
             truncated += int(len(source) > room)
             prompt = head + source[-room:]  # keep the end of the source: it holds the separator
-            features.append({"input_ids": prompt + target,
-                             "labels": [IGNORE_INDEX] * len(prompt) + target})
+            features.append({"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target})
     return Encoded(features, truncated, sum(len(f["input_ids"]) for f in features))
 
 
@@ -150,10 +153,24 @@ def encode_split(task, tokenizer, split: str, max_length: int, decoder: bool, se
 
 def cache_key(task, tokenizer, split: str, max_length: int, seq2seq: bool = False) -> str:
     """Stable key for a tokenised split: its examples, tokenizer identity and vocabulary size, length."""
-    payload = json.dumps([task.kind, task.config.get("separator"), split, max_length, seq2seq, tokenizer.name_or_path,
-                          len(tokenizer), tokenizer.padding_side, tokenizer.all_special_ids, tokenizer.model_input_names,
-                          _ENCODER_SOURCE,
-                          task.splits[split]], sort_keys=True, default=str)
+    payload = json.dumps(
+        [
+            task.kind,
+            task.config.get("separator"),
+            split,
+            max_length,
+            seq2seq,
+            tokenizer.name_or_path,
+            len(tokenizer),
+            tokenizer.padding_side,
+            tokenizer.all_special_ids,
+            tokenizer.model_input_names,
+            _ENCODER_SOURCE,
+            task.splits[split],
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -172,8 +189,10 @@ def collate(features: list[dict], pad_id: int, left: bool) -> dict[str, torch.Te
         return _collate_choices(features, pad_id, left)
     rows = [f["input_ids"] for f in features]
     width = max(len(r) for r in rows)
-    batch = {"input_ids": torch.tensor(_pad(rows, pad_id, left, width)),
-             "attention_mask": torch.tensor(_mask(rows, left, width))}
+    batch = {
+        "input_ids": torch.tensor(_pad(rows, pad_id, left, width)),
+        "attention_mask": torch.tensor(_mask(rows, left, width)),
+    }
     if "token_type_ids" in features[0]:
         batch["token_type_ids"] = torch.tensor(_pad([f["token_type_ids"] for f in features], 0, left, width))
     labels = [f["labels"] for f in features]
@@ -193,10 +212,14 @@ def _collate_choices(features: list[dict], pad_id: int, left: bool) -> dict[str,
         return [_pad(f[key] + [empty] * (choices - len(f[key])), fill, left, width) for f in features]
 
     masks = [_mask(f["input_ids"] + [empty] * (choices - len(f["input_ids"])), left, width) for f in features]
-    batch = {"input_ids": torch.tensor(grid("input_ids", pad_id)), "attention_mask": torch.tensor(masks),
-             "choice_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (choices - len(f["input_ids"]))
-                                          for f in features]),
-             "labels": torch.tensor([f["labels"] for f in features])}
+    batch = {
+        "input_ids": torch.tensor(grid("input_ids", pad_id)),
+        "attention_mask": torch.tensor(masks),
+        "choice_mask": torch.tensor(
+            [[1] * len(f["input_ids"]) + [0] * (choices - len(f["input_ids"])) for f in features]
+        ),
+        "labels": torch.tensor([f["labels"] for f in features]),
+    }
     if "token_type_ids" in features[0]:
         batch["token_type_ids"] = torch.tensor(grid("token_type_ids", 0))
     return batch
@@ -207,8 +230,9 @@ def _length(feature: dict) -> int:
     return max(len(i) for i in ids) if ids and isinstance(ids[0], list) else len(ids)
 
 
-def batch_indices(features: list[dict], batch_size: int, shuffle: bool, seed: int,
-                  group_by_length: bool) -> Iterator[list[int]]:
+def batch_indices(
+    features: list[dict], batch_size: int, shuffle: bool, seed: int, group_by_length: bool
+) -> Iterator[list[int]]:
     """Index batches; length grouping sorts within shuffled mega-batches so padding stays small."""
     order = list(range(len(features)))
     rng = random.Random(seed)
@@ -216,9 +240,12 @@ def batch_indices(features: list[dict], batch_size: int, shuffle: bool, seed: in
         rng.shuffle(order)
     if group_by_length:
         mega = batch_size * 50
-        order = [i for start in range(0, len(order), mega)
-                 for i in sorted(order[start:start + mega], key=lambda j: -_length(features[j]))]
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        order = [
+            i
+            for start in range(0, len(order), mega)
+            for i in sorted(order[start : start + mega], key=lambda j: -_length(features[j]))
+        ]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle and group_by_length:
         rng.shuffle(batches)  # sorted mega-batches would otherwise feed long batches first
     yield from batches
@@ -229,8 +256,9 @@ def batch_indices(features: list[dict], batch_size: int, shuffle: bool, seed: in
 EVAL_PADDING_TOLERANCE = 0.02
 
 
-def eval_batch_indices(features: list[dict], batch_size: int, sort_by_length: bool = True,
-                       tolerance: float | None = None) -> list[list[int]]:
+def eval_batch_indices(
+    features: list[dict], batch_size: int, sort_by_length: bool = True, tolerance: float | None = None
+) -> list[list[int]]:
     """Evaluation batches, longest examples first, so each pads little and the first shows the memory peak.
 
     With ``tolerance``, a batch also ends before an example shorter than ``(1 - tolerance)`` x the batch's

@@ -13,6 +13,7 @@ The slug is ``leaf=value`` pairs sorted by key (``lr=0.01,num_virtual_tokens=10`
 key where two leaves share a name; when it is long or needs characters a folder name should not
 hold, it is shortened and ends with a hash of the full set (``__<8 hex>``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,8 +30,17 @@ from pathlib import Path
 from typing import Any
 
 # where or whether a run happens, how it is timed or stored — not what it computes
-NOT_HPARAMS = ("force", "runs_root", "sweep_name", "save_adapter", "seed", "device", "gradient_checkpointing",
-               "task.data_dir", "trainer.timing_warmup_steps")
+NOT_HPARAMS = (
+    "force",
+    "runs_root",
+    "sweep_name",
+    "save_adapter",
+    "seed",
+    "device",
+    "gradient_checkpointing",
+    "task.data_dir",
+    "trainer.timing_warmup_steps",
+)
 GROUPS_IN_PATH = ("method", "model", "task")
 SLUG_MAX = 64
 SAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
@@ -68,8 +78,11 @@ def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    overrides = [f"{group}={choice}" for group, choice in sorted(choices.items())
-                 if choice is not None and not group.startswith("hydra")]
+    overrides = [
+        f"{group}={choice}"
+        for group, choice in sorted(choices.items())
+        if choice is not None and not group.startswith("hydra")
+    ]
     if GlobalHydra.instance().is_initialized():  # inside a Hydra job (any launcher restores it)
         from hydra.core.hydra_config import HydraConfig
 
@@ -102,7 +115,7 @@ def slug(params: Mapping[str, Any]) -> str | None:
     if safe == text and len(text) <= SLUG_MAX:
         return text
     digest = hashlib.sha256(json.dumps(dict(params), sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{safe[:SLUG_MAX - 10]}__{digest}"
+    return f"{safe[: SLUG_MAX - 10]}__{digest}"
 
 
 def run_dir(config: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
@@ -139,8 +152,15 @@ class RunLock:
             print(f"warning: cannot lock {self.path} ({error}); running without a lock", file=sys.stderr)
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": datetime.now(UTC).isoformat(timespec="seconds")}))
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+        )
         handle.flush()
         self.handle = handle
         return None

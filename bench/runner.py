@@ -3,6 +3,7 @@
 Every exception ends as a record with status and a one-line error (the traceback goes to
 ``error.log`` beside it), so a sweep goes on and no result is lost.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,8 +77,9 @@ def up_to_date(record_path: Path, digest: str) -> bool:
     return record.get("status") == "ok" and record.get("provenance", {}).get("config_hash") == digest
 
 
-def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None,
-            hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def execute(
+    config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None, hparams: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Run one experiment and write ``run_dir/result.json``; return the record.
 
     A point skipped because it is up to date returns the record on disk; one skipped because another
@@ -87,8 +89,9 @@ def execute(config: dict[str, Any], run_dir: Path, overrides: list[str] | None =
     return outcome.record or {"status": outcome.status, "error": outcome.reason}
 
 
-def run_point(config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None,
-              hparams: Mapping[str, Any] | None = None) -> Outcome:
+def run_point(
+    config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None, hparams: Mapping[str, Any] | None = None
+) -> Outcome:
     """Skip the point when up to date or locked by another process; otherwise run it under its lock."""
     record_path = run_dir / "result.json"
     digest = config_hash(config)
@@ -120,17 +123,27 @@ def _skip(label: str, path: Path, reason: str, record: dict[str, Any] | None = N
     return Outcome(SKIPPED, path, record, reason)
 
 
-def _execute(config: dict[str, Any], run_dir: Path, overrides: list[str], hparams: dict[str, Any],
-             digest: str) -> dict[str, Any]:
+def _execute(
+    config: dict[str, Any], run_dir: Path, overrides: list[str], hparams: dict[str, Any], digest: str
+) -> dict[str, Any]:
     """Run and record; every exception ends as a record with a one-line error."""
     record_path = run_dir / "result.json"
     names = {k: config.get(k, {}).get("name") for k in GROUPS_IN_PATH}
     record = empty_record(names["method"], names["model"], names["task"], int(config["seed"]))
     record["hparams"] = hparams
     sha, dirty = git_state()
-    record["provenance"].update(git_sha=sha, git_dirty=dirty, versions=package_versions(), config=config,
-                                overrides=overrides, config_hash=digest, dtype=config.get("dtype"),
-                                host=socket.gethostname(), pid=os.getpid(), started_at=_now())
+    record["provenance"].update(
+        git_sha=sha,
+        git_dirty=dirty,
+        versions=package_versions(),
+        config=config,
+        overrides=overrides,
+        config_hash=digest,
+        dtype=config.get("dtype"),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=_now(),
+    )
     error_log = run_dir / "error.log"
     tracker = None
     try:
@@ -184,11 +197,14 @@ def _summary(record: dict[str, Any], path: Path) -> None:
     score = (metrics.get("final") or {}).get(primary)
     tps = record["throughput"].get("train_tokens_per_s")
     config = record["provenance"]["config"]
-    line = (f"[{record['status']}] {run_label(config, record.get('hparams'))}"
-            + (f" {primary}={score:.4f}" if score is not None else "")
-            + (f" trainable={record['params']['trainable']}" if record["params"].get("trainable") else "")
-            + (f" tok/s={tps:.0f}" if tps else "") + (f" error={record['error']}" if record["error"] else "")
-            + f" -> {path}")
+    line = (
+        f"[{record['status']}] {run_label(config, record.get('hparams'))}"
+        + (f" {primary}={score:.4f}" if score is not None else "")
+        + (f" trainable={record['params']['trainable']}" if record["params"].get("trainable") else "")
+        + (f" tok/s={tps:.0f}" if tps else "")
+        + (f" error={record['error']}" if record["error"] else "")
+        + f" -> {path}"
+    )
     print(line, file=sys.stderr if record["status"] != "ok" else sys.stdout, flush=True)
 
 
@@ -213,9 +229,16 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     _cap_eval(task, settings.max_eval_samples)
     loaded = load_model(config["model"], task.kind)
     seed_everything(seed)  # the method's and head's initial values depend on the run seed only
-    model = AdaptedModel(loaded.backbone, method, task.kind, num_labels=len(task.label_names or []) or None,
-                         tokenizer=loaded.tokenizer, seed=seed, label_names=task.label_names,
-                         pooling=config["model"].get("pooling") or "auto")
+    model = AdaptedModel(
+        loaded.backbone,
+        method,
+        task.kind,
+        num_labels=len(task.label_names or []) or None,
+        tokenizer=loaded.tokenizer,
+        seed=seed,
+        label_names=task.label_names,
+        pooling=config["model"].get("pooling") or "auto",
+    )
     _place(model, checked.device, checked.dtype)
     if config.get("gradient_checkpointing"):
         model.enable_gradient_checkpointing()
@@ -241,16 +264,20 @@ def _check_protocol(task: Mapping[str, Any]) -> None:
     """A protocol other than ``full`` names files (FewGLUE's train32/dev32), which the Hub copy lacks."""
     protocol = task.get("protocol")
     if protocol not in (None, "full") and not task.get("data_dir"):
-        raise RunConfigError(f"task.protocol={protocol} reads the files {dict(task.get('files') or {})}: "
-                             f"set task.data_dir to the folder holding them (e.g. ../shared/data/superglue/RTE)")
+        raise RunConfigError(
+            f"task.protocol={protocol} reads the files {dict(task.get('files') or {})}: "
+            f"set task.data_dir to the folder holding them (e.g. ../shared/data/superglue/RTE)"
+        )
 
 
 def _require_splits(task) -> None:
     """Training needs a train and a validation split; say which is missing and how to supply it."""
     missing = [split for split in ("train", "validation") if not task.splits.get(split)]
     if missing:
-        raise RunConfigError(f"task '{task.name}' has no {' or '.join(missing)} split; "
-                             "point task.files.<split> at a file in task.data_dir")
+        raise RunConfigError(
+            f"task '{task.name}' has no {' or '.join(missing)} split; "
+            "point task.files.<split> at a file in task.data_dir"
+        )
 
 
 PAPER_TRAINER_KEYS = ("batch_size", "epochs", "lr", "max_steps", "warmup_ratio", "weight_decay")
@@ -258,8 +285,9 @@ PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection"
 PAPER_TASK_KEYS = ("max_length",)
 
 
-def apply_paper_settings(config: dict[str, Any], user_set: set[str] | frozenset[str] = frozenset()
-                         ) -> dict[str, Any] | None:
+def apply_paper_settings(
+    config: dict[str, Any], user_set: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any] | None:
     """With ``trainer=paper``, copy the task's per-model published hyperparameters into the config.
 
     ``task.paper`` maps a model name (or ``default``) to e.g. {batch_size, lr, epochs,
@@ -317,8 +345,10 @@ def _cap_eval(task, limit: int | None) -> None:
 def _encode(task, loaded, max_length: int, config: Mapping[str, Any]) -> Splits:
     from bench.cache import cached_encode
 
-    encoded = {split: cached_encode(task, loaded.tokenizer, split, max_length, loaded.decoder, loaded.seq2seq)
-               for split in task.splits}
+    encoded = {
+        split: cached_encode(task, loaded.tokenizer, split, max_length, loaded.decoder, loaded.seq2seq)
+        for split in task.splits
+    }
     return Splits(encoded, loaded.tokenizer.pad_token_id, loaded.tokenizer.padding_side == "left")
 
 
@@ -358,8 +388,9 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
     trained = train(model, task, splits, runtime, evaluate, result, _TRACKER.get())
-    trained.diagnostics = run_diagnostics(trained.history, task.primary_metric, task.kind, last.predictions,
-                                          last.prefix)
+    trained.diagnostics = run_diagnostics(
+        trained.history, task.primary_metric, task.kind, last.predictions, last.prefix
+    )
     if "test" in splits.encoded:
         trained.test = evaluate("test")
     return trained
@@ -367,16 +398,28 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
 
 def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
     timer = result.timer
-    record["metrics"].update(final=result.final, best=result.best, best_step=result.best_step,
-                             history=result.history, test=result.test, best_is_checkpoint=True)
+    record["metrics"].update(
+        final=result.final,
+        best=result.best,
+        best_step=result.best_step,
+        history=result.history,
+        test=result.test,
+        best_is_checkpoint=True,
+    )
     record["diagnostics"] = result.diagnostics
     record["throughput"].update(
-        train_tokens_per_s=timer.tokens_per_s(), train_samples_per_s=timer.samples_per_s(),
-        step_time_s_median=timer.median_step_s(), train_time_s=timer.total_s,
-        train_steps=len(timer.step_times), virtual_tokens=timer.virtual_tokens, real_tokens=timer.real_tokens,
+        train_tokens_per_s=timer.tokens_per_s(),
+        train_samples_per_s=timer.samples_per_s(),
+        step_time_s_median=timer.median_step_s(),
+        train_time_s=timer.total_s,
+        train_steps=len(timer.step_times),
+        virtual_tokens=timer.virtual_tokens,
+        real_tokens=timer.real_tokens,
         eval_time_s=result.eval_time_s,
         eval_tokens_per_s=(result.eval_tokens / result.eval_time_s) if result.eval_time_s else None,
         eval_padding_waste=padding_waste(result.eval_padded_tokens, result.eval_tokens),
-        generation_tokens_per_s=(result.generation_tokens / result.generation_time_s
-                                 if result.generation_time_s else None),
-        peak_memory_bytes=peak_memory_bytes(timer.device, timer.peak_rss))
+        generation_tokens_per_s=(
+            result.generation_tokens / result.generation_time_s if result.generation_time_s else None
+        ),
+        peak_memory_bytes=peak_memory_bytes(timer.device, timer.peak_rss),
+    )

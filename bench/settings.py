@@ -5,6 +5,7 @@ the way method configs are built from ``conf/method/*.yaml``: unknown keys and o
 with one line that names the key and the allowed range. The top-level ``device`` and ``dtype`` are
 checked here too, so a bad setting never costs a model load.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,9 @@ OPTIMIZERS = ("adamw", "adafactor")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _setting(default: Any, kind: type, allowed: str, check: Callable[[Any], bool] = lambda v: True,
-             nullable: bool = False) -> Any:
+def _setting(
+    default: Any, kind: type, allowed: str, check: Callable[[Any], bool] = lambda v: True, nullable: bool = False
+) -> Any:
     """A dataclass field carrying its own type, range check and the range's wording for errors."""
     return field(default=default, metadata={"kind": kind, "allowed": allowed, "check": check, "nullable": nullable})
 
@@ -50,21 +52,16 @@ class TrainerConfig:
     eval_batch_size: int = _setting(64, int, "an integer >= 1", lambda v: v >= 1)
     epochs: int = _setting(5, int, "an integer >= 1", lambda v: v >= 1)
     max_steps: int | None = _setting(None, int, "an integer >= 1, or null to use epochs", lambda v: v >= 1, True)
-    eval_every: int | None = _setting(None, int, "an integer >= 1, or null for once per epoch", lambda v: v >= 1,
-                                      True)
-    lr: float | None = _setting(None, float, "a number > 0, or null for the method's default LR",
-                                lambda v: v > 0, True)
-    head_lr: float | None = _setting(None, float, "a number > 0, or null for the method's LR", lambda v: v > 0,
-                                     True)
+    eval_every: int | None = _setting(None, int, "an integer >= 1, or null for once per epoch", lambda v: v >= 1, True)
+    lr: float | None = _setting(None, float, "a number > 0, or null for the method's default LR", lambda v: v > 0, True)
+    head_lr: float | None = _setting(None, float, "a number > 0, or null for the method's LR", lambda v: v > 0, True)
     optimizer: str = _setting("adamw", str, f"one of {list(OPTIMIZERS)}", lambda v: v in OPTIMIZERS)
     weight_decay: float = _setting(0.01, float, "a number >= 0", lambda v: v >= 0)
     decay_exemptions: bool = _setting(True, bool, "true or false")
     warmup_ratio: float = _setting(0.06, float, "a number in [0, 1)", lambda v: 0 <= v < 1)
-    max_grad_norm: float | None = _setting(1.0, float, "a number > 0, or null for no clipping",
-                                           lambda v: v > 0, True)
+    max_grad_norm: float | None = _setting(1.0, float, "a number > 0, or null for no clipping", lambda v: v > 0, True)
     group_by_length: bool = _setting(True, bool, "true or false")
-    max_eval_samples: int | None = _setting(None, int, "an integer >= 1, or null for all", lambda v: v >= 1,
-                                            True)
+    max_eval_samples: int | None = _setting(None, int, "an integer >= 1, or null for all", lambda v: v >= 1, True)
     timing_warmup_steps: int = _setting(3, int, "an integer >= 0", lambda v: v >= 0)
 
     @classmethod
@@ -123,8 +120,7 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError) as error:
         raise RunConfigError(f"device={name!r} is not a device; allowed: {available_devices()}") from error
-    if device.type == "cuda" and (not torch.cuda.is_available()
-                                  or (device.index or 0) >= torch.cuda.device_count()):
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise RunConfigError(f"device={name!r} is not available on this machine; allowed: {available_devices()}")
     if device.type == "mps" and not _mps_available():
         raise RunConfigError(f"device={name!r} is not available on this machine; allowed: {available_devices()}")

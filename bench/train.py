@@ -3,6 +3,7 @@
 Everything a record needs is measured here: per-step times (median after warm-up), real and
 virtual token counts, eval and generation throughput, peak memory.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -110,10 +111,15 @@ def parameter_groups(model: torch.nn.Module, settings: TrainerConfig) -> list[di
         if parameter.requires_grad:
             part = "head" if name.startswith("head.") else "method"
             groups.setdefault((part, name not in exempt), []).append(parameter)
-    return [{"name": f"{part}.{'decay' if decay else 'no_decay'}", "params": params,
-             "lr": settings.head_lr if part == "head" else settings.lr,
-             "weight_decay": settings.weight_decay if decay else 0.0}
-            for (part, decay), params in sorted(groups.items())]
+    return [
+        {
+            "name": f"{part}.{'decay' if decay else 'no_decay'}",
+            "params": params,
+            "lr": settings.head_lr if part == "head" else settings.lr,
+            "weight_decay": settings.weight_decay if decay else 0.0,
+        }
+        for (part, decay), params in sorted(groups.items())
+    ]
 
 
 def make_optimizer(groups: list[dict[str, Any]], name: str) -> torch.optim.Optimizer:
@@ -129,9 +135,15 @@ def make_optimizer(groups: list[dict[str, Any]], name: str) -> torch.optim.Optim
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     """The record's view of the optimizer: each group's name, LR, weight decay and parameter count."""
-    return [{"name": group.get("name"), "lr": group["initial_lr"] if "initial_lr" in group else group["lr"],
-             "weight_decay": group["weight_decay"], "params": sum(p.numel() for p in group["params"])}
-            for group in optimizer.param_groups]
+    return [
+        {
+            "name": group.get("name"),
+            "lr": group["initial_lr"] if "initial_lr" in group else group["lr"],
+            "weight_decay": group["weight_decay"],
+            "params": sum(p.numel() for p in group["params"]),
+        }
+        for group in optimizer.param_groups
+    ]
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -158,8 +170,15 @@ def total_steps(settings: TrainerConfig, train_size: int) -> tuple[int, int]:
     return settings.epochs * per_epoch, per_epoch
 
 
-def train(model, task, splits: Splits, runtime: Runtime, evaluate: Callable[[str], dict],
-          result: TrainResult | None = None, tracker: Any = None) -> TrainResult:
+def train(
+    model,
+    task,
+    splits: Splits,
+    runtime: Runtime,
+    evaluate: Callable[[str], dict],
+    result: TrainResult | None = None,
+    tracker: Any = None,
+) -> TrainResult:
     """Train the model's trainable parameters; evaluate on validation every ``eval_every`` steps.
 
     ``runtime.settings`` must have its LRs resolved (:meth:`TrainerConfig.with_method_lr`).
@@ -178,8 +197,14 @@ def train(model, task, splits: Splits, runtime: Runtime, evaluate: Callable[[str
     progress = tqdm(total=steps, desc=f"train {model.method.name}", leave=False, disable=None)
     watch = LossWatch()
     while state.step < steps:
-        for _, batch in _batches(splits.encoded["train"], splits, settings.batch_size, True,
-                                 runtime.seed + state.epoch, settings.group_by_length):
+        for _, batch in _batches(
+            splits.encoded["train"],
+            splits,
+            settings.batch_size,
+            True,
+            runtime.seed + state.epoch,
+            settings.group_by_length,
+        ):
             loss = train_step(model, batch, optimizer, scheduler, runtime, result.timer)
             state.step += 1
             state.losses.append(loss)
@@ -208,8 +233,14 @@ def _method_lr(optimizer: torch.optim.Optimizer) -> float:
     return next((g["lr"] for g in groups if str(g.get("name", "")).startswith("method")), groups[0]["lr"])
 
 
-def train_step(model, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any,
-               runtime: Runtime, timer: StepTimer | None = None) -> float:
+def train_step(
+    model,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    runtime: Runtime,
+    timer: StepTimer | None = None,
+) -> float:
     """One optimizer step as the trainer takes it: forward, backward, clip, step, schedule; the loss.
 
     ``scheduler`` may be None (a fixed LR); ``timer`` (optional) records the step's time and tokens.
@@ -246,12 +277,18 @@ def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
                 parameter.copy_(state[name])
 
 
-def _evaluate_and_track(model, task, epoch: float, result: TrainResult, state: LoopState,
-                        evaluate: Callable[[str], dict]) -> None:
+def _evaluate_and_track(
+    model, task, epoch: float, result: TrainResult, state: LoopState, evaluate: Callable[[str], dict]
+) -> None:
     metrics = evaluate("validation")
-    entry = {"step": state.step, "epoch": round(epoch, 4), "split": "validation",
-             "time_s": round(result.timer.total_s, 4),
-             "train_loss": sum(state.losses) / len(state.losses) if state.losses else None, **metrics}
+    entry = {
+        "step": state.step,
+        "epoch": round(epoch, 4),
+        "split": "validation",
+        "time_s": round(result.timer.total_s, 4),
+        "train_loss": sum(state.losses) / len(state.losses) if state.losses else None,
+        **metrics,
+    }
     state.losses = []
     result.history.append(entry)
     result.final = dict(metrics)
@@ -262,8 +299,16 @@ def _evaluate_and_track(model, task, epoch: float, result: TrainResult, state: L
 
 
 @torch.no_grad()
-def predict(model, task, encoded: Encoded, splits: Splits, runtime: Runtime, tokenizer, result: TrainResult,
-            sort_by_length: bool = True) -> tuple[list, float | None]:
+def predict(
+    model,
+    task,
+    encoded: Encoded,
+    splits: Splits,
+    runtime: Runtime,
+    tokenizer,
+    result: TrainResult,
+    sort_by_length: bool = True,
+) -> tuple[list, float | None]:
     """Predictions in the split's order (the task's format), and the mean eval loss (None for generation).
 
     Batches are cut from the examples sorted longest first (``sort_by_length``): padding stays small,
@@ -315,10 +360,15 @@ def _decode(task, logits: torch.Tensor, batch, features: list[dict], left_pad: b
 def _generate(model, batch, task, tokenizer, result: TrainResult) -> list[str]:
     options = dict(task.config.get("generation") or {})
     start = time.perf_counter()
-    tokens = model.generate(batch["input_ids"], batch["attention_mask"], do_sample=False,
-                            num_beams=int(options.get("num_beams", 1)),
-                            max_new_tokens=int(options.get("max_new_tokens", 64)),
-                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    tokens = model.generate(
+        batch["input_ids"],
+        batch["attention_mask"],
+        do_sample=False,
+        num_beams=int(options.get("num_beams", 1)),
+        max_new_tokens=int(options.get("max_new_tokens", 64)),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     synchronize(tokens.device)
     result.generation_time_s += time.perf_counter() - start
     result.generation_tokens += int((tokens != tokenizer.pad_token_id).sum())

@@ -1,4 +1,5 @@
 """Full fine-tuning baseline: every backbone weight trains (the 'quality ceiling')."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 
 A method that does not beat this adds nothing over a linear probe.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

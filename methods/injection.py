@@ -13,10 +13,12 @@ attention kinds; :func:`find_attention_sites` tells them apart by their shapes i
 T5's relative position bias arrives as a ``position_bias`` argument computed for the real keys
 only; prefix keys are position-less: their bias columns are zero, so no real token's bias moves.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,8 +32,12 @@ IMPLEMENTATION = "softprompt_prefix"
 _PREFIX_ATTR = "_softprompt_prefix"
 # where prefixes go: Li & Liang put them everywhere ("all"); PEFT (0.21) puts a seq2seq model's prefix in the
 # decoder self-attention only ("decoder": it empties the cross-attention part of its prefix cache)
-PLACEMENTS = {"all": ("encoder", "decoder", "cross"), "encoder": ("encoder",), "decoder": ("decoder",),
-              "decoder_cross": ("decoder", "cross")}
+PLACEMENTS = {
+    "all": ("encoder", "decoder", "cross"),
+    "encoder": ("encoder",),
+    "decoder": ("decoder",),
+    "decoder_cross": ("decoder", "cross"),
+}
 # observers (module, query, key with prefix, extended mask, n_prefix) -> None; bench.diagnostics
 # measures prefix-key norms and attention shares through them without a second attention path
 _PROBES: list[Callable[..., None]] = []
@@ -52,8 +58,9 @@ class UnsupportedArchitectureError(ValueError):
     """The backbone does not route attention through transformers' attention interface."""
 
 
-def _extend_mask(mask: torch.Tensor | None, query: torch.Tensor, key_len: int, n_prefix: int,
-                 causal: bool, visible: bool) -> torch.Tensor:
+def _extend_mask(
+    mask: torch.Tensor | None, query: torch.Tensor, key_len: int, n_prefix: int, causal: bool, visible: bool
+) -> torch.Tensor:
     """Prepend ``n_prefix`` columns to a (B,1,Q,K) mask; build the real part when it is None."""
     batch, q_len, device = query.shape[0], query.shape[2], query.device
     if mask is None:
@@ -73,17 +80,23 @@ def _extend_mask(mask: torch.Tensor | None, query: torch.Tensor, key_len: int, n
     return torch.cat([cols, mask], dim=-1)
 
 
-def prefix_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
-                             value: torch.Tensor, attention_mask: torch.Tensor | None,
-                             **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+def prefix_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """SDPA attention with this module's prefix (if any) in front of its keys and values."""
     prefix = getattr(module, _PREFIX_ATTR, None)
     if prefix is not None:
         prefix_key, prefix_value, visible = prefix
         batch = key.shape[0]
         n_prefix = prefix_key.shape[2]
-        attention_mask = _extend_mask(attention_mask, query, key.shape[2], n_prefix,
-                                      getattr(module, "is_causal", False), visible)
+        attention_mask = _extend_mask(
+            attention_mask, query, key.shape[2], n_prefix, getattr(module, "is_causal", False), visible
+        )
         key = torch.cat([prefix_key.to(key.dtype).expand(batch, -1, -1, -1), key], dim=2)
         value = torch.cat([prefix_value.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
         kwargs["is_causal"] = False  # the explicit mask carries causality now
@@ -123,8 +136,7 @@ def _role(module: nn.Module, query: torch.Tensor, key: torch.Tensor, encoder_dec
     return "cross" if key.shape[2] == encoder_len else "decoder"
 
 
-def find_attention_sites(model: nn.Module, dummy_inputs: dict[str, torch.Tensor],
-                         expected: int) -> list[AttentionSite]:
+def find_attention_sites(model: nn.Module, dummy_inputs: dict[str, torch.Tensor], expected: int) -> list[AttentionSite]:
     """Route ``model`` through our attention function and return its attention sites in call order.
 
     A dry forward records which modules call the attention interface, so no per-architecture
@@ -164,13 +176,14 @@ def select_sites(sites: list[AttentionSite], placement: str) -> list[nn.Module]:
         present = sorted({site.role for site in sites})
         raise MethodConfigError(
             f"method.prefix_placement={placement!r} selects no attention layer of this model "
-            f"(it has {present} attention); use 'all'")
+            f"(it has {present} attention); use 'all'"
+        )
     return chosen
 
 
-def set_prefixes(modules: list[nn.Module],
-                 prefixes: list[tuple[torch.Tensor, torch.Tensor]] | None,
-                 visible: bool = True) -> None:
+def set_prefixes(
+    modules: list[nn.Module], prefixes: list[tuple[torch.Tensor, torch.Tensor]] | None, visible: bool = True
+) -> None:
     """Attach one (key, value) prefix of shape (1|B, kv_heads, N, head_dim) per attention module."""
     for index, module in enumerate(modules):
         value = None if prefixes is None else (*prefixes[index], visible)

@@ -1,4 +1,5 @@
 """LoRA baseline (Hu et al., 2021) through the ``peft`` library: low-rank updates of attention projections."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,8 +8,12 @@ from typing import Any
 from methods.registry import MethodConfig, MethodConfigError, register
 
 # peft's own default targets per model_type; our tiny/offline models reuse these names
-_FALLBACK_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "gpt2": ["c_attn"],
-                     "llama": ["q_proj", "v_proj"]}
+_FALLBACK_TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"],
+}
 
 
 def default_targets(model_type: str) -> list[str]:
@@ -19,7 +24,9 @@ def default_targets(model_type: str) -> list[str]:
         mapping = {}
     targets = mapping.get(model_type) or _FALLBACK_TARGETS.get(model_type)
     if not targets:
-        raise MethodConfigError(f"lora: no default target modules for model_type '{model_type}'; set method.target_modules")
+        raise MethodConfigError(
+            f"lora: no default target modules for model_type '{model_type}'; set method.target_modules"
+        )
     return list(targets)
 
 
@@ -32,7 +39,9 @@ class LoraConfig(MethodConfig):
     baseline = True
     attention_weights = True
     description = "rank-r updates of the attention projections (peft)"
-    lr: float = 3e-3  # small backbones need more than the LoRA paper's 5e-4 (MiniLM: 5e-4 stays at chance for 160 steps)
+    lr: float = (
+        3e-3  # small backbones need more than the LoRA paper's 5e-4 (MiniLM: 5e-4 stays at chance for 160 steps)
+    )
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
@@ -45,15 +54,22 @@ class LoraConfig(MethodConfig):
 
     def prepare_backbone(self, backbone: Any) -> None:
         from peft import LoraConfig as PeftLoraConfig, inject_adapter_in_model
-
         from transformers.pytorch_utils import Conv1D
 
         targets = list(self.target_modules or default_targets(backbone.config.model_type))
         # GPT-2's Conv1D stores weights transposed; say so rather than let peft warn and correct it
-        transposed = any(isinstance(module, Conv1D) for name, module in backbone.named_modules()
-                         if name.rsplit(".", 1)[-1] in targets)
-        config = PeftLoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                                target_modules=targets, fan_in_fan_out=transposed)
+        transposed = any(
+            isinstance(module, Conv1D)
+            for name, module in backbone.named_modules()
+            if name.rsplit(".", 1)[-1] in targets
+        )
+        config = PeftLoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            fan_in_fan_out=transposed,
+        )
         inject_adapter_in_model(config, backbone)
         for name, parameter in backbone.named_parameters():
             parameter.requires_grad_("lora_" in name)

@@ -4,15 +4,17 @@ The virtual input positions are stripped before the head, so losses, metrics and
 always see the real tokens only; positions come from the attention mask, so an example
 gets the same output alone or inside a left- or right-padded batch.
 """
+
 from __future__ import annotations
 
 import contextlib
 import inspect
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +49,11 @@ def frequent_token_ids(tokenizer: Any, vocab_size: int, limit: int = 5000) -> to
     if tokenizer is None:
         return None
     special = set(tokenizer.all_special_ids)
-    ordinary = sorted(index for token, index in tokenizer.get_vocab().items()
-                      if index < vocab_size and index not in special and not _PLACEHOLDER.fullmatch(token))
+    ordinary = sorted(
+        index
+        for token, index in tokenizer.get_vocab().items()
+        if index < vocab_size and index not in special and not _PLACEHOLDER.fullmatch(token)
+    )
     return torch.tensor(ordinary[:limit]) if ordinary else None
 
 
@@ -89,8 +94,9 @@ def absolute_position_embedding(backbone: nn.Module) -> nn.Embedding | None:
     return table if isinstance(table, nn.Embedding) else None
 
 
-def make_head(kind: str, hidden: int, num_labels: int | None, dropout: float = 0.1,
-              text_to_text: bool = False) -> nn.Module | None:
+def make_head(
+    kind: str, hidden: int, num_labels: int | None, dropout: float = 0.1, text_to_text: bool = False
+) -> nn.Module | None:
     """Linear head for the task kind; generation and text-to-text reuse the backbone's LM head."""
     if kind not in TASK_KINDS:
         raise ValueError(f"unknown task kind '{kind}'; choices: {list(TASK_KINDS)}")
@@ -119,8 +125,11 @@ def _accepted(module: nn.Module) -> set[str]:
 
 def is_encoder_decoder(backbone: nn.Module) -> bool:
     """A whole encoder-decoder model (T5, BART); their encoder stack alone (for NER) is an encoder."""
-    return bool(getattr(backbone.config, "is_encoder_decoder", False)) and hasattr(backbone, "get_encoder") \
+    return (
+        bool(getattr(backbone.config, "is_encoder_decoder", False))
+        and hasattr(backbone, "get_encoder")
         and backbone.get_encoder() is not backbone
+    )
 
 
 def attention_layer_count(backbone: nn.Module) -> int:
@@ -135,9 +144,17 @@ def attention_layer_count(backbone: nn.Module) -> int:
 class AdaptedModel(nn.Module):
     """Backbone (frozen unless the method trains it) + method module + task head."""
 
-    def __init__(self, backbone: nn.Module, method: MethodConfig, kind: str,
-                 num_labels: int | None = None, tokenizer: Any = None, seed: int | None = None,
-                 label_names: list[str] | None = None, pooling: str = "auto") -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        method: MethodConfig,
+        kind: str,
+        num_labels: int | None = None,
+        tokenizer: Any = None,
+        seed: int | None = None,
+        label_names: list[str] | None = None,
+        pooling: str = "auto",
+    ) -> None:
         """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values.
 
         ``label_names`` are needed for classification on an encoder-decoder model (the label words);
@@ -147,8 +164,9 @@ class AdaptedModel(nn.Module):
         method.validate()  # configs built directly (not via from_dict) are checked too
         self.seq2seq = is_encoder_decoder(backbone)
         if self.seq2seq and kind == "multiple_choice":
-            raise MethodConfigError("multiple choice on an encoder-decoder model is not supported yet; "
-                                    "use an encoder or a decoder model")
+            raise MethodConfigError(
+                "multiple choice on an encoder-decoder model is not supported yet; use an encoder or a decoder model"
+            )
         # text-to-text (Lester et al.): the decoder writes the label word; no classification head
         self.label_words = None
         if self.seq2seq and kind == "classification":
@@ -156,8 +174,9 @@ class AdaptedModel(nn.Module):
         if pooling not in POOLING:
             raise MethodConfigError(f"model.pooling={pooling!r}; choices: {list(POOLING)}")
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
-            raise MethodConfigError(f"model.pooling=pooler: {type(backbone).__name__} has no pretrained pooler; "
-                                    "use first, last or mean")
+            raise MethodConfigError(
+                f"model.pooling=pooler: {type(backbone).__name__} has no pretrained pooler; use first, last or mean"
+            )
         if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
             # the head reads a token itself: an unused pooler (dense+tanh) would be computed for nothing
             # and counted as trainable under full fine-tuning without ever training
@@ -183,8 +202,10 @@ class AdaptedModel(nn.Module):
         self.position_embedding = self._check_fidelity_knobs(backbone, kind)
         self.keep_prefix = False  # gradient checkpointing re-runs attention during backward
         if not any(p.requires_grad for p in self.parameters()):
-            raise NothingToTrainError(f"method '{method.name}' has nothing to train for task kind '{kind}': "
-                                      "the backbone is frozen and this kind has no task head")
+            raise NothingToTrainError(
+                f"method '{method.name}' has nothing to train for task kind '{kind}': "
+                "the backbone is frozen and this kind has no task head"
+            )
 
     def _dummy_inputs(self) -> dict[str, torch.Tensor]:
         """A dry-run batch; an encoder-decoder gets a shorter decoder input so the sites can be told apart."""
@@ -204,8 +225,9 @@ class AdaptedModel(nn.Module):
         prompt = self.soft_prompt
         return prompt.n if prompt is not None and prompt.input_tokens else 0
 
-    def _backbone_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         token_type_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _backbone_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         """Embeddings with the virtual tokens in front, their mask and mask-derived positions."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
         mask = attention_mask
@@ -241,25 +263,35 @@ class AdaptedModel(nn.Module):
     def _check_fidelity_knobs(self, backbone: nn.Module, kind: str) -> nn.Embedding | None:
         """The absolute position table ``virtual_positions=keep`` needs, and the pooling's constraints."""
         if self.pooling == "first" and self.causal:
-            raise MethodConfigError("model.pooling=first on a decoder reads a token that attends to nothing "
-                                    "else; use auto, last or mean")
+            raise MethodConfigError(
+                "model.pooling=first on a decoder reads a token that attends to nothing else; use auto, last or mean"
+            )
         if not self.keep_positions:
             return None
         table = absolute_position_embedding(backbone)
         if table is None or "position_ids" not in self.accepts:
-            raise MethodConfigError(f"method.virtual_positions=keep needs absolute position embeddings; "
-                                    f"{type(backbone).__name__} has none (rotary or relative): use shift")
+            raise MethodConfigError(
+                f"method.virtual_positions=keep needs absolute position embeddings; "
+                f"{type(backbone).__name__} has none (rotary or relative): use shift"
+            )
         if kind == "generation":
-            raise MethodConfigError("method.virtual_positions=keep is not supported for generation "
-                                    "(generate() numbers positions itself): use shift")
+            raise MethodConfigError(
+                "method.virtual_positions=keep is not supported for generation "
+                "(generate() numbers positions itself): use shift"
+            )
         return table
 
     def _attach_prefixes(self, visible: bool = True) -> None:
         prefixes = self.soft_prompt.prefixes() if self.soft_prompt is not None else None
         set_prefixes(self.attention_modules, prefixes, visible)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               token_type_ids: torch.Tensor | None = None, prefix_visible: bool = True) -> torch.Tensor:
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        prefix_visible: bool = True,
+    ) -> torch.Tensor:
         """Hidden states (or LM logits for generation) at the real positions, (B, L, ·)."""
         inputs = self._backbone_inputs(input_ids, attention_mask, token_type_ids)
         if "use_cache" in self.accepts:
@@ -294,16 +326,21 @@ class AdaptedModel(nn.Module):
             return self.backbone.pooler(token.unsqueeze(1))  # the pooler reads position 0 of what it gets
         return token
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                choice_mask: torch.Tensor | None = None, prefix_visible: bool = True,
-                **_: Any) -> AdaptedOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        choice_mask: torch.Tensor | None = None,
+        prefix_visible: bool = True,
+        **_: Any,
+    ) -> AdaptedOutput:
         """Logits for the task kind; multiple choice takes (B, choices, L) inputs."""
         if self.seq2seq:
             return self._forward_text_to_text(input_ids, attention_mask, labels, prefix_visible)
         if self.kind == "multiple_choice":
-            return self._forward_choices(input_ids, attention_mask, token_type_ids, labels, choice_mask,
-                                         prefix_visible)
+            return self._forward_choices(input_ids, attention_mask, token_type_ids, labels, choice_mask, prefix_visible)
         states = self.encode(input_ids, attention_mask, token_type_ids, prefix_visible)
         if self.kind == "classification":
             logits = self.head(self.pool(states, attention_mask).float())
@@ -313,8 +350,9 @@ class AdaptedModel(nn.Module):
             logits = states
         return AdaptedOutput(self._loss(logits, labels) if labels is not None else None, logits)
 
-    def decoder_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
-                       prefix_visible: bool = True) -> torch.Tensor:
+    def decoder_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor, prefix_visible: bool = True
+    ) -> torch.Tensor:
         """Encoder-decoder: teacher-forced LM logits (B, T, vocab) for decoder ``targets`` (IGNORE_INDEX = pad)."""
         inputs = self._backbone_inputs(input_ids, attention_mask, None)
         inputs.pop("position_ids", None)
@@ -336,19 +374,28 @@ class AdaptedModel(nn.Module):
         logits, loss = None, None
         if targets is not None and targets.shape[-1] > 0:
             logits = self.decoder_logits(input_ids, attention_mask, targets, prefix_visible)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX
+            )
         if self.label_words is not None and not self.training:
             longest = max(len(word) for word in self.label_words)
             eos = self.backbone.config.eos_token_id
-            tokens = self.generate(input_ids, attention_mask, max_new_tokens=longest, do_sample=False, num_beams=1,
-                                   eos_token_id=eos, pad_token_id=self.backbone.config.pad_token_id,
-                                   prefix_visible=prefix_visible)
+            tokens = self.generate(
+                input_ids,
+                attention_mask,
+                max_new_tokens=longest,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=eos,
+                pad_token_id=self.backbone.config.pad_token_id,
+                prefix_visible=prefix_visible,
+            )
             logits = map_generations(tokens, self.label_words, eos)
         return AdaptedOutput(loss, logits)
 
-    def _forward_choices(self, input_ids, attention_mask, token_type_ids, labels, choice_mask,
-                         prefix_visible) -> AdaptedOutput:
+    def _forward_choices(
+        self, input_ids, attention_mask, token_type_ids, labels, choice_mask, prefix_visible
+    ) -> AdaptedOutput:
         batch, choices, length = input_ids.shape
         flat = lambda t: None if t is None else t.reshape(batch * choices, length)  # noqa: E731
         mask = flat(attention_mask)
@@ -362,8 +409,9 @@ class AdaptedModel(nn.Module):
         if self.kind == "generation":  # next-token prediction: position t predicts label t+1
             # shift the labels, not the (B, L, vocab) logits: slicing those copies them, twice with the backward
             labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX
+        )
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -397,9 +445,15 @@ class AdaptedModel(nn.Module):
         method_stored = self.soft_prompt.stored_count() if self.soft_prompt is not None else 0
         unique = {t.data_ptr(): t.numel() for t in self.method.adapter_state(self.backbone).values()}
         stored = method_stored + sum(unique.values()) + head
-        return {"trainable": trainable, "stored": stored, "head": head, "backbone": backbone,
-                "method_trainable": trainable - head, "method_stored": stored - head,
-                "trainable_percent": 100.0 * trainable / backbone}
+        return {
+            "trainable": trainable,
+            "stored": stored,
+            "head": head,
+            "backbone": backbone,
+            "method_trainable": trainable - head,
+            "method_stored": stored - head,
+            "trainable_percent": 100.0 * trainable / backbone,
+        }
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a task checkpoint keeps, with the prefix MLP folded into its output."""
@@ -409,16 +463,22 @@ class AdaptedModel(nn.Module):
         if self.head is not None:
             tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
         tensors.update({f"backbone.{k}": v for k, v in self.method.adapter_state(self.backbone).items()})
-        return {k: v.detach().float().contiguous().clone() if v.is_floating_point() else v.clone()
-                for k, v in tensors.items()}
+        return {
+            k: v.detach().float().contiguous().clone() if v.is_floating_point() else v.clone()
+            for k, v in tensors.items()
+        }
 
     def save_adapter(self, directory: str | Path) -> Path:
         """Write ``adapter.safetensors`` + ``adapter.json`` (method, kind, labels)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.adapter_tensors(), str(directory / "adapter.safetensors"))
-        meta = {"method": self.method.name, "config": vars(self.method), "kind": self.kind,
-                "num_labels": self.num_labels}
+        meta = {
+            "method": self.method.name,
+            "config": vars(self.method),
+            "kind": self.kind,
+            "num_labels": self.num_labels,
+        }
         (directory / "adapter.json").write_text(json.dumps(meta, indent=2, default=str))
         return directory / "adapter.safetensors"
 

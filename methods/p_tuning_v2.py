@@ -4,6 +4,7 @@ The N virtual tokens E are inserted into the input AND, from the same E, the MLP
 K/V prefixes for every attention layer.  With ``prefix_projection=False`` the prefixes come
 from their own flat table while E still feeds the input.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

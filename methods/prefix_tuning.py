@@ -5,6 +5,7 @@ from an embedding: Embedding(N, d) → Linear(d, h) → Tanh → Linear(h, 2·la
 Input untouched, backbone frozen.  ``prefix_projection=False`` trains the flat
 N × 2·layers·kv_heads·head_dim table directly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 Trainable virtual-token embeddings E ∈ R^{N×d_model} prepended to the input embeddings.
 Backbone frozen; touches the input only.  Parameters: N·d_model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,10 +3,11 @@
 Prompt tuning, prefix tuning and P-Tuning v2 differ only in which of these they switch on,
 so all three are one module, :class:`SoftPrompt`, configured by their method files.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -45,8 +46,9 @@ class BackboneSpec:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim
 
 
-def initial_embeddings(spec: BackboneSpec, n: int, init: str, init_text: str | None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def initial_embeddings(
+    spec: BackboneSpec, n: int, init: str, init_text: str | None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """N × hidden starting values: random at the vocabulary's scale, sampled vocabulary rows, or a text."""
     if init not in INIT_CHOICES:
         raise MethodConfigError(f"method.init={init!r}; choices: {list(INIT_CHOICES)}")
@@ -76,10 +78,19 @@ class SoftPrompt(nn.Module):
     N × (2·layers·kv_heads·head_dim) table (``projection=False``).
     """
 
-    def __init__(self, spec: BackboneSpec, num_virtual_tokens: int, input_tokens: bool,
-                 attention_prefix: bool, projection: bool = True, hidden: int = 512,
-                 dropout: float = 0.1, init: str = "random", init_text: str | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        num_virtual_tokens: int,
+        input_tokens: bool,
+        attention_prefix: bool,
+        projection: bool = True,
+        hidden: int = 512,
+        dropout: float = 0.1,
+        init: str = "random",
+        init_text: str | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         self.spec, self.n = spec, num_virtual_tokens
         self.input_tokens, self.attention_prefix, self.projection = input_tokens, attention_prefix, projection
@@ -91,8 +102,9 @@ class SoftPrompt(nn.Module):
         self.mlp: nn.Sequential | None = None
         self.flat: nn.Parameter | None = None
         if attention_prefix and projection:
-            self.mlp = nn.Sequential(nn.Linear(spec.hidden_size, hidden), nn.Tanh(),
-                                     nn.Linear(hidden, spec.prefix_width))
+            self.mlp = nn.Sequential(
+                nn.Linear(spec.hidden_size, hidden), nn.Tanh(), nn.Linear(hidden, spec.prefix_width)
+            )
         elif attention_prefix:
             flat = torch.randn(num_virtual_tokens, spec.prefix_width, generator=generator) * spec.embedding_std
             self.flat = nn.Parameter(flat)
@@ -143,8 +155,10 @@ class SoftPrompt(nn.Module):
 
     def stored_count(self) -> int:
         """Numbers kept per task for inference (the MLP is not: its output is folded)."""
-        return self.n * ((self.spec.hidden_size if self.input_tokens else 0)
-                         + (self.spec.prefix_width if self.attention_prefix else 0))
+        return self.n * (
+            (self.spec.hidden_size if self.input_tokens else 0)
+            + (self.spec.prefix_width if self.attention_prefix else 0)
+        )
 
 
 @dataclass
@@ -168,11 +182,18 @@ class SoftPromptConfig(MethodConfig):
             raise MethodConfigError(f"method.virtual_positions={positions!r}; choices: {list(VIRTUAL_POSITIONS)}")
 
     def build(self, spec: BackboneSpec, seed: int | None = None) -> SoftPrompt:
-        return SoftPrompt(spec, self.num_virtual_tokens, self.input_tokens, self.attention_prefix,
-                          projection=getattr(self, "prefix_projection", False),
-                          hidden=getattr(self, "prefix_hidden_size", 0),
-                          dropout=getattr(self, "prefix_dropout", 0.0),
-                          init=self.init, init_text=self.init_text, seed=seed)
+        return SoftPrompt(
+            spec,
+            self.num_virtual_tokens,
+            self.input_tokens,
+            self.attention_prefix,
+            projection=getattr(self, "prefix_projection", False),
+            hidden=getattr(self, "prefix_hidden_size", 0),
+            dropout=getattr(self, "prefix_dropout", 0.0),
+            init=self.init,
+            init_text=self.init_text,
+            seed=seed,
+        )
 
 
 @dataclass
@@ -199,8 +220,10 @@ class PrefixConfig(SoftPromptConfig):
             raise MethodConfigError(f"method.prefix_dropout must be in [0, 1), got {self.prefix_dropout}")
         if self.init != "random" and not (self.input_tokens or self.prefix_projection):
             # init sets the embedding E; a flat prefix has no E, so the choice would be silently ignored
-            raise MethodConfigError(f"method.init={self.init!r} initialises the embedding E, which "
-                                    f"'{self.name}' with prefix_projection=false does not have; use init=random")
+            raise MethodConfigError(
+                f"method.init={self.init!r} initialises the embedding E, which "
+                f"'{self.name}' with prefix_projection=false does not have; use init=random"
+            )
 
     def declared(self) -> dict[str, bool]:
         """A flat prefix (``prefix_projection=False``) is trained directly: not reparameterized."""

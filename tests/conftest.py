@@ -1,4 +1,5 @@
 """Shared test set-up: offline, a private cache, and Hydra composition helpers."""
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,14 @@ def composer():
 
 def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     """``python -m bench ARGS`` in a subprocess, as a user would run it."""
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Every config composes: each method × model × task, each sweep preset, each launcher."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,8 +11,11 @@ import methods
 from tests.conftest import compose, group_choices
 
 # models that generate: decoders and encoder-decoders
-DECODERS = {m for m in group_choices("model")
-            if OmegaConf.load(f"conf/model/{m}.yaml").decoder or OmegaConf.load(f"conf/model/{m}.yaml").get("seq2seq")}
+DECODERS = {
+    m
+    for m in group_choices("model")
+    if OmegaConf.load(f"conf/model/{m}.yaml").decoder or OmegaConf.load(f"conf/model/{m}.yaml").get("seq2seq")
+}
 
 
 def _kind(task: str) -> str:
@@ -46,9 +50,11 @@ def test_every_sweep_preset_composes(sweep: str) -> None:
             assert choice in group_choices(group), f"sweep {sweep}: unknown {group} '{choice}'"
 
 
-LAUNCHER_PLUGINS = {"local_parallel": "hydra_plugins.hydra_joblib_launcher",
-                    "slurm": "hydra_plugins.hydra_submitit_launcher",
-                    "ray_cluster": "hydra_plugins.hydra_ray_launcher"}
+LAUNCHER_PLUGINS = {
+    "local_parallel": "hydra_plugins.hydra_joblib_launcher",
+    "slurm": "hydra_plugins.hydra_submitit_launcher",
+    "ray_cluster": "hydra_plugins.hydra_ray_launcher",
+}
 
 
 @pytest.mark.parametrize("launcher", group_choices("hydra/launcher"))
@@ -64,8 +70,10 @@ def test_hydra_keeps_its_own_folders_out_of_the_run_folders() -> None:
     cfg = compose(["method=prefix_tuning", "model=tiny_gpt2", "task=synth_cls", "seed=3", "sweep_name=s"])
     assert cfg.hydra.run.dir.startswith("results/runs/s/.hydra/")
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
-    assert sweep == {"dir": "${runs_root}/${sweep_name}/.hydra/${now:%Y-%m-%d_%H-%M-%S_%f}",
-                     "subdir": "${hydra.job.num}"}  # one folder per invocation: the summary counts its jobs
+    assert sweep == {
+        "dir": "${runs_root}/${sweep_name}/.hydra/${now:%Y-%m-%d_%H-%M-%S_%f}",
+        "subdir": "${hydra.job.num}",
+    }  # one folder per invocation: the summary counts its jobs
     assert cfg.hydra.callbacks.summary._target_ == "bench.multirun.MultirunSummary"
 
 

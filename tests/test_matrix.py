@@ -1,5 +1,6 @@
 """`python -m bench method=X model=Y task=Z trainer=smoke` runs for every method × model on a matching task,
 and for the real tasks from ../shared/data (skipped where the folder is absent)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,8 +56,10 @@ def test_every_method_on_every_tiny_encoder_decoder(method: str, model: str, tmp
 
 
 def test_head_only_on_generation_fails_with_one_line(tmp_path: Path) -> None:
-    config = OmegaConf.to_container(compose(["method=head_only", "model=tiny_gpt2", "task=synth_d2t",
-                                             "trainer=smoke"], hydra_node=False), resolve=True)
+    config = OmegaConf.to_container(
+        compose(["method=head_only", "model=tiny_gpt2", "task=synth_d2t", "trainer=smoke"], hydra_node=False),
+        resolve=True,
+    )
     record = execute(config, tmp_path)
     assert record["status"] == "failed" and "\n" not in record["error"] and "head_only" in record["error"]
 
@@ -67,8 +70,10 @@ def test_every_method_on_the_offline_pretrained_models(method: str, tmp_path: Pa
     smoke([f"method={method}", "model=minilm", "task=synth_cls"], tmp_path / "minilm")
     smoke([f"method={method}", "model=smollm2", "task=synth_cls"], tmp_path / "smollm2")
     if acts_on_backbone(method):
-        smoke([f"method={method}", "model=smollm2", "task=synth_d2t", "task.generation.max_new_tokens=8"],
-              tmp_path / "smollm2_d2t")
+        smoke(
+            [f"method={method}", "model=smollm2", "task=synth_d2t", "task.generation.max_new_tokens=8"],
+            tmp_path / "smollm2_d2t",
+        )
 
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")
@@ -78,28 +83,54 @@ REAL_TASKS = [
     ("cb", "minilm", [f"task.data_dir={SUPERGLUE / 'CB'}"]),
     ("copa", "minilm", [f"task.data_dir={SUPERGLUE / 'COPA'}", "task.files.validation=[train32.jsonl]"]),
     ("wic", "minilm", [f"task.data_dir={SUPERGLUE / 'WiC'}", "task.files.validation=[train32.jsonl]"]),
-    ("record", "minilm", [f"task.data_dir={SUPERGLUE / 'ReCoRD'}", "task.files.validation=[train32.jsonl]",
-                          "task.max_length=48", "task.max_train_samples=8", "trainer.batch_size=2",
-                          "trainer.max_eval_samples=4"]),
-    ("conll2003", "minilm", [f"task.data_dir={SHARED_DATA / 'ner/conll2003'}", "task.files.train=[dev.txt]",
-                             "task.max_train_samples=64"]),
-    ("e2e", "tiny_llama", [f"task.data_dir={SHARED_DATA / 'generation/e2e'}", "task.files.train=[devset.csv]",
-                           "task.max_train_samples=32", "task.generation.num_beams=1",
-                           "task.generation.max_new_tokens=8"]),
+    (
+        "record",
+        "minilm",
+        [
+            f"task.data_dir={SUPERGLUE / 'ReCoRD'}",
+            "task.files.validation=[train32.jsonl]",
+            "task.max_length=48",
+            "task.max_train_samples=8",
+            "trainer.batch_size=2",
+            "trainer.max_eval_samples=4",
+        ],
+    ),
+    (
+        "conll2003",
+        "minilm",
+        [f"task.data_dir={SHARED_DATA / 'ner/conll2003'}", "task.files.train=[dev.txt]", "task.max_train_samples=64"],
+    ),
+    (
+        "e2e",
+        "tiny_llama",
+        [
+            f"task.data_dir={SHARED_DATA / 'generation/e2e'}",
+            "task.files.train=[devset.csv]",
+            "task.max_train_samples=32",
+            "task.generation.num_beams=1",
+            "task.generation.max_new_tokens=8",
+        ],
+    ),
 ]
 
 
 @needs_data
 def test_a_task_without_validation_split_fails_with_a_clear_error(tmp_path: Path) -> None:
-    config = OmegaConf.to_container(compose(["model=tiny_bert", "task=copa", "trainer=smoke",
-                                             f"task.data_dir={SUPERGLUE / 'COPA'}"], hydra_node=False), resolve=True)
+    config = OmegaConf.to_container(
+        compose(
+            ["model=tiny_bert", "task=copa", "trainer=smoke", f"task.data_dir={SUPERGLUE / 'COPA'}"], hydra_node=False
+        ),
+        resolve=True,
+    )
     record = execute(config, tmp_path)
     assert record["status"] == "failed" and "no validation split" in record["error"]
 
 
 # the cases on a pretrained model (not built in code) are slow: `-m "not slow"` loads no pretrained weights
-REAL_CASES = [pytest.param(*case, id=case[0], marks=[] if MODELS[case[1]].source == "tiny" else [pytest.mark.slow])
-              for case in REAL_TASKS]
+REAL_CASES = [
+    pytest.param(*case, id=case[0], marks=[] if MODELS[case[1]].source == "tiny" else [pytest.mark.slow])
+    for case in REAL_TASKS
+]
 
 
 @needs_data

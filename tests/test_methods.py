@@ -5,6 +5,7 @@ against behaviour, a frozen backbone, K/V shapes from ``num_key_value_heads``, u
 padding invariance, aligned outputs, non-identity, exact parameter formulas, save/load, parity with
 PEFT where PEFT works, initialisation options, gradient checkpointing and a bf16 backbone.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,7 @@ N, HIDDEN = 5, 16
 SMALL = {"num_virtual_tokens": N, "prefix_hidden_size": HIDDEN}
 TEXTS = ["the cat sat on the mat", "dogs bark", "i like green apples very much today", "rain falls"]
 # geometry of the tiny configs (bench/models.py): d, layers, heads, kv_heads, head_dim
-GEOMETRY = {"bert": (32, 2, 4, 4, 8), "roberta": (32, 2, 4, 4, 8), "gpt2": (32, 2, 4, 4, 8),
-            "llama": (48, 2, 6, 2, 8)}
+GEOMETRY = {"bert": (32, 2, 4, 4, 8), "roberta": (32, 2, 4, 4, 8), "gpt2": (32, 2, 4, 4, 8), "llama": (48, 2, 6, 2, 8)}
 ATOL = 1e-5
 
 
@@ -64,12 +64,19 @@ def method_config(method: str, **overrides: Any) -> methods.MethodConfig:
     return cls.from_dict({k: v for k, v in {**SMALL, **overrides}.items() if k in known})
 
 
-def adapted(arch: str, method: str, kind: str = "classification", seed: int = 0,
-            **overrides: Any) -> tuple[AdaptedModel, Any]:
+def adapted(
+    arch: str, method: str, kind: str = "classification", seed: int = 0, **overrides: Any
+) -> tuple[AdaptedModel, Any]:
     """(AdaptedModel in eval mode, tokenizer) on a fresh tiny backbone."""
     loaded = load(arch, kind)
-    model = AdaptedModel(loaded.backbone, method_config(method, **overrides), kind,
-                         num_labels=None if kind == "generation" else 3, tokenizer=loaded.tokenizer, seed=seed)
+    model = AdaptedModel(
+        loaded.backbone,
+        method_config(method, **overrides),
+        kind,
+        num_labels=None if kind == "generation" else 3,
+        tokenizer=loaded.tokenizer,
+        seed=seed,
+    )
     return model.eval(), loaded.tokenizer
 
 
@@ -125,8 +132,14 @@ def attention_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     kernel = injection.sdpa_attention_forward
 
     def spy(module, query, key, value, attention_mask, **kwargs):
-        calls.append({"module": module, "key": tuple(key.shape), "dtype": key.dtype,
-                      "prefix": getattr(module, injection._PREFIX_ATTR, None)})
+        calls.append(
+            {
+                "module": module,
+                "key": tuple(key.shape),
+                "dtype": key.dtype,
+                "prefix": getattr(module, injection._PREFIX_ATTR, None),
+            }
+        )
         return kernel(module, query, key, value, attention_mask, **kwargs)
 
     monkeypatch.setattr(injection, "sdpa_attention_forward", spy)
@@ -150,8 +163,7 @@ def test_the_six_builtin_methods_are_registered_with_their_declarations() -> Non
 
 @pytest.mark.parametrize("method,overrides", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_declarations_match_behaviour(arch: str, method: str, overrides: dict,
-                                      attention_calls: list) -> None:
+def test_declarations_match_behaviour(arch: str, method: str, overrides: dict, attention_calls: list) -> None:
     """input_tokens: the backbone sees L+N positions; attention_prefix: every attention call gets N
     more keys; reparameterized: what is stored (MLP folded) is not what is trained; trains_backbone:
     backbone weights require grad; attention_weights: parameters inside the attention modules train."""
@@ -161,7 +173,8 @@ def test_declarations_match_behaviour(arch: str, method: str, overrides: dict,
     inputs = batch(tok, TEXTS)
     seen: list[int] = []
     model.backbone.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+        lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True
+    )
     with torch.no_grad():
         model(**inputs)
     length = inputs["input_ids"].shape[1]
@@ -226,10 +239,18 @@ def test_prefix_kv_shapes_follow_kv_heads_and_head_dim(arch: str, attention_call
 def test_prefix_head_dim_comes_from_config_not_hidden_over_heads() -> None:
     """Llama with head_dim=12 while hidden/heads = 8, and 2 KV heads for 6 query heads."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=100, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
-                         num_key_value_heads=2, head_dim=12, intermediate_size=64)
-    model = AdaptedModel(LlamaModel(config), method_config("prefix_tuning"), "token_classification",
-                         num_labels=2).eval()
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=12,
+        intermediate_size=64,
+    )
+    model = AdaptedModel(
+        LlamaModel(config), method_config("prefix_tuning"), "token_classification", num_labels=2
+    ).eval()
     assert model.spec.prefix_width == 2 * 2 * 2 * 12
     assert all(k.shape == (1, 2, N, 12) for k, _ in model.soft_prompt.prefixes())
     ids = torch.randint(1, 100, (2, 7))
@@ -266,8 +287,7 @@ PADDING = [(a, "right") for a in ARCHS] + [(a, "left") for a in DECODERS]
 
 @pytest.mark.parametrize("method,overrides", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("arch,side", PADDING)
-def test_example_output_same_alone_and_in_padded_batch(arch: str, side: str, method: str,
-                                                       overrides: dict) -> None:
+def test_example_output_same_alone_and_in_padded_batch(arch: str, side: str, method: str, overrides: dict) -> None:
     model, tok = adapted(arch, method, **overrides)
     inputs = batch(tok, TEXTS, side)
     with torch.no_grad():
@@ -294,8 +314,11 @@ def test_classification_head_reads_the_token_the_model_pools(arch: str, side: st
     else:
         index = torch.where(mask.bool(), positions, mask.shape[1]).argmin(-1)
     with torch.no_grad():
-        states = base(**inputs).last_hidden_state if side == "right" else \
-            base(**inputs, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+        states = (
+            base(**inputs).last_hidden_state
+            if side == "right"
+            else base(**inputs, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+        )
         logits = model(**inputs, prefix_visible=False).logits
     assert torch.allclose(logits, model.head(states[torch.arange(len(TEXTS)), index]), atol=ATOL)
 
@@ -390,8 +413,14 @@ def test_generate_matches_forward_and_differs_from_base(arch: str, method: str) 
         if "lora_B" in name:  # LoRA's B = 0 at init: give it something to change
             torch.nn.init.normal_(parameter, std=0.1)
     inputs = batch(tok, TEXTS, "left")
-    settings = dict(max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id,
-                    return_dict_in_generate=True, output_logits=True)
+    settings = dict(
+        max_new_tokens=3,
+        min_new_tokens=3,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
     out = model.generate(inputs["input_ids"], inputs["attention_mask"], **settings)
     assert out.sequences.shape == (len(TEXTS), 3)
     full = torch.cat([inputs["input_ids"], out.sequences], dim=1)
@@ -420,9 +449,12 @@ def expected_counts(arch: str, method: str, overrides: dict, head: int, backbone
     mlp = d * HIDDEN + HIDDEN + HIDDEN * p + p
     projection = overrides.get("prefix_projection", True)
     r = 8
-    lora = {"bert": layers * 2 * r * (d + d), "roberta": layers * 2 * r * (d + d),
-            "gpt2": layers * r * (d + 3 * d),  # fused c_attn: d -> 3d
-            "llama": layers * r * ((d + heads * head_dim) + (d + kv_heads * head_dim))}[arch]
+    lora = {
+        "bert": layers * 2 * r * (d + d),
+        "roberta": layers * 2 * r * (d + d),
+        "gpt2": layers * r * (d + 3 * d),  # fused c_attn: d -> 3d
+        "llama": layers * r * ((d + heads * head_dim) + (d + kv_heads * head_dim)),
+    }[arch]
     cls = get_method(method)
     if method in SOFT:  # from the declarations: the table E (shared by the MLP), the MLP, the K/V prefix
         table = N * d if cls.input_tokens or (cls.attention_prefix and projection) else 0
@@ -438,14 +470,18 @@ def expected_counts(arch: str, method: str, overrides: dict, head: int, backbone
 
 
 # encoders do not generate; head_only has nothing to train without a head (its own test)
-COUNT_CASES = [(arch, kind, method, overrides) for arch in ARCHS
-               for kind in ("classification", "multiple_choice", "generation")
-               for method, overrides in CASES
-               if kind != "generation" or (arch in DECODERS and acts_on_backbone(method))]
+COUNT_CASES = [
+    (arch, kind, method, overrides)
+    for arch in ARCHS
+    for kind in ("classification", "multiple_choice", "generation")
+    for method, overrides in CASES
+    if kind != "generation" or (arch in DECODERS and acts_on_backbone(method))
+]
 
 
-@pytest.mark.parametrize("arch,kind,method,overrides", COUNT_CASES,
-                         ids=[f"{a}-{k}-{m}{'-flat' if o else ''}" for a, k, m, o in COUNT_CASES])
+@pytest.mark.parametrize(
+    "arch,kind,method,overrides", COUNT_CASES, ids=[f"{a}-{k}-{m}{'-flat' if o else ''}" for a, k, m, o in COUNT_CASES]
+)
 def test_parameter_counts_follow_the_formulas(arch: str, kind: str, method: str, overrides: dict) -> None:
     backbone = backbone_count(arch, kind)
     model, _ = adapted(arch, method, kind, **overrides)
@@ -453,8 +489,12 @@ def test_parameter_counts_follow_the_formulas(arch: str, kind: str, method: str,
     head = {"classification": d * 3 + 3, "multiple_choice": d + 1, "generation": 0}[kind]
     trainable_count, stored = expected_counts(arch, method, overrides, head, backbone)
     counts = model.parameter_counts()
-    assert (counts["trainable"], counts["stored"], counts["head"], counts["backbone"]) == \
-        (trainable_count, stored, head, backbone)
+    assert (counts["trainable"], counts["stored"], counts["head"], counts["backbone"]) == (
+        trainable_count,
+        stored,
+        head,
+        backbone,
+    )
     assert counts["trainable"] == sum(p.numel() for p in trainable(model))
     assert counts["trainable_percent"] == pytest.approx(100 * trainable_count / backbone)
 
@@ -471,8 +511,7 @@ def test_default_prefix_mlp_formula() -> None:
 # ---- save / load ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method,overrides", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_adapter_round_trip_gives_identical_logits(arch: str, method: str, overrides: dict,
-                                                   tmp_path: Path) -> None:
+def test_adapter_round_trip_gives_identical_logits(arch: str, method: str, overrides: dict, tmp_path: Path) -> None:
     """Save after training, load into a model built with another seed (another MLP, another head)."""
     model, tok = adapted(arch, method, **overrides)
     inputs = batch(tok, TEXTS)
@@ -511,8 +550,9 @@ def test_prompt_tuning_matches_peft_on_encoders(arch: str) -> None:
     from peft import PromptTuningConfig, get_peft_model
 
     model, tok = adapted(arch, "prompt_tuning")
-    peft_model = get_peft_model(load(arch).backbone, PromptTuningConfig(task_type="FEATURE_EXTRACTION",
-                                                                         num_virtual_tokens=N)).eval()
+    peft_model = get_peft_model(
+        load(arch).backbone, PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=N)
+    ).eval()
     inputs = batch(tok, TEXTS)
     inputs.pop("token_type_ids")  # PEFT's feature-extraction path drops them; ours would pad them with 0s
     mask = inputs["attention_mask"].bool()
@@ -552,11 +592,14 @@ def test_prefix_tuning_matches_peft_on_decoders(arch: str, projection: bool) -> 
     """
     from peft import PrefixTuningConfig, get_peft_model
 
-    model, tok = adapted(arch, "prefix_tuning", "generation",
-                         prefix_projection=projection, prefix_dropout=0.0)
+    model, tok = adapted(arch, "prefix_tuning", "generation", prefix_projection=projection, prefix_dropout=0.0)
     peft_gqa_mlp = arch == "llama" and projection
-    config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=N, encoder_hidden_size=HIDDEN,
-                                prefix_projection=projection and not peft_gqa_mlp)
+    config = PrefixTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=N,
+        encoder_hidden_size=HIDDEN,
+        prefix_projection=projection and not peft_gqa_mlp,
+    )
     peft_model = get_peft_model(load(arch, "generation").backbone, config).eval()
     copy_prefix_into_peft(model, peft_model.prompt_encoder["default"])
     inputs = batch(tok, TEXTS[2:3], "left")  # unpadded: PEFT numbers positions from its cache, not the mask
@@ -618,8 +661,9 @@ def test_one_batch_overfits_at_the_default_lr(arch: str, method: str) -> None:
     falls below 40% of its start.  Baselines overfit MiniLM in test_methods_pretrained.py: their default
     LRs are sized for pretrained weights, not tiny random ones."""
     loaded = load(arch, "token_classification")
-    model = AdaptedModel(loaded.backbone, get_method(method)(), "token_classification", num_labels=3,
-                         tokenizer=loaded.tokenizer, seed=0)
+    model = AdaptedModel(
+        loaded.backbone, get_method(method)(), "token_classification", num_labels=3, tokenizer=loaded.tokenizer, seed=0
+    )
     inputs = batch(loaded.tokenizer, TEXTS)
     labels = (inputs["input_ids"] % 3).masked_fill(inputs["attention_mask"] == 0, -100)
 
@@ -713,6 +757,12 @@ def test_bf16_backbone_with_fp32_trainable_parameters(method: str, attention_cal
     with torch.no_grad():
         logits = model.eval()(**inputs).logits.float()
     assert (logits - reference).abs().max() < 0.1
-    generated = model.generate(inputs["input_ids"], inputs["attention_mask"], max_new_tokens=2,
-                               min_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)
+    generated = model.generate(
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        max_new_tokens=2,
+        min_new_tokens=2,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+    )
     assert generated.shape == (len(TEXTS), 2)

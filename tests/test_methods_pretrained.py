@@ -5,6 +5,7 @@ with grouped-query attention: 9 query heads, 3 KV heads, head_dim 64, from the `
 dequantised once into ~/.cache/softprompt-bench, ~30 s the first time, then < 1 s to load).
 Each model is loaded once per module and deep-copied per test, since wrapping mutates a backbone.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,14 @@ def smollm2() -> LoadedModel:
 def wrap(loaded: LoadedModel, method: str, kind: str, **fields: Any) -> AdaptedModel:
     """A fresh copy of the backbone with ``method`` (defaults unless ``fields``), in eval mode."""
     config = get_method(method).from_dict(fields)
-    model = AdaptedModel(copy.deepcopy(loaded.backbone), config, kind,
-                         num_labels=None if kind == "generation" else 3, tokenizer=loaded.tokenizer, seed=0)
+    model = AdaptedModel(
+        copy.deepcopy(loaded.backbone),
+        config,
+        kind,
+        num_labels=None if kind == "generation" else 3,
+        tokenizer=loaded.tokenizer,
+        seed=0,
+    )
     return model.eval()
 
 
@@ -94,8 +101,9 @@ def test_minilm_prompt_tuning_matches_peft(minilm: LoadedModel) -> None:
     from peft import PromptTuningConfig, get_peft_model
 
     model = wrap(minilm, "prompt_tuning", "token_classification", num_virtual_tokens=N)
-    peft_model = get_peft_model(copy.deepcopy(minilm.backbone),
-                                PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=N)).eval()
+    peft_model = get_peft_model(
+        copy.deepcopy(minilm.backbone), PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=N)
+    ).eval()
     inputs = batch(minilm, TEXTS, "right")
     inputs.pop("token_type_ids")  # PEFT's feature-extraction path drops them
     mask = inputs["attention_mask"].bool()
@@ -112,8 +120,11 @@ def test_minilm_one_batch_overfits_at_the_default_lr(minilm: LoadedModel, method
     batch falls below half its start (checked every 5 steps: P-Tuning v2 at lr 1e-2 with prefix
     dropout reaches ~0 and can then spike as Adam's second moments decay, so the minimum counts)."""
     model = wrap(minilm, method, "classification")
-    inputs = batch(minilm, TEXTS + ["Dogs bark at night", "I like green apples", "Music fills the room",
-                                    "Bread is baked daily"], "right")
+    inputs = batch(
+        minilm,
+        TEXTS + ["Dogs bark at night", "I like green apples", "Music fills the room", "Bread is baked daily"],
+        "right",
+    )
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=model.method.lr, weight_decay=0.01)
@@ -176,8 +187,14 @@ def test_smollm2_padding_invariance(smollm2: LoadedModel, method: str, side: str
 def test_smollm2_generate_first_step_is_a_forward_pass_and_differs_from_base(smollm2: LoadedModel) -> None:
     model = wrap(smollm2, "p_tuning_v2", "generation", num_virtual_tokens=N)
     inputs = batch(smollm2, TEXTS, "left")
-    settings = dict(max_new_tokens=2, min_new_tokens=2, do_sample=False, return_dict_in_generate=True,
-                    output_logits=True, pad_token_id=smollm2.tokenizer.pad_token_id)
+    settings = dict(
+        max_new_tokens=2,
+        min_new_tokens=2,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_logits=True,
+        pad_token_id=smollm2.tokenizer.pad_token_id,
+    )
     out = model.generate(inputs["input_ids"], inputs["attention_mask"], **settings)
     assert out.sequences.shape == (len(TEXTS), 2)
     with torch.no_grad():

@@ -1,4 +1,5 @@
 """The runner: one schema-valid record per run, failures recorded, sweeps resume, runs reproduce."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,7 @@ def test_same_seed_on_cpu_gives_identical_metrics(tmp_path: Path) -> None:
     strip = lambda h: [{k: v for k, v in e.items() if k != "time_s"} for e in h]  # noqa: E731
     assert first["metrics"]["final"] == second["metrics"]["final"]
     assert strip(first["metrics"]["history"]) == strip(second["metrics"]["history"])
-    other = execute(run_config(["method=p_tuning_v2", "model=tiny_llama", "task=synth_cls", "seed=8"]),
-                    tmp_path / "c")
+    other = execute(run_config(["method=p_tuning_v2", "model=tiny_llama", "task=synth_cls", "seed=8"]), tmp_path / "c")
     assert strip(other["metrics"]["history"]) != strip(first["metrics"]["history"])
 
 
@@ -61,8 +61,15 @@ def test_config_hash_ignores_bookkeeping_but_not_experiment_keys() -> None:
 
 
 def test_multirun_writes_one_record_per_run_and_a_rerun_skips_them(runs_root: Path) -> None:
-    args = ["-m", "method=prompt_tuning,prefix_tuning,p_tuning_v2", "task=synth_cls,synth_ner",
-            "model=tiny_bert", "trainer=smoke", f"runs_root={runs_root}", "sweep_name=grid"]
+    args = [
+        "-m",
+        "method=prompt_tuning,prefix_tuning,p_tuning_v2",
+        "task=synth_cls,synth_ner",
+        "model=tiny_bert",
+        "trainer=smoke",
+        f"runs_root={runs_root}",
+        "sweep_name=grid",
+    ]
     first = run_bench(args)
     assert first.returncode == 0, first.stderr[-2000:]
     found = records(runs_root / "grid")
@@ -70,15 +77,26 @@ def test_multirun_writes_one_record_per_run_and_a_rerun_skips_them(runs_root: Pa
     assert (runs_root / "grid/prefix_tuning/tiny_bert/synth_ner/seed=0/result.json").exists()
     second = run_bench(args)
     assert second.stdout.count("up to date") == 6, second.stdout[-2000:]
-    assert [r["provenance"]["finished_at"] for r in records(runs_root / "grid")] == \
-        [r["provenance"]["finished_at"] for r in found]
+    assert [r["provenance"]["finished_at"] for r in records(runs_root / "grid")] == [
+        r["provenance"]["finished_at"] for r in found
+    ]
     forced = run_bench(args[:2] + args[3:] + ["task=synth_cls", "force=true"])
     assert forced.stdout.count("up to date") == 0 and forced.returncode == 0
 
 
 def test_a_failing_run_leaves_a_record_and_the_sweep_goes_on(runs_root: Path) -> None:
-    result = run_bench(["-m", "task=synth_cls,rte", "task.data_dir=/nonexistent/superglue", "method=head_only",
-                        "model=tiny_bert", "trainer=smoke", f"runs_root={runs_root}", "sweep_name=f"])
+    result = run_bench(
+        [
+            "-m",
+            "task=synth_cls,rte",
+            "task.data_dir=/nonexistent/superglue",
+            "method=head_only",
+            "model=tiny_bert",
+            "trainer=smoke",
+            f"runs_root={runs_root}",
+            "sweep_name=f",
+        ]
+    )
     # the sweep ran both jobs, then says how it went and exits non-zero because one failed
     assert result.returncode == 1, result.stderr[-2000:]
     assert "multirun: 1 ok, 0 skipped, 1 failed, 0 diverged" in result.stderr
@@ -93,16 +111,34 @@ def test_a_failing_run_leaves_a_record_and_the_sweep_goes_on(runs_root: Path) ->
 
 
 def test_a_diverging_run_is_recorded_as_diverged(runs_root: Path) -> None:
-    result = run_bench(["method=head_only", "model=tiny_bert", "task=synth_cls", "trainer=smoke",
-                        "trainer.lr=1e30", f"runs_root={runs_root}", "sweep_name=d"])
+    result = run_bench(
+        [
+            "method=head_only",
+            "model=tiny_bert",
+            "task=synth_cls",
+            "trainer=smoke",
+            "trainer.lr=1e30",
+            f"runs_root={runs_root}",
+            "sweep_name=d",
+        ]
+    )
     assert result.returncode == 1
     (record,) = records(runs_root / "d")
     assert record["status"] == "diverged" and "training loss" in record["error"]  # NaN or exploded
 
 
 def test_bad_method_field_gives_one_line_error_and_a_failed_record(runs_root: Path) -> None:
-    result = run_bench(["method=prefix_tuning", "+method.prefix_dropuot=0.2", "model=tiny_bert",
-                        "task=synth_cls", "trainer=smoke", f"runs_root={runs_root}", "sweep_name=e"])
+    result = run_bench(
+        [
+            "method=prefix_tuning",
+            "+method.prefix_dropuot=0.2",
+            "model=tiny_bert",
+            "task=synth_cls",
+            "trainer=smoke",
+            f"runs_root={runs_root}",
+            "sweep_name=e",
+        ]
+    )
     assert result.returncode == 1
     (record,) = records(runs_root / "e")
     assert "prefix_dropuot" in record["error"]
@@ -110,14 +146,26 @@ def test_bad_method_field_gives_one_line_error_and_a_failed_record(runs_root: Pa
 
 
 def test_joblib_launcher_runs_two_jobs_in_parallel(runs_root: Path) -> None:
-    result = run_bench(["-m", "hydra/launcher=local_parallel", "method=prompt_tuning,prefix_tuning",
-                        "model=tiny_bert", "task=synth_cls", "trainer=smoke", "trainer.max_steps=30",
-                        f"runs_root={runs_root}", "sweep_name=par"])
+    result = run_bench(
+        [
+            "-m",
+            "hydra/launcher=local_parallel",
+            "method=prompt_tuning,prefix_tuning",
+            "model=tiny_bert",
+            "task=synth_cls",
+            "trainer=smoke",
+            "trainer.max_steps=30",
+            f"runs_root={runs_root}",
+            "sweep_name=par",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     found = records(runs_root / "par")
     assert len(found) == 2 and all(r["status"] == "ok" for r in found)
-    spans = [(datetime.fromisoformat(r["provenance"]["started_at"]),
-              datetime.fromisoformat(r["provenance"]["finished_at"])) for r in found]
+    spans = [
+        (datetime.fromisoformat(r["provenance"]["started_at"]), datetime.fromisoformat(r["provenance"]["finished_at"]))
+        for r in found
+    ]
     assert found[0]["provenance"]["pid"] != found[1]["provenance"]["pid"]
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], "runs did not overlap in time"
 
@@ -125,8 +173,9 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(runs_root: Path) -> None:
 def test_paper_trainer_applies_the_tasks_published_settings_to_soft_prompt_methods_only() -> None:
     from bench.runner import apply_paper_settings
 
-    block = {"roberta_large": {"batch_size": 32, "lr": 0.005, "epochs": 100, "num_virtual_tokens": 128,
-                               "max_length": 128}}
+    block = {
+        "roberta_large": {"batch_size": 32, "lr": 0.005, "epochs": 100, "num_virtual_tokens": 128, "max_length": 128}
+    }
 
     def config(method: str, trainer: str = "paper") -> dict:
         cfg = run_config([f"method={method}", "model=roberta_large", "task=rte", f"trainer={trainer}"])
@@ -136,11 +185,18 @@ def test_paper_trainer_applies_the_tasks_published_settings_to_soft_prompt_metho
 
     prefix = config("p_tuning_v2")
     assert apply_paper_settings(prefix) == block["roberta_large"]
-    assert (prefix["trainer"]["batch_size"], prefix["trainer"]["lr"], prefix["method"]["num_virtual_tokens"],
-            prefix["task"]["max_length"]) == (32, 0.005, 128, 128)
+    assert (
+        prefix["trainer"]["batch_size"],
+        prefix["trainer"]["lr"],
+        prefix["method"]["num_virtual_tokens"],
+        prefix["task"]["max_length"],
+    ) == (32, 0.005, 128, 128)
     explicit = config("p_tuning_v2")
     assert apply_paper_settings(explicit, {"trainer.lr", "method.num_virtual_tokens"}) == {
-        "batch_size": 32, "epochs": 100, "max_length": 128}  # what the user set wins over the table
+        "batch_size": 32,
+        "epochs": 100,
+        "max_length": 128,
+    }  # what the user set wins over the table
     assert (explicit["trainer"]["lr"], explicit["method"]["num_virtual_tokens"]) == (None, 20)
     full = config("full_finetune")
     applied = apply_paper_settings(full)
@@ -151,12 +207,13 @@ def test_paper_trainer_applies_the_tasks_published_settings_to_soft_prompt_metho
 
 
 def test_bf16_run_keeps_trainable_parameters_in_fp32(tmp_path: Path) -> None:
-    record = execute(run_config(["method=prefix_tuning", "model=tiny_llama", "task=synth_cls", "dtype=bf16"]),
-                     tmp_path)
+    record = execute(run_config(["method=prefix_tuning", "model=tiny_llama", "task=synth_cls", "dtype=bf16"]), tmp_path)
     assert record["status"] == "ok", record["error"]
     assert record["provenance"]["dtype"] == "bf16"
-    fp16 = execute(run_config(["method=prefix_tuning", "model=tiny_llama", "task=synth_cls", "dtype=fp16",
-                               "device=cpu"]), tmp_path / "fp16")
+    fp16 = execute(
+        run_config(["method=prefix_tuning", "model=tiny_llama", "task=synth_cls", "dtype=fp16", "device=cpu"]),
+        tmp_path / "fp16",
+    )
     assert fp16["status"] == "failed" and "fp16 needs a GPU" in fp16["error"]
 
 
@@ -198,6 +255,7 @@ def test_optimizer_choices() -> None:
 
 # ---- run identity: one folder and one record per grid point -----------------------------------------------
 
+
 def identity(overrides: list[str]) -> tuple[dict, dict]:
     """(hparams, resolved config) as a job computes them from its group choices."""
     from bench.identity import composed_defaults, hparams
@@ -214,8 +272,17 @@ def test_hparams_are_the_settings_that_differ_from_the_composed_defaults(tmp_pat
     from bench.identity import run_dir
 
     base = ["method=prompt_tuning", "model=tiny_bert", "task=synth_cls", "trainer=smoke", "seed=3"]
-    point, config = identity(base + ["method.num_virtual_tokens=10", "trainer.lr=0.01", "force=true",
-                                     f"runs_root={tmp_path}", "sweep_name=s", "device=cpu"])
+    point, config = identity(
+        base
+        + [
+            "method.num_virtual_tokens=10",
+            "trainer.lr=0.01",
+            "force=true",
+            f"runs_root={tmp_path}",
+            "sweep_name=s",
+            "device=cpu",
+        ]
+    )
     assert point == {"method.num_virtual_tokens": 10, "trainer.lr": 0.01}  # bookkeeping keys left out
     folder = "s/prompt_tuning/tiny_bert/synth_cls/lr=0.01,num_virtual_tokens=10/seed=3"
     assert run_dir(config, point) == tmp_path / folder
@@ -232,8 +299,7 @@ def test_slug_is_readable_and_hashed_only_when_it_must_be() -> None:
     from bench.identity import slug
 
     assert slug({"trainer.lr": 0.01, "method.lr": 0.1}) == "method.lr=0.1,trainer.lr=0.01"  # same leaf: dotted
-    assert slug({"trainer.max_steps": None, "trainer.group_by_length": False}) == \
-        "group_by_length=false,max_steps=null"
+    assert slug({"trainer.max_steps": None, "trainer.group_by_length": False}) == "group_by_length=false,max_steps=null"
     long = {f"method.knob_{i}": 0.001 * i for i in range(12)}
     other = {**long, "method.knob_11": 1.0}
     assert len(slug(long)) <= 64 and slug(long) != slug(other) and "__" in slug(long)
@@ -242,26 +308,47 @@ def test_slug_is_readable_and_hashed_only_when_it_must_be() -> None:
 
 
 def test_grid_points_keep_their_own_records_and_resume_per_point(runs_root: Path) -> None:
-    args = ["-m", "method=prompt_tuning", "method.num_virtual_tokens=5,10", "trainer.lr=0.01,0.1",
-            "model=tiny_bert", "task=synth_cls", "trainer=smoke", f"runs_root={runs_root}", "sweep_name=grid"]
+    args = [
+        "-m",
+        "method=prompt_tuning",
+        "method.num_virtual_tokens=5,10",
+        "trainer.lr=0.01,0.1",
+        "model=tiny_bert",
+        "task=synth_cls",
+        "trainer=smoke",
+        f"runs_root={runs_root}",
+        "sweep_name=grid",
+    ]
     first = run_bench(args)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "multirun: 4 ok, 0 skipped, 0 failed, 0 diverged" in first.stdout
     found = records(runs_root / "grid")
     assert sorted(tuple(sorted(r["hparams"].items())) for r in found) == sorted(
-        (("method.num_virtual_tokens", n), ("trainer.lr", lr)) for n in (5, 10) for lr in (0.01, 0.1))
-    assert (runs_root / "grid/prompt_tuning/tiny_bert/synth_cls/lr=0.1,num_virtual_tokens=10/seed=0/result.json"
-            ).exists()
+        (("method.num_virtual_tokens", n), ("trainer.lr", lr)) for n in (5, 10) for lr in (0.01, 0.1)
+    )
+    assert (
+        runs_root / "grid/prompt_tuning/tiny_bert/synth_cls/lr=0.1,num_virtual_tokens=10/seed=0/result.json"
+    ).exists()
     second = run_bench(args)
     assert second.returncode == 0 and second.stdout.count("up to date") == 4, second.stdout[-2000:]
     assert "multirun: 0 ok, 4 skipped, 0 failed, 0 diverged" in second.stdout
-    assert [r["provenance"]["finished_at"] for r in records(runs_root / "grid")] == \
-        [r["provenance"]["finished_at"] for r in found]
+    assert [r["provenance"]["finished_at"] for r in records(runs_root / "grid")] == [
+        r["provenance"]["finished_at"] for r in found
+    ]
 
 
 def test_joblib_launcher_keeps_one_record_per_point_and_resumes(runs_root: Path) -> None:
-    args = ["-m", "hydra/launcher=local_parallel", "method=prompt_tuning", "trainer.lr=0.01,0.1",
-            "model=tiny_bert", "task=synth_cls", "trainer=smoke", f"runs_root={runs_root}", "sweep_name=jl"]
+    args = [
+        "-m",
+        "hydra/launcher=local_parallel",
+        "method=prompt_tuning",
+        "trainer.lr=0.01,0.1",
+        "model=tiny_bert",
+        "task=synth_cls",
+        "trainer=smoke",
+        f"runs_root={runs_root}",
+        "sweep_name=jl",
+    ]
     first = run_bench(args)
     assert first.returncode == 0, first.stderr[-2000:]
     assert sorted(r["hparams"]["trainer.lr"] for r in records(runs_root / "jl")) == [0.01, 0.1]
@@ -271,9 +358,19 @@ def test_joblib_launcher_keeps_one_record_per_point_and_resumes(runs_root: Path)
 
 def test_submitit_launcher_keeps_one_record_per_point(runs_root: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    result = run_bench(["-m", "hydra/launcher=submitit_local", "method=head_only", "trainer.lr=0.01,0.1",
-                        "model=tiny_bert", "task=synth_cls", "trainer=smoke", f"runs_root={runs_root}",
-                        "sweep_name=sub"])
+    result = run_bench(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "method=head_only",
+            "trainer.lr=0.01,0.1",
+            "model=tiny_bert",
+            "task=synth_cls",
+            "trainer=smoke",
+            f"runs_root={runs_root}",
+            "sweep_name=sub",
+        ]
+    )
     assert "multirun: 2 ok, 0 skipped, 0 failed, 0 diverged" in result.stdout, result.stderr[-2000:]
     assert sorted(r["hparams"]["trainer.lr"] for r in records(runs_root / "sub")) == [0.01, 0.1]
 
@@ -300,8 +397,12 @@ def test_a_locked_point_is_skipped_and_a_dead_holder_leaves_a_stale_lock(tmp_pat
 
     monkeypatch.setattr("bench.tasks.load_task", _loading_reached)
     run_dir = tmp_path / "point"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / LOCK_NAME)], stdout=subprocess.PIPE,
-                              text=True, cwd=Path(__file__).resolve().parents[1])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir / LOCK_NAME)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         outcome = run_point(run_config(["method=head_only", "model=tiny_bert"]), run_dir)
@@ -320,22 +421,29 @@ def test_a_locked_point_is_skipped_and_a_dead_holder_leaves_a_stale_lock(tmp_pat
 
 # ---- settings checked before anything loads ---------------------------------------------------------------
 
+
 def _loading_reached(*args, **kwargs):
     raise AssertionError("task or model loading was reached")
 
 
 BAD_SETTINGS = [
-    (["trainer.lr=0"], "trainer.lr=0 "), (["trainer.lr=abc"], "trainer.lr='abc'"),
-    (["trainer.eval_batch_size=0"], "trainer.eval_batch_size=0"), (["trainer.batch_size=2.5"], "trainer.batch_size"),
-    (["trainer.warmup_ratio=1.5"], "trainer.warmup_ratio"), (["trainer.optimizer=sgd"], "trainer.optimizer"),
-    (["trainer.head_lr=-1"], "trainer.head_lr"), (["trainer.max_steps=0"], "trainer.max_steps"),
-    (["+trainer.lr_sceduler=cosine"], "lr_sceduler"), (["dtype=fp8"], "dtype='fp8'"),
+    (["trainer.lr=0"], "trainer.lr=0 "),
+    (["trainer.lr=abc"], "trainer.lr='abc'"),
+    (["trainer.eval_batch_size=0"], "trainer.eval_batch_size=0"),
+    (["trainer.batch_size=2.5"], "trainer.batch_size"),
+    (["trainer.warmup_ratio=1.5"], "trainer.warmup_ratio"),
+    (["trainer.optimizer=sgd"], "trainer.optimizer"),
+    (["trainer.head_lr=-1"], "trainer.head_lr"),
+    (["trainer.max_steps=0"], "trainer.max_steps"),
+    (["+trainer.lr_sceduler=cosine"], "lr_sceduler"),
+    (["dtype=fp8"], "dtype='fp8'"),
 ]
 
 
 @pytest.mark.parametrize("overrides, named", BAD_SETTINGS)
-def test_a_bad_setting_fails_in_one_line_before_loading(overrides: list[str], named: str, tmp_path: Path,
-                                                        monkeypatch) -> None:
+def test_a_bad_setting_fails_in_one_line_before_loading(
+    overrides: list[str], named: str, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setattr("bench.tasks.load_task", _loading_reached)
     monkeypatch.setattr("bench.models.load_model", _loading_reached)
     record = execute(run_config(["method=prompt_tuning", "model=tiny_bert"] + overrides), tmp_path)
@@ -352,13 +460,22 @@ def test_an_unavailable_device_fails_in_one_line_before_loading(device: str, tmp
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr("bench.tasks.load_task", _loading_reached)
     record = execute(run_config(["method=head_only", "model=tiny_bert", f"device={device}"]), tmp_path)
-    assert record["error"] == (f"RunConfigError: device='{device}' is not available on this machine; "
-                               "allowed: ['auto', 'cpu']")
+    assert record["error"] == (
+        f"RunConfigError: device='{device}' is not available on this machine; allowed: ['auto', 'cpu']"
+    )
 
 
 def test_a_bad_setting_on_the_command_line_prints_one_line_naming_the_key(runs_root: Path) -> None:
-    result = run_bench(["method=head_only", "model=tiny_bert", "trainer=smoke", "trainer.lr=abc",
-                        f"runs_root={runs_root}", "sweep_name=bad"])
+    result = run_bench(
+        [
+            "method=head_only",
+            "model=tiny_bert",
+            "trainer=smoke",
+            "trainer.lr=abc",
+            f"runs_root={runs_root}",
+            "sweep_name=bad",
+        ]
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = [text for text in result.stderr.splitlines() if "trainer.lr" in text]
     assert line.startswith("[failed]") and "allowed: a number > 0" in line
@@ -377,6 +494,7 @@ def test_trainer_config_rejects_and_accepts() -> None:
 
 # ---- optimizer groups ---------------------------------------------------------------------------------------
 
+
 def _tiny_model(method: str, **fields):
     import yaml
 
@@ -388,8 +506,9 @@ def _tiny_model(method: str, **fields):
     return AdaptedModel(loaded.backbone, get_method(method).from_dict(fields), "classification", num_labels=2)
 
 
-@pytest.mark.parametrize("method, fields", [("p_tuning_v2", {}), ("prefix_tuning", {"prefix_projection": False}),
-                                            ("full_finetune", {})])
+@pytest.mark.parametrize(
+    "method, fields", [("p_tuning_v2", {}), ("prefix_tuning", {"prefix_projection": False}), ("full_finetune", {})]
+)
 def test_each_optimizer_group_gets_its_lr_and_decay(method: str, fields: dict) -> None:
     import torch
 
@@ -403,8 +522,9 @@ def test_each_optimizer_group_gets_its_lr_and_decay(method: str, fields: dict) -
     group_of = {names[id(p)]: g for g in optimizer.param_groups for p in g["params"]}
     assert set(group_of) == {n for n, p in model.named_parameters() if p.requires_grad}
     for name, group in group_of.items():
-        exempt = (name.endswith("bias") or "LayerNorm" in name or name in ("soft_prompt.embedding.weight",
-                                                                              "soft_prompt.flat"))
+        exempt = (
+            name.endswith("bias") or "LayerNorm" in name or name in ("soft_prompt.embedding.weight", "soft_prompt.flat")
+        )
         assert group["lr"] == (0.02 if name.startswith("head.") else 0.1), name
         assert group["weight_decay"] == (0.0 if exempt else 0.5), name
     # behaviour, not just bookkeeping: with zero gradients AdamW only decays, by lr × weight_decay
@@ -438,6 +558,7 @@ def test_the_record_carries_head_lr_and_the_optimizer_groups(tmp_path: Path) -> 
 
 
 # ---- the multirun summary -----------------------------------------------------------------------------------
+
 
 def test_multirun_summary_counts_outcomes_and_a_job_that_died(tmp_path: Path) -> None:
     from bench.multirun import collect, summary_line, write_outcome
