@@ -126,6 +126,7 @@ def error_line(error: BaseException, limit: int | None = None) -> str:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
+    """The run record at ``path`` as written by :func:`write_record`."""
     return json.loads(Path(path).read_text())
 
 

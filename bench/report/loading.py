@@ -65,7 +65,7 @@ def _unreadable(path: Path, reason: str) -> dict[str, Any]:
     return row
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def read_report_row(path: Path) -> dict[str, Any]:
     """One flattened record, or an ``unreadable`` row naming the file and the reason."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -187,7 +187,7 @@ def load_records(runs_dir: str | Path) -> pd.DataFrame:
         raise ReportError(f"no result.json under {root}")
     rows = []
     for path in files:
-        row = read_record(path)
+        row = read_report_row(path)
         row["path"] = path.relative_to(root).as_posix()
         rows.append(row)
     df = pd.DataFrame(rows)
