@@ -65,31 +65,15 @@ def package_file(distribution: str, relative: str) -> Path:
     raise ModelLoadError(f"package '{distribution}' has no file ending in '{relative}'")
 
 
-def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
-    """Small random architectures that still have what the methods touch (GQA for Llama)."""
-    common = dict(vocab_size=vocab_size, pad_token_id=pad_id)
-    if family == "bert":
-        return BertConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=256,
-            **common,
-        )
-    if family == "roberta":
-        return RobertaConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=260,
-            **common,
-        )
-    if family == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102, **common)
-    if family == "llama":
-        return LlamaConfig(
+_ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+_TINY_ARCHITECTURES: dict[str, tuple[type, dict[str, Any]]] = {
+    "bert": (BertConfig, dict(_ENCODER, max_position_embeddings=256)),
+    "roberta": (RobertaConfig, dict(_ENCODER, max_position_embeddings=260)),
+    "gpt2": (GPT2Config, dict(n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102)),
+    # grouped-query attention: 6 query heads share 2 key/value heads
+    "llama": (
+        LlamaConfig,
+        dict(
             hidden_size=48,
             num_hidden_layers=2,
             num_attention_heads=6,
@@ -99,10 +83,12 @@ def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
             bos_token_id=101,
             eos_token_id=102,
             tie_word_embeddings=True,
-            **common,
-        )
-    if family == "t5":  # relative position bias; eos = [SEP] of the MiniLM tokenizer, decoder starts at pad
-        return T5Config(
+        ),
+    ),
+    # relative position bias; eos = [SEP] of the MiniLM tokenizer; the decoder starts at pad (set below)
+    "t5": (
+        T5Config,
+        dict(
             d_model=32,
             d_kv=8,
             d_ff=64,
@@ -112,11 +98,12 @@ def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
             relative_attention_num_buckets=8,
             relative_attention_max_distance=32,
             eos_token_id=102,
-            decoder_start_token_id=pad_id,
-            **common,
-        )
-    if family == "bart":  # learned positions; BART starts decoding at its eos token
-        return BartConfig(
+        ),
+    ),
+    # learned positions; BART starts decoding at its eos token
+    "bart": (
+        BartConfig,
+        dict(
             d_model=32,
             encoder_layers=2,
             decoder_layers=2,
@@ -129,12 +116,20 @@ def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
             eos_token_id=102,
             decoder_start_token_id=102,
             forced_eos_token_id=None,
-            **common,
-        )
-    raise ModelLoadError(f"model.family '{family}' has no tiny config; choices: {list(TINY_FAMILIES)}")
+        ),
+    ),
+}
+"""Small random architectures that still have what the methods touch (GQA for Llama, T5's bias)."""
+TINY_FAMILIES = tuple(_TINY_ARCHITECTURES)
 
 
-TINY_FAMILIES = ("bert", "roberta", "gpt2", "llama", "t5", "bart")
+def _tiny_config(family: str, vocab_size: int, pad_id: int) -> Any:
+    """The tiny config of ``family`` for a tokenizer with ``vocab_size`` tokens and ``pad_id``."""
+    if family not in _TINY_ARCHITECTURES:
+        raise ModelLoadError(f"model.family '{family}' has no tiny config; choices: {list(TINY_FAMILIES)}")
+    config_class, settings = _TINY_ARCHITECTURES[family]
+    extra = {"decoder_start_token_id": pad_id} if family == "t5" else {}
+    return config_class(vocab_size=vocab_size, pad_token_id=pad_id, **settings, **extra)
 
 
 def minilm_dir() -> Path:

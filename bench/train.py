@@ -170,6 +170,13 @@ def total_steps(settings: TrainerConfig, train_size: int) -> tuple[int, int]:
     return settings.epochs * per_epoch, per_epoch
 
 
+def _epoch_batches(splits: Splits, settings: TrainerConfig, seed: int):
+    """One shuffled epoch of collated training batches (length-grouped when the settings say so)."""
+    train = splits.encoded["train"]
+    for _, batch in _batches(train, splits, settings.batch_size, True, seed, settings.group_by_length):
+        yield batch
+
+
 def train(
     model,
     task,
@@ -197,14 +204,7 @@ def train(
     progress = tqdm(total=steps, desc=f"train {model.method.name}", leave=False, disable=None)
     watch = LossWatch()
     while state.step < steps:
-        for _, batch in _batches(
-            splits.encoded["train"],
-            splits,
-            settings.batch_size,
-            True,
-            runtime.seed + state.epoch,
-            settings.group_by_length,
-        ):
+        for batch in _epoch_batches(splits, settings, runtime.seed + state.epoch):
             loss = train_step(model, batch, optimizer, scheduler, runtime, result.timer)
             state.step += 1
             state.losses.append(loss)

@@ -162,26 +162,7 @@ class AdaptedModel(nn.Module):
         """
         super().__init__()
         method.validate()  # configs built directly (not via from_dict) are checked too
-        self.seq2seq = is_encoder_decoder(backbone)
-        if self.seq2seq and kind == "multiple_choice":
-            raise MethodConfigError(
-                "multiple choice on an encoder-decoder model is not supported yet; use an encoder or a decoder model"
-            )
-        # text-to-text (Lester et al.): the decoder writes the label word; no classification head
-        self.label_words = None
-        if self.seq2seq and kind == "classification":
-            self.label_words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
-        if pooling not in POOLING:
-            raise MethodConfigError(f"model.pooling={pooling!r}; choices: {list(POOLING)}")
-        if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
-            raise MethodConfigError(
-                f"model.pooling=pooler: {type(backbone).__name__} has no pretrained pooler; use first, last or mean"
-            )
-        if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
-            # the head reads a token itself: an unused pooler (dense+tanh) would be computed for nothing
-            # and counted as trainable under full fine-tuning without ever training
-            backbone.pooler = None
-        self.pooling = pooling
+        self._set_task_reading(backbone, kind, tokenizer, label_names, pooling)
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
         self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
         self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
@@ -206,6 +187,31 @@ class AdaptedModel(nn.Module):
                 f"method '{method.name}' has nothing to train for task kind '{kind}': "
                 "the backbone is frozen and this kind has no task head"
             )
+
+    def _set_task_reading(
+        self, backbone: nn.Module, kind: str, tokenizer: Any, label_names: list[str] | None, pooling: str
+    ) -> None:
+        """How the task reads the backbone: label words (text-to-text on seq2seq) or a head over a pooled token."""
+        self.seq2seq = is_encoder_decoder(backbone)
+        if self.seq2seq and kind == "multiple_choice":
+            raise MethodConfigError(
+                "multiple choice on an encoder-decoder model is not supported yet; use an encoder or a decoder model"
+            )
+        # text-to-text (Lester et al.): the decoder writes the label word; no classification head
+        self.label_words = None
+        if self.seq2seq and kind == "classification":
+            self.label_words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
+        if pooling not in POOLING:
+            raise MethodConfigError(f"model.pooling={pooling!r}; choices: {list(POOLING)}")
+        if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
+            raise MethodConfigError(
+                f"model.pooling=pooler: {type(backbone).__name__} has no pretrained pooler; use first, last or mean"
+            )
+        if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
+            # the head reads a token itself: an unused pooler (dense+tanh) would be computed for nothing
+            # and counted as trainable under full fine-tuning without ever training
+            backbone.pooler = None
+        self.pooling = pooling
 
     def _dummy_inputs(self) -> dict[str, torch.Tensor]:
         """A dry-run batch; an encoder-decoder gets a shorter decoder input so the sites can be told apart."""
