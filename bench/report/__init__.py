@@ -51,6 +51,7 @@ from bench.report.tables import (
 
 __all__ = [
     "FIGURE_NAMES",
+    "REGENERATE_PREFIX",
     "LEGEND",
     "ReportError",
     "ReportPaths",
@@ -69,6 +70,7 @@ __all__ = [
     "main_stats",
     "main_table",
     "make_figures",
+    "regenerate_line",
     "method_color",
     "pareto_front",
     "quality_by_task",
@@ -165,9 +167,17 @@ def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame
     }
 
 
-def _report_page(tables: dict, figures: list[Path], out_dir: Path, bad: list[str]) -> str:
-    """report.md: the tables in order, then the figures (PNG links relative to the page)."""
-    parts = ["# Report", ""]
+REGENERATE_PREFIX = "Regenerate: `python -m bench.report "
+
+
+def regenerate_line(runs_dir: str | Path, out_dir: str | Path) -> str:
+    """The command that rewrote a report, as its page states it (paths as the user gave them)."""
+    return f"{REGENERATE_PREFIX}{Path(runs_dir).as_posix()} --out {Path(out_dir).as_posix()}`"
+
+
+def _report_page(tables: dict, figures: list[Path], out_dir: Path, bad: list[str], runs_dir: str | Path) -> str:
+    """report.md: how to regenerate it, the tables in order, then the figures (PNG links relative to the page)."""
+    parts = ["# Report", "", regenerate_line(runs_dir, out_dir), ""]
     if bad:
         parts += ["**Unreadable records (not in any table):**", "", *[f"- `{e}`" for e in bad], ""]
     for table, caption, _ in tables.values():
@@ -191,5 +201,5 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, name: 
     for table_name, (table, caption, data) in tables.items():
         paths.tables[table_name] = write_table(table, out, table_name, caption, data)
     paths.figures = make_figures(df, out / "figures")
-    paths.report.write_text(_report_page(tables, paths.figures, out, paths.unreadable), encoding="utf-8")
+    paths.report.write_text(_report_page(tables, paths.figures, out, paths.unreadable, runs_dir), encoding="utf-8")
     return paths

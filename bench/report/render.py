@@ -102,5 +102,7 @@ def write_table(
     paths["tex"].write_text(to_latex(table, caption), encoding="utf-8")
     if data is not None:
         paths["data"] = out_dir / f"{name}_data.csv"
-        data.to_csv(paths["data"], index=False)
+        # 12 significant digits: a mean's last bits depend on the BLAS/SIMD path, and a committed report
+        # must regenerate byte for byte on another machine
+        data.to_csv(paths["data"], index=False, float_format="%.12g")
     return paths
