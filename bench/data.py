@@ -78,6 +78,35 @@ def encode_multiple_choice(tokenizer, examples: Sequence[dict], max_length: int)
     return Encoded(features, sum(flags), sum(len(ids) for f in features for ids in f["input_ids"]))
 
 
+def choice_names(count: int) -> list[str]:
+    """The words that name the choices of a multiple-choice example written as text: choice1, choice2, ..."""
+    return [f"choice{index}" for index in range(1, count + 1)]
+
+
+def choices_as_text(pairs: Sequence[Sequence[str | None]]) -> str:
+    """One encoder input listing an example's choices, choices first so truncation cuts the context.
+
+    T5's SuperGLUE format: ``choice1: … choice2: … <context>``; a context shared by every pair
+    (COPA's premise, ReCoRD's passage) is written once at the end.
+    """
+    firsts = {first for first, _ in pairs}
+    shared = len(firsts) == 1
+    options = [second if shared else " ".join(t for t in (first, second) if t) for first, second in pairs]
+    listed = " ".join(f"{name}: {option}" for name, option in zip(choice_names(len(pairs)), options))
+    return f"{listed} {next(iter(firsts))}" if shared else listed
+
+
+def encode_text_to_text_choices(tokenizer, examples: Sequence[dict], max_length: int) -> Encoded:
+    """Encoder-decoder multiple choice (Lester et al.'s text-to-text): the choices listed in one input,
+    encoded as classification with the choice index as label; ``choice_count`` lets the model call a
+    generated choice word past the example's own choices invalid."""
+    texts = [{"text": choices_as_text(e["pairs"]), "label": e["label"]} for e in examples]
+    encoded = encode_classification(tokenizer, texts, max_length)
+    for feature, example in zip(encoded.features, examples):
+        feature["choice_count"] = len(example["pairs"])
+    return encoded
+
+
 def encode_token_classification(tokenizer, examples: Sequence[dict], max_length: int, decoder: bool) -> Encoded:
     """Words tokenised one by one; each word's tag sits on its first sub-token, others are ignored."""
     head, tail = _special_frame(tokenizer)
@@ -137,13 +166,16 @@ def encode_seq2seq_generation(tokenizer, examples: Sequence[dict], max_length: i
 
 
 def encode_split(task, tokenizer, split: str, max_length: int, decoder: bool, seq2seq: bool = False) -> Encoded:
-    """Tokenise one split of a task for its kind (``seq2seq``: generation targets go to a decoder)."""
+    """Tokenise one split of a task for its kind (``seq2seq``: generation targets go to a decoder, the
+    choices of a multiple-choice example are listed in one encoder input)."""
     examples = task.splits[split]
     if seq2seq and task.kind == "generation":
         return encode_seq2seq_generation(tokenizer, examples, max_length, training=split == "train")
     if task.kind == "classification":
         return encode_classification(tokenizer, examples, max_length)
     if task.kind == "multiple_choice":
+        if seq2seq:
+            return encode_text_to_text_choices(tokenizer, examples, max_length)
         return encode_multiple_choice(tokenizer, examples, max_length)
     if task.kind == "token_classification":
         return encode_token_classification(tokenizer, examples, max_length, decoder)
@@ -184,7 +216,8 @@ def _mask(rows: list[list[int]], left: bool, width: int) -> list[list[int]]:
 
 
 def collate(features: list[dict], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
-    """Pad a list of features into tensors (multiple choice: (B, choices, L) plus ``choice_mask``)."""
+    """Pad a list of features into tensors (multiple choice: (B, choices, L) plus ``choice_mask``;
+    text-to-text multiple choice: (B, L) plus each example's ``choice_count``)."""
     if isinstance(features[0]["input_ids"][0], list):
         return _collate_choices(features, pad_id, left)
     rows = [f["input_ids"] for f in features]
@@ -200,6 +233,8 @@ def collate(features: list[dict], pad_id: int, left: bool) -> dict[str, torch.Te
         batch["labels"] = torch.tensor(_pad(labels, IGNORE_INDEX, left, max(len(row) for row in labels)))
     else:
         batch["labels"] = torch.tensor(labels)
+    if "choice_count" in features[0]:
+        batch["choice_count"] = torch.tensor([f["choice_count"] for f in features])
     return batch
 
 

@@ -233,7 +233,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
         loaded.backbone,
         method,
         task.kind,
-        num_labels=len(task.label_names or []) or None,
+        num_labels=task.num_labels,
         tokenizer=loaded.tokenizer,
         seed=seed,
         label_names=task.label_names,
@@ -382,9 +382,10 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
             predictions, loss = predict(model, task, splits.encoded[split], splits, runtime, tokenizer, result)
         if split == "validation":  # the last validation pass describes the end of training
             last.predictions, last.prefix = predictions, probe.summary() if probe else None
-        metrics = task.compute_metrics(predictions, split)
-        if getattr(model, "label_words", None) is not None:  # text-to-text: generations that matched no label
-            metrics["invalid_predictions"] = count_invalid(predictions, len(model.label_words))
+        words = getattr(model, "label_words", None)
+        metrics = task.compute_metrics(predictions, split, len(words) if words is not None else None)
+        if words is not None:  # text-to-text: generations that matched no label
+            metrics["invalid_predictions"] = count_invalid(predictions, len(words))
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
     trained = train(model, task, splits, runtime, evaluate, result, _TRACKER.get())

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bench.data import choice_names
 from bench.tasks.constants import IGNORE_INDEX, TASK_KINDS
 from methods.injection import find_attention_sites, select_sites, set_prefixes
 from methods.registry import MethodConfig, MethodConfigError, NothingToTrainError
-from methods.seq2seq import label_targets, label_word_ids, map_generations
+from methods.seq2seq import invalid_beyond, label_targets, label_word_ids, map_generations
 from methods.virtual import BackboneSpec, SoftPrompt
 
 # placeholder tokens that never occur in text: [unused7] (BERT), <unused7>, <|im_start|>-style control tokens
@@ -157,12 +158,14 @@ class AdaptedModel(nn.Module):
     ) -> None:
         """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values.
 
-        ``label_names`` are needed for classification on an encoder-decoder model (the label words);
+        ``label_names`` are needed for classification on an encoder-decoder model (the label words), and
+        ``num_labels`` for multiple choice there (the most choices an example offers: choice1..choiceK);
         ``pooling`` picks what the classification head reads (:data:`POOLING`).
         """
         super().__init__()
         method.validate()  # configs built directly (not via from_dict) are checked too
-        self._set_task_reading(backbone, kind, tokenizer, label_names, pooling)
+        names = self._label_words_names(backbone, kind, num_labels, label_names)
+        self._set_task_reading(backbone, kind, tokenizer, names, pooling)
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
         self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
         self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
@@ -188,18 +191,27 @@ class AdaptedModel(nn.Module):
                 "the backbone is frozen and this kind has no task head"
             )
 
+    @staticmethod
+    def _label_words_names(
+        backbone: nn.Module, kind: str, num_labels: int | None, label_names: list[str] | None
+    ) -> list[str] | None:
+        """Label names, or on an encoder-decoder the choice names (``num_labels`` = the most choices)."""
+        if not (kind == "multiple_choice" and is_encoder_decoder(backbone)):
+            return label_names
+        if not num_labels:
+            raise MethodConfigError(
+                "multiple choice on an encoder-decoder model needs num_labels (the most choices an example has)"
+            )
+        return choice_names(num_labels)
+
     def _set_task_reading(
         self, backbone: nn.Module, kind: str, tokenizer: Any, label_names: list[str] | None, pooling: str
     ) -> None:
         """How the task reads the backbone: label words (text-to-text on seq2seq) or a head over a pooled token."""
         self.seq2seq = is_encoder_decoder(backbone)
-        if self.seq2seq and kind == "multiple_choice":
-            raise MethodConfigError(
-                "multiple choice on an encoder-decoder model is not supported yet; use an encoder or a decoder model"
-            )
         # text-to-text (Lester et al.): the decoder writes the label word; no classification head
         self.label_words = None
-        if self.seq2seq and kind == "classification":
+        if self.seq2seq and kind in ("classification", "multiple_choice"):
             self.label_words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
         if pooling not in POOLING:
             raise MethodConfigError(f"model.pooling={pooling!r}; choices: {list(POOLING)}")
@@ -340,11 +352,16 @@ class AdaptedModel(nn.Module):
         labels: torch.Tensor | None = None,
         choice_mask: torch.Tensor | None = None,
         prefix_visible: bool = True,
+        choice_count: torch.Tensor | None = None,
         **_: Any,
     ) -> AdaptedOutput:
-        """Logits for the task kind; multiple choice takes (B, choices, L) inputs."""
+        """Logits for the task kind; multiple choice takes (B, choices, L) inputs, or on an encoder-decoder
+        one (B, L) input listing the choices plus each example's ``choice_count``."""
         if self.seq2seq:
-            return self._forward_text_to_text(input_ids, attention_mask, labels, prefix_visible)
+            out = self._forward_text_to_text(input_ids, attention_mask, labels, prefix_visible)
+            if choice_count is not None and out.logits is not None and not self.training:
+                out.logits = invalid_beyond(out.logits, choice_count)
+            return out
         if self.kind == "multiple_choice":
             return self._forward_choices(input_ids, attention_mask, token_type_ids, labels, choice_mask, prefix_visible)
         states = self.encode(input_ids, attention_mask, token_type_ids, prefix_visible)

@@ -4,7 +4,9 @@ Classification on an encoder-decoder model follows Lester et al.: the target is 
 label (its name, ``_`` read as a space, then EOS); the prediction is the greedy generation mapped
 back to a label by exact token match.  A generation that matches no label word is *invalid*: it
 is predicted as the extra class ``num_labels``, which no gold label equals, so it counts as wrong,
-and the evaluation records how many there were.
+and the evaluation records how many there were.  Multiple choice is the same with the choices
+listed in the input and named ``choice1``, ``choice2``... (:func:`bench.data.choice_names`): those
+names are the label words, and naming a choice the example does not have is invalid too.
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ def map_generations(tokens: torch.Tensor, label_words: list[list[int]], eos_id: 
         cut = sequence.index(eos_id) + 1 if eos_id in sequence else len(sequence)
         scores[row, lookup.get(tuple(sequence[:cut]), invalid)] = 1.0
     return scores
+
+
+def invalid_beyond(scores: torch.Tensor, choice_count: torch.Tensor) -> torch.Tensor:
+    """Mapped scores (B, K + 1) with a choice past an example's ``choice_count`` moved to the invalid column."""
+    columns = torch.arange(scores.shape[1], device=scores.device)
+    beyond = (columns >= choice_count.unsqueeze(-1)) & (columns < scores.shape[1] - 1)
+    moved = (scores * beyond).sum(-1)
+    kept = scores.masked_fill(beyond, 0.0)
+    kept[:, -1] += moved
+    return kept
 
 
 def count_invalid(predictions: list, num_labels: int) -> int:

@@ -8,7 +8,9 @@ PEFT parity for prompt tuning on T5, and the T5 bias rule: prefix keys get zero 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,11 +18,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import methods.injection as injection
-from bench.data import collate, encode_seq2seq_generation
+from bench.data import choices_as_text, collate, encode_seq2seq_generation, encode_split
 from bench.runner import execute
 from methods import MethodConfigError, NothingToTrainError
 from methods.model import AdaptedModel
-from methods.seq2seq import IGNORE_INDEX, label_targets, label_word_ids, map_generations
+from methods.seq2seq import IGNORE_INDEX, count_invalid, label_targets, label_word_ids, map_generations
 from tests.conftest import compose
 from tests.test_methods import (  # noqa: F401  (attention_calls is a fixture)
     ATOL,
@@ -46,14 +48,16 @@ TARGETS = ["a small cat", "dogs", "green apples today", "rain"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def adapted(family: str, method: str, kind: str = "generation", seed: int = 0, **overrides) -> tuple:
+def adapted(
+    family: str, method: str, kind: str = "generation", seed: int = 0, num_labels: int | None = 3, **overrides
+) -> tuple:
     """(AdaptedModel in eval mode, tokenizer) on a fresh tiny encoder-decoder."""
     loaded = load(family, kind)
     model = AdaptedModel(
         loaded.backbone,
         method_config(method, **overrides),
         kind,
-        num_labels=3 if kind != "generation" else None,
+        num_labels=num_labels if kind != "generation" else None,
         tokenizer=loaded.tokenizer,
         seed=seed,
         label_names=LABELS if kind == "classification" else None,
@@ -376,8 +380,8 @@ def test_refusals_are_one_line() -> None:
         adapted("t5", "prefix_tuning", "token_classification", prefix_placement="decoder")
     assert "prefix_placement" in one_line(error)
     with pytest.raises(MethodConfigError) as error:
-        adapted("bart", "prompt_tuning", "multiple_choice")
-    assert "encoder-decoder" in one_line(error)
+        adapted("bart", "prompt_tuning", "multiple_choice", num_labels=None)
+    assert "num_labels" in one_line(error)
     with pytest.raises(NothingToTrainError):
         adapted("t5", "head_only", "classification")
     with pytest.raises(MethodConfigError, match="prefix_placement"):
@@ -418,3 +422,79 @@ def test_text_to_text_run_records_invalid_predictions(model: str, tmp_path: Path
     assert 0 <= final["invalid_predictions"] <= config["trainer"]["max_eval_samples"]
     # an untrained tiny model rarely writes a label word: invalid generations are counted as wrong
     assert final["accuracy"] <= 1 - final["invalid_predictions"] / config["trainer"]["max_eval_samples"]
+
+
+# ---- multiple choice as text-to-text --------------------------------------------------------------
+COPA_ROWS = [
+    {"premise": f"Event {i} happened.", "choice1": f"Reason {i} a.", "choice2": f"Reason {i} b.",
+     "question": ("cause", "effect")[i % 2], "label": i % 2, "idx": i}
+    for i in range(20)
+]  # fmt: skip
+
+
+def write_copa(folder: Path) -> Path:
+    """A small COPA in SuperGLUE's jsonl layout: 12 training and 8 validation questions."""
+    for name, rows in (("train.jsonl", COPA_ROWS[:12]), ("val.jsonl", COPA_ROWS[12:])):
+        (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_choices_are_listed_in_one_encoder_input_with_their_count() -> None:
+    """A shared context is written once after the choices (truncation cuts the context, never a choice)."""
+    assert choices_as_text([["P.", "because A."], ["P.", "because B."]]) == "choice1: because A. choice2: because B. P."
+    assert choices_as_text([["P.", "A"], ["Q.", "B"], ["R.", None]]) == "choice1: P. A choice2: Q. B choice3: R."
+    tok = load("t5", "classification").tokenizer
+    task = SimpleNamespace(kind="multiple_choice", config={}, splits={"train": [
+        {"pairs": [["P.", "A."], ["P.", "B."]], "label": 1},
+        {"pairs": [["Q.", "C."], ["Q.", "D."], ["Q.", "E."]], "label": 2},
+    ]})  # fmt: skip
+    encoded = encode_split(task, tok, "train", 64, decoder=False, seq2seq=True)
+    assert encoded.features[0]["input_ids"] == tok("choice1: A. choice2: B. P.")["input_ids"]
+    batch = collate(encoded.features, tok.pad_token_id, left=False)
+    assert batch["labels"].tolist() == [1, 2] and batch["choice_count"].tolist() == [2, 3]
+    assert batch["input_ids"].dim() == 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generated_choice_words_map_back_and_the_rest_is_invalid(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Label words are choice1..choiceK; a generation naming a choice the example lacks, or no choice, is
+    the invalid column K (counted wrong); the loss is the LM loss on the gold choice word."""
+    model, tok = adapted(family, "prompt_tuning", "multiple_choice")
+    assert model.head is None
+    assert model.label_words == label_word_ids(tok, ["choice1", "choice2", "choice3"], tok.eos_token_id)
+    words, eos, pad = model.label_words, tok.eos_token_id, tok.pad_token_id
+    rows = [words[1], words[0], words[2], [words[0][0], 7, eos]]
+    width = max(len(r) for r in rows)
+    generated = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    monkeypatch.setattr(model, "generate", lambda *args, **kwargs: generated)
+    inputs, labels = source_batch(tok, TEXTS), torch.tensor([1, 0, 2, 0])
+    with torch.no_grad():
+        out = model(**inputs, labels=labels, choice_count=torch.tensor([2, 2, 2, 3]))
+        logits = model.decoder_logits(**inputs, targets=label_targets(words, labels))
+    predictions = out.logits.argmax(-1).tolist()
+    assert predictions == [1, 0, 3, 3] and count_invalid(predictions, len(words)) == 2
+    assert torch.allclose(out.loss, F.cross_entropy(logits.flatten(0, 1), label_targets(words, labels).flatten()))
+
+
+def test_an_invalid_record_prediction_scores_zero() -> None:
+    """ReCoRD maps a choice index to its entity; the invalid index is no answer, not an error."""
+    from bench.tasks.metrics import ScoringInput, score_split
+
+    examples = [
+        {"entities": ["Paris", "Rome"], "answers": ["Rome"]},
+        {"entities": ["Oslo", "Bern"], "answers": ["Oslo"]},
+    ]
+    scores = score_split(["record"], ScoringInput([1, 5], examples, None, "record", invalid=5))
+    assert scores == {"f1": 0.5, "em": 0.5}
+
+
+@pytest.mark.parametrize("model", ["tiny_t5", "tiny_bart"])
+def test_text_to_text_multiple_choice_run_ends_ok_and_counts_invalid(model: str, tmp_path: Path) -> None:
+    data = write_copa(tmp_path)
+    overrides = ["method=prompt_tuning", f"model={model}", "task=copa", f"task.data_dir={data}", "trainer=smoke"]
+    config = OmegaConf.to_container(compose(overrides, hydra_node=False), resolve=True)
+    record = execute(config, tmp_path / "run")
+    assert record["status"] == "ok", record["error"]
+    final, shown = record["metrics"]["final"], config["trainer"]["max_eval_samples"]
+    assert record["params"]["head"] == 0 and 0 <= final["invalid_predictions"] <= shown
+    assert final["accuracy"] <= 1 - final["invalid_predictions"] / shown

@@ -93,11 +93,21 @@ class TaskData:
     primary_metric: str
     config: dict
 
-    def compute_metrics(self, predictions: list, split: str) -> dict[str, float]:
-        """Score ``predictions`` (one per example of ``split``, in order) with the task's metrics."""
+    @property
+    def num_labels(self) -> int | None:
+        """Classes; for multiple choice the most choices an example offers (text-to-text label words)."""
+        if self.kind == "multiple_choice":
+            return max((len(ex["pairs"]) for examples in self.splits.values() for ex in examples), default=None)
+        return len(self.label_names or []) or None
+
+    def compute_metrics(self, predictions: list, split: str, invalid: int | None = None) -> dict[str, float]:
+        """Score ``predictions`` (one per example of ``split``, in order) with the task's metrics.
+
+        ``invalid``: the prediction that stands for a text-to-text generation naming no label (wrong).
+        """
         if split not in self.splits:
             raise ValueError(f"task {self.name}: no labeled split {split!r} (have {sorted(self.splits)})")
-        given = ScoringInput(list(predictions), self.splits[split], self.label_names, self.name)
+        given = ScoringInput(list(predictions), self.splits[split], self.label_names, self.name, invalid)
         return score_split(self.config["metric"], given)
 
 

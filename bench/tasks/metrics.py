@@ -115,6 +115,7 @@ class ScoringInput:
     examples: list[dict]
     label_names: list[str] | None
     task: str
+    invalid: int | None = None  # text-to-text: the prediction for a generation that names no label
 
     def column(self, key: str) -> list:
         return [example[key] for example in self.examples]
@@ -129,9 +130,12 @@ class Metric:
 
 
 def _choice_texts(given: ScoringInput) -> list[str]:
-    """ReCoRD: the candidate entity each predicted choice index points at."""
+    """ReCoRD: the candidate entity each predicted choice index points at; an invalid one, no answer."""
     out = []
     for i, (pred, ex) in enumerate(zip(given.predictions, given.examples)):
+        if given.invalid is not None and int(pred) == given.invalid:
+            out.append("")  # scores 0 F1 and 0 EM against any answer: counted wrong
+            continue
         if not 0 <= int(pred) < len(ex["entities"]):
             raise ValueError(f"task {given.task}: prediction {i} = {pred} is not a choice index")
         out.append(ex["entities"][int(pred)])
