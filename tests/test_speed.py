@@ -35,6 +35,10 @@ def expected_ratios() -> dict[str, list[str]]:
         "lm": ["prefix_tuning/peft_prefix_tuning"],
         "generation": [f"{m}/base" for m in soft] + ["peft_prefix_tuning/base"],
         "eval": ["eval/head_only_train", "sorted/file_order_generation"],
+        "s2s": [f"{ours}/peft_{peft}" for ours, peft in speed.s2s_peft_pairs().items()]
+        + [f"{name}/{FULL}" for name in speed.s2s_contenders()],
+        "s2s_generation": [f"{name}/base" for name in speed.s2s_contenders()]
+        + [f"peft_{m}/base" for m in set(speed.s2s_peft_pairs().values())],
     }
 
 
@@ -57,7 +61,7 @@ def test_record_written_and_complete(quick_run):
     record, path = quick_run
     assert json.loads(path.read_text())["kind"] == "speed"
     assert record["schema"] == 1 and record["status"] == "ok", record["error"]
-    assert set(record["sections"]) == {"load", "data", "cls", "lm", "generation", "eval"}
+    assert set(record["sections"]) == {"load", "data", "cls", "lm", "generation", "eval", "s2s", "s2s_generation"}
     assert record["provenance"]["versions"]["torch"]
 
 
@@ -76,18 +80,53 @@ def test_every_ratio_present_finite_and_positive(quick_run):
 def test_contenders_timed(quick_run):
     record, _ = quick_run
     assert set(record["sections"]["cls"]["methods"]) >= set(METHODS)  # every registered method is a contender
-    for section in ("cls", "lm", "generation", "eval"):
+    for section in ("cls", "lm", "generation", "eval", "s2s", "s2s_generation"):
         for name, stats in record["sections"][section]["methods"].items():
             if name == "peft_prefix_tuning" and section == "cls":
                 continue
             assert positive(stats["median_s"]) and stats["n"] >= 1, (section, name, stats)
-    for section in ("generation", "eval"):
+    for section in ("generation", "eval", "s2s_generation"):
         for name, stats in record["sections"][section]["methods"].items():
             assert positive(stats["tokens_per_s"]), (section, name)
-    generation = record["sections"]["generation"]["methods"]
-    for name in ("prefix_tuning", "p_tuning_v2"):  # the prefix is computed once per generate, not per token
-        assert generation[name]["prefix_computations_per_generate"] == 1
-        assert generation[name]["new_tokens_per_sequence"] == record["sections"]["generation"]["shapes"]["new_tokens"]
+    for section, names in (
+        ("generation", ["prefix_tuning", "p_tuning_v2"]),
+        ("s2s_generation", ["prefix_tuning@decoder"]),
+    ):
+        generation = record["sections"][section]["methods"]
+        for name in names:  # the prefix is computed once per generate, not per token
+            assert generation[name]["prefix_computations_per_generate"] == 1
+            assert generation[name]["new_tokens_per_sequence"] == record["sections"][section]["shapes"]["new_tokens"]
+
+
+def test_seq2seq_sections_time_every_contender_on_the_seq2seq_model(quick_run):
+    """Issue #13: one encoder-decoder, our soft methods (+ PEFT's placement) vs PEFT, full FT and the base."""
+    record, _ = quick_run
+    step, generation = record["sections"]["s2s"], record["sections"]["s2s_generation"]
+    assert step["shapes"]["model"] == generation["shapes"]["model"] == "tiny_t5"
+    peft = {f"peft_{m}" for m in speed.s2s_peft_pairs().values()}
+    assert set(step["methods"]) == {*speed.s2s_contenders(), FULL, *peft}
+    assert set(generation["methods"]) == {"base", *speed.s2s_contenders(), *peft}
+    assert set(speed.soft_methods()) < set(speed.s2s_contenders())
+    found = record["targets"]
+    assert {"prompt_tuning step <= 1.0x PEFT (seq2seq)", "prefix_tuning@decoder step <= 1.0x PEFT (seq2seq)"} <= set(
+        found
+    )
+    assert found["prefix_tuning@decoder step <= 1.0x PEFT (seq2seq)"]["ratio"] == (
+        "s2s:prefix_tuning@decoder/peft_prefix_tuning"
+    )
+
+
+def test_model_options_pick_the_sections_they_fit():
+    from bench.speed.cli import run_section
+
+    cfg = speed.parse_args(["--model", "tiny_t5"])
+    assert (cfg.cls_model, cfg.lm_model, cfg.s2s_model) == (None, None, "tiny_t5")
+    assert run_section("cls", cfg, torch.device("cpu"), torch.float32) is None
+    cfg = speed.parse_args(["--s2s-model", "tiny_bert", "--lm-model", "tiny_t5"])
+    for section, option in (("s2s", "--s2s-model"), ("generation", "--lm-model")):
+        error = run_section(section, cfg, torch.device("cpu"), torch.float32)["error"]
+        assert option in error and "\n" not in error, error
+    assert speed.parse_args(["--s2s-model", "none"]).s2s_model is None
 
 
 def test_eval_section_figures(quick_run):

@@ -14,15 +14,18 @@ Sections (each fails on its own: a failure is reported as ``n/a (...)``, never a
 * ``load`` - a second ``load_model`` of the decoder (the GGUF is dequantised once, then cached);
 * ``data`` - the tokenised-split cache cold vs warm, and padding with / without length grouping;
 * ``eval`` - evaluation (sorted batches) vs head-only training on a realistic length mix, and
-  generation over mixed-length prompts sorted vs in file order.
+  generation over mixed-length prompts sorted vs in file order;
+* ``s2s``, ``s2s_generation`` - on one encoder-decoder (default tiny_t5, ``--s2s-model t5_base``): a
+  text-to-text training step of every soft method, prefix tuning at PEFT's decoder-only placement,
+  full fine-tuning and PEFT's seq2seq prompt/prefix tuning; greedy generation vs the base model.
 
 Modules: ``config`` (settings, method lists from the registry), ``timing`` (pure timing and ratio
-functions), ``contenders``, ``sections``, ``eval_section``, ``profile``, ``targets`` (as data),
+functions), ``contenders``, ``sections``, ``eval_section``, ``s2s_section``, ``profile``, ``targets`` (as data),
 ``output`` (record, tables, summaries) and ``cli``.  Figures go to ``<out>/<name>/speed.json``.
 """
 
 from bench.speed.cli import main, parse_args, run_speed
-from bench.speed.config import SpeedConfig, soft_methods, step_methods
+from bench.speed.config import SpeedConfig, s2s_contenders, s2s_peft_pairs, soft_methods, step_methods
 from bench.speed.contenders import peft_methods
 from bench.speed.output import summarize_records
 from bench.speed.targets import TARGETS, Target, evaluate_targets
@@ -33,6 +36,8 @@ __all__ = [
     "parse_args",
     "run_speed",
     "SpeedConfig",
+    "s2s_contenders",
+    "s2s_peft_pairs",
     "soft_methods",
     "step_methods",
     "peft_methods",

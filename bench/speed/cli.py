@@ -17,11 +17,13 @@ from bench.speed.config import QUICK, SpeedConfig
 from bench.speed.eval_section import eval_section
 from bench.speed.output import build_record, busy, load_average, print_section, print_targets, quiet, summarize_records
 from bench.speed.profile import profile_prefix
+from bench.speed.s2s_section import s2s_generation_section, s2s_section
 from bench.speed.sections import cls_section, data_section, generation_section, lm_section, load_section
 from bench.speed.targets import evaluate_targets
 from bench.speed.timing import one_line
 
-# section name -> (function, the model it needs: "cls" = the encoder option, "lm" = a decoder)
+# section name -> (function, the model it needs: "cls" = the encoder option, "lm" = a decoder,
+# "s2s" = an encoder-decoder)
 SECTIONS = {
     "load": (lambda cfg, device, dtype: load_section(cfg), "lm"),
     "data": (lambda cfg, device, dtype: data_section(cfg), "cls"),
@@ -29,7 +31,21 @@ SECTIONS = {
     "lm": (lm_section, "lm"),
     "generation": (generation_section, "lm"),
     "eval": (eval_section, "cls"),
+    "s2s": (s2s_section, "s2s"),
+    "s2s_generation": (s2s_generation_section, "s2s"),
 }
+# what a section's model must be: (its model config key, what to call it, the option that names it)
+_MODEL_NEEDS = {"lm": ("decoder", "a decoder", "--lm-model"), "s2s": ("seq2seq", "an encoder-decoder", "--s2s-model")}
+
+
+def section_model(needs: str, cfg: SpeedConfig) -> str | None:
+    """The model a section runs on (None: switched off); a model of the wrong kind is a one-line error."""
+    model = {"cls": cfg.cls_model, "lm": cfg.lm_model, "s2s": cfg.s2s_model}[needs]
+    if model and needs in _MODEL_NEEDS:
+        key, noun, option = _MODEL_NEEDS[needs]
+        if not model_config(model).get(key):
+            raise ValueError(f"model {model!r} is not {noun}; this section needs {noun} ({option})")
+    return model
 
 
 def run_section(name: str, cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any] | None:
@@ -37,12 +53,9 @@ def run_section(name: str, cfg: SpeedConfig, device: torch.device, dtype: torch.
     if name not in SECTIONS:
         return {"error": f"unknown section {name!r}; choices: {sorted(SECTIONS)}"}
     function, needs = SECTIONS[name]
-    model = cfg.cls_model if needs == "cls" else cfg.lm_model
-    if not model:
-        return None
     try:
-        if needs == "lm" and not model_config(model).get("decoder"):
-            raise ValueError(f"model {model!r} is an encoder; this section needs a decoder (--lm-model)")
+        if not section_model(needs, cfg):
+            return None
         return function(cfg, device, dtype)
     except Exception as error:  # noqa: BLE001 — one broken section must not hide the others
         return {"error": one_line(error)}
@@ -128,14 +141,16 @@ def make_parser() -> argparse.ArgumentParser:
         description="What training, evaluation and generation cost, per method, timed in one process.",
     )
     add = parser.add_argument
-    add("--model", help="one model for every section it fits (an encoder skips lm/generation/load)")
+    add("--model", help="one model for every section it fits (an encoder skips lm/generation/load/s2s*)")
     add("--cls-model", help="encoder for the cls, data and eval sections (default minilm; 'none' skips)")
     add("--lm-model", help="decoder for LM step, generation, load and eval generation (default smollm2; 'none' skips)")
+    add("--s2s-model", help="encoder-decoder for the s2s sections (default tiny_t5, e.g. t5_base; 'none' skips)")
+    add("--s2s-target-length", type=int, help="decoder target length of the s2s step (default 32)")
     for option in INT_OPTIONS:
         add(f"--{option}", type=int)
     add("--lm-methods", help="comma list of our methods for the LM step (default prefix_tuning)")
     add("--gen-methods", help="comma list of our methods for generation (default: every non-baseline method)")
-    add("--sections", help="comma list from load,data,cls,lm,generation,eval (default all)")
+    add("--sections", help=f"comma list from {','.join(SECTIONS)} (default all)")
     add("--eval-data", help="CoNLL-2003 folder for the eval section (default ../shared/data/ner/conll2003)")
     add("--device", help="auto (default) | cpu | cuda | mps")
     add("--dtype", choices=("fp32", "bf16", "fp16"))
@@ -153,13 +168,16 @@ def parse_args(argv: list[str] | None = None) -> SpeedConfig:
     cfg = SpeedConfig(**(QUICK if quick else {}), quick=quick)
     model = args.pop("model")
     if model:
-        cfg.cls_model, cfg.lm_model = model, model if model_config(model).get("decoder") else None
+        kind = model_config(model)
+        cfg.cls_model = None if kind.get("seq2seq") else model
+        cfg.lm_model = model if kind.get("decoder") else None
+        cfg.s2s_model = model if kind.get("seq2seq") else None
     for key, value in args.items():
         if value is None or value is False:
             continue
         if key in LIST_OPTIONS:
             value = tuple(v.strip() for v in value.split(",") if v.strip())
-        elif key in ("cls_model", "lm_model") and value == "none":
+        elif key in ("cls_model", "lm_model", "s2s_model") and value == "none":
             value = None
         setattr(cfg, key, value)
     return cfg

@@ -24,12 +24,37 @@ def step_methods() -> tuple[str, ...]:
     return tuple(METHODS)
 
 
+# PEFT (0.21) prefixes a seq2seq model's decoder self-attention only; ours at that placement is its pair
+PEFT_SEQ2SEQ_PLACEMENT = "decoder"
+
+
+def s2s_contenders() -> dict[str, tuple[str, dict[str, str]]]:
+    """The seq2seq section's contenders of ours: name -> (method, method overrides).
+
+    Every soft method at its default placement (prefixes in all three attention kinds), plus prefix
+    tuning at PEFT's placement, named ``prefix_tuning@decoder``: the pair PEFT's timing is compared with.
+    """
+    contenders: dict[str, tuple[str, dict[str, str]]] = {m: (m, {}) for m in soft_methods()}
+    contenders[f"prefix_tuning@{PEFT_SEQ2SEQ_PLACEMENT}"] = (
+        "prefix_tuning",
+        {"prefix_placement": PEFT_SEQ2SEQ_PLACEMENT},
+    )
+    return contenders
+
+
+def s2s_peft_pairs() -> dict[str, str]:
+    """Our seq2seq contender -> the PEFT method it is timed against (same placement, same N)."""
+    return {"prompt_tuning": "prompt_tuning", f"prefix_tuning@{PEFT_SEQ2SEQ_PLACEMENT}": "prefix_tuning"}
+
+
 @dataclass
 class SpeedConfig:
     """Every knob of the benchmark (the command line maps onto these one to one)."""
 
     cls_model: str | None = "minilm"
     lm_model: str | None = "smollm2"
+    s2s_model: str | None = "tiny_t5"  # the only offline encoder-decoders are the tiny random ones
+    s2s_target_length: int = 32  # decoder targets of the seq2seq step (the encoder input is ``length``)
     batch: int = 16
     length: int = 128
     virtual: int = 20
@@ -59,7 +84,7 @@ class SpeedConfig:
     out: str = "results/speed"
     name: str | None = None
     quick: bool = False
-    sections: tuple[str, ...] = ("load", "data", "cls", "lm", "generation", "eval")
+    sections: tuple[str, ...] = ("load", "data", "cls", "lm", "generation", "eval", "s2s", "s2s_generation")
 
     def generation_methods(self) -> tuple[str, ...]:
         """Our methods timed in the generation section."""
@@ -74,6 +99,7 @@ QUICK = dict(
     virtual=4,
     lm_batch=2,
     lm_length=16,
+    s2s_target_length=4,
     gen_batch=2,
     prompt_length=8,
     new_tokens=4,

@@ -24,14 +24,31 @@ def synthetic_batch(
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": labels.to(device)}
 
 
-def build_ours(loaded, method: str, kind: str, cfg: SpeedConfig, device: torch.device, num_labels: int = 2):
-    """Our AdaptedModel for a registered method (frozen backbones may be shared between soft methods)."""
+def seq2seq_batch(vocab: int, batch: int, length: int, target_length: int, device: torch.device) -> dict:
+    """An encoder input as :func:`synthetic_batch` gives it, with random decoder targets of their own length."""
+    out = synthetic_batch(vocab, batch, length, device)
+    out["labels"] = synthetic_batch(vocab, batch, target_length, device, seed=1)["input_ids"]
+    return out
+
+
+def build_ours(
+    loaded,
+    method: str,
+    kind: str,
+    cfg: SpeedConfig,
+    device: torch.device,
+    num_labels: int = 2,
+    overrides: dict[str, Any] | None = None,
+):
+    """Our AdaptedModel for a registered method (frozen backbones may be shared between soft methods);
+    ``overrides``: method settings besides N (e.g. ``prefix_placement``)."""
     from methods import get_method
     from methods.model import AdaptedModel
 
     config_class = get_method(method)
     fields = {f.name for f in dataclasses.fields(config_class)}
     values = {"num_virtual_tokens": cfg.virtual} if "num_virtual_tokens" in fields else {}
+    values.update(overrides or {})
     return AdaptedModel(
         loaded.backbone.to(device),
         config_class.from_dict(values),
@@ -92,12 +109,12 @@ def build_peft_classifier(model_name: str, method: str, cfg: SpeedConfig, device
     return get_peft_model(model, peft_config(method, "SEQ_CLS", cfg)).to(device)
 
 
-def build_peft_lm(model_name: str, method: str, cfg: SpeedConfig, device: torch.device):
-    """PEFT CAUSAL_LM model around a fresh load of the decoder."""
+def build_peft_lm(model_name: str, method: str, cfg: SpeedConfig, device: torch.device, task_type: str = "CAUSAL_LM"):
+    """PEFT LM model (``CAUSAL_LM``, or ``SEQ_2_SEQ_LM`` for an encoder-decoder) around a fresh load."""
     from peft import get_peft_model
 
     loaded = load_model(model_config(model_name), "generation")
-    return get_peft_model(loaded.backbone.to(device), peft_config(method, "CAUSAL_LM", cfg))
+    return get_peft_model(loaded.backbone.to(device), peft_config(method, task_type, cfg))
 
 
 def speed_runtime(device: torch.device, dtype: torch.dtype, **settings: Any):

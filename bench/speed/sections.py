@@ -143,9 +143,10 @@ def ours_generation(
     device: torch.device,
     dtype: torch.dtype,
     info: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
 ) -> Callable[[], torch.Tensor]:
     """Our adapter's ``generate``; fails loudly if the prefix is computed more than once per call."""
-    model = build_ours(loaded, method, "generation", cfg, device)
+    model = build_ours(loaded, method, "generation", cfg, device, overrides=overrides)
     run = generation_call(model, batch, kwargs, device, dtype, True)
     computed, new = prefix_computations(model, run)
     info.update(prefix_computations_per_generate=computed, new_tokens_per_sequence=new)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.speed.config import SpeedConfig, soft_methods
+from bench.speed.config import SpeedConfig, s2s_contenders, s2s_peft_pairs, soft_methods
 from bench.speed.contenders import peft_methods
 
 
@@ -23,7 +23,7 @@ class Target:
     key: str
     limit: float
     at_least: bool = False
-    each: str | None = None  # "soft", "lm_peft" or "generation": one target per method of that list
+    each: str | None = None  # a key of _LISTS: one target per method (or per (ours, PEFT) pair) of that list
 
     def met(self, value: float | None) -> bool | None:
         if value is None:
@@ -42,12 +42,17 @@ TARGETS = (  # issue #7 (training, generation, caches) and issue #16 (evaluation
     Target("eval padding waste <= 2 %", "eval", "eval_padding_waste", 0.02),
     Target("eval tok/s >= 0.95x head-only train tok/s", "eval", "eval/head_only_train", 0.95, at_least=True),
     Target("sorted generation >= 1.3x file-order tok/s", "eval", "sorted/file_order_generation", 1.3, at_least=True),
+    # issue #13: one encoder-decoder, against PEFT where it has the pair and against the base model
+    Target("{m} step <= 1.0x PEFT (seq2seq)", "s2s", "{m}/peft_{p}", 1.0, each="s2s_peft"),
+    Target("{m} generate <= 1.2x base model (seq2seq)", "s2s_generation", "{m}/base", 1.2, each="s2s"),
 )
 
 _LISTS: dict[str, Callable[[SpeedConfig], tuple[str, ...]]] = {
     "soft": lambda cfg: soft_methods(),
     "lm_peft": lambda cfg: tuple(m for m in cfg.lm_methods if m in peft_methods()),
     "generation": lambda cfg: cfg.generation_methods(),
+    "s2s": lambda cfg: tuple(s2s_contenders()),
+    "s2s_peft": lambda cfg: tuple(s2s_peft_pairs().items()),
 }
 
 
@@ -56,13 +61,15 @@ def expand(cfg: SpeedConfig, targets: tuple[Target, ...] = TARGETS) -> list[Targ
     out: list[Target] = []
     for target in targets:
         names = _LISTS[target.each](cfg) if target.each else (None,)
-        out += [
-            Target(target.label.format(m=m), target.section, target.key.format(m=m), target.limit, target.at_least)
-            if m
-            else target
-            for m in names
-        ]
+        out += [_for_method(target, m) if m else target for m in names]
     return out
+
+
+def _for_method(target: Target, item: str | tuple[str, str]) -> Target:
+    """``target`` for one method ``{m}`` (or one pair: ours ``{m}``, PEFT's ``{p}``)."""
+    ours, peft = item if isinstance(item, tuple) else (item, item)
+    fill = {"m": ours, "p": peft}
+    return Target(target.label.format(**fill), target.section, target.key.format(**fill), target.limit, target.at_least)
 
 
 def figure(sections: dict[str, Any], section: str, key: str) -> dict[str, Any] | None:

@@ -1,0 +1,115 @@
+"""The encoder-decoder sections: a text-to-text training step and greedy generation on one seq2seq model.
+
+``s2s``: the trainer's step with an LM loss on decoder targets, for every soft method (prefixes in all
+three attention kinds), prefix tuning at PEFT's placement (``prefix_tuning@decoder``), full fine-tuning
+and PEFT's ``SEQ_2_SEQ_LM`` prompt and prefix tuning.  ``s2s_generation``: one greedy ``generate`` with
+the KV cache per contender against the plain base model.  The model is ``--s2s-model`` (default the
+tiny random T5: the only encoder-decoder that loads offline; on a machine with the Hub, ``t5_base``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from bench.models import load_model, model_config
+from bench.speed.config import FULL, SpeedConfig, s2s_contenders, s2s_peft_pairs
+from bench.speed.contenders import (
+    build_ours,
+    build_peft_lm,
+    generate_kwargs,
+    generation_call,
+    seq2seq_batch,
+    synthetic_batch,
+    train_step,
+)
+from bench.speed.sections import ours_generation
+from bench.speed.timing import Contender, guarded, paired_ratio, round_robin, timing_results
+
+SEQ2SEQ_PEFT_TASK = "SEQ_2_SEQ_LM"
+
+
+def _loaded(cfg: SpeedConfig):
+    """A fresh load of the seq2seq model (full fine-tuning and LoRA change the backbone they get)."""
+    return load_model(model_config(cfg.s2s_model), "generation")
+
+
+def s2s_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Text-to-text training step on the same batch: ours, full fine-tuning, PEFT where it has the pair."""
+    vocab = _loaded(cfg).backbone.config.vocab_size
+    batch = seq2seq_batch(vocab, cfg.batch, cfg.length, cfg.s2s_target_length, device)
+
+    def ours(method: str, overrides: dict[str, Any]) -> Callable[[], float]:
+        model = build_ours(_loaded(cfg), method, "generation", cfg, device, overrides=overrides)
+        return train_step(model, batch, device, dtype)
+
+    def peft(method: str) -> Callable[[], float]:
+        return train_step(build_peft_lm(cfg.s2s_model, method, cfg, device, SEQ2SEQ_PEFT_TASK), batch, device, dtype)
+
+    soft = s2s_contenders()
+    contenders = [guarded(name, lambda m=m, o=o: ours(m, o)) for name, (m, o) in {**soft, FULL: (FULL, {})}.items()]
+    contenders += [guarded(f"peft_{m}", lambda m=m: peft(m)) for m in sorted(set(s2s_peft_pairs().values()))]
+    times = round_robin(contenders, cfg.warmup, cfg.steps, cfg.repeats, device)
+    results, errors = timing_results(contenders, times)
+    pairs = [(ours_name, f"peft_{m}") for ours_name, m in s2s_peft_pairs().items()]
+    pairs += [(name, FULL) for name in soft]
+    ratios = {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in pairs}
+    shapes = {
+        "model": cfg.s2s_model,
+        "batch": cfg.batch,
+        "length": cfg.length,
+        "target_length": cfg.s2s_target_length,
+        "virtual": cfg.virtual,
+    }
+    return {"shapes": shapes, "methods": results, "ratios": ratios}
+
+
+def s2s_generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Greedy generation with the KV cache on the seq2seq model: ours and PEFT's vs the plain base model."""
+    base = _loaded(cfg)
+    batch = synthetic_batch(base.backbone.config.vocab_size, cfg.gen_batch, cfg.prompt_length, device)
+    kwargs = generate_kwargs(cfg, base.tokenizer)
+    contenders = s2s_generation_contenders(cfg, base, batch, kwargs, device, dtype)
+    times = round_robin(contenders, 1, cfg.gen_steps, cfg.repeats, device)
+    results, errors = timing_results(contenders, times)
+    for body in results.values():
+        if "median_s" in body:
+            body["tokens_per_s"] = round(cfg.gen_batch * cfg.new_tokens / body["median_s"], 2)
+    ratios = {f"{c.name}/base": paired_ratio(times, errors, (c.name, "base")) for c in contenders[1:]}
+    shapes = {
+        "model": cfg.s2s_model,
+        "batch": cfg.gen_batch,
+        "prompt_length": cfg.prompt_length,
+        "new_tokens": cfg.new_tokens,
+        "virtual": cfg.virtual,
+    }
+    return {"shapes": shapes, "methods": results, "ratios": ratios}
+
+
+def s2s_generation_contenders(
+    cfg: SpeedConfig, base, batch: dict, kwargs: dict, device: torch.device, dtype: torch.dtype
+) -> list[Contender]:
+    """The base model first, then ours (one shared frozen backbone), then PEFT's seq2seq prompt and prefix."""
+    shared = _loaded(cfg)
+    contenders = [
+        guarded("base", lambda: generation_call(base.backbone.to(device), batch, kwargs, device, dtype, False))
+    ]
+    for name, (method, overrides) in s2s_contenders().items():
+        info: dict[str, Any] = {}
+        contenders.append(
+            guarded(
+                name,
+                lambda m=method, o=overrides, i=info: ours_generation(
+                    shared, m, batch, kwargs, cfg, device, dtype, i, o
+                ),
+                info,
+            )
+        )
+    for method in sorted(set(s2s_peft_pairs().values())):
+        build = lambda m=method: build_peft_lm(cfg.s2s_model, m, cfg, device, SEQ2SEQ_PEFT_TASK)  # noqa: E731
+        contenders.append(
+            guarded(f"peft_{method}", lambda b=build: generation_call(b(), batch, kwargs, device, dtype, False))
+        )
+    return contenders
