@@ -105,7 +105,7 @@ def test_cb_three_labels_and_metrics(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "val.jsonl", rows)
     data = load("cb", data_dir=str(tmp_path))
-    assert [ex["label"] for ex in data.splits["validation"]] == [0, 1, 2]
+    assert [ex["label"] for ex in data.splits["validation"]] == [0, 1, 2] and data.num_labels == 3
     assert data.compute_metrics([0, 1, 2], "validation") == {"accuracy": 1.0, "f1_macro": 1.0}
     assert data.compute_metrics([0, 1, 1], "validation")["f1_macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)
 
@@ -137,6 +137,7 @@ def test_copa_multiple_choice_with_connectives(tmp_path):
     assert first["pairs"] == [["The glass broke.", "because It fell."], ["The glass broke.", "because It was new."]]
     assert second["pairs"][1] == ["I was cold.", "so I wore a coat."] and second["label"] == 1
     assert data.kind == "multiple_choice" and data.label_names is None
+    assert data.num_labels == 2  # the most choices an example offers: text-to-text's choice1, choice2
 
 
 def test_wic_marks_the_target_word_from_offsets(tmp_path):
@@ -272,6 +273,8 @@ def test_record_candidates_fill_the_placeholder(tmp_path):
     assert data.absent_splits == ["test"]
     assert data.compute_metrics([0], "validation") == {"f1": 1.0, "em": 1.0}
     assert data.compute_metrics([1], "validation") == {"f1": 0.0, "em": 0.0}
+    # text-to-text: a generation naming no candidate is the invalid index num_labels, scored as no answer
+    assert data.num_labels == 3 and data.compute_metrics([3], "validation", invalid=3) == {"f1": 0.0, "em": 0.0}
 
 
 # ---------------------------------------------------------------- SuperGLUE from the Hub (mocked)
