@@ -26,6 +26,7 @@ import torch
 
 from bench.data import padding_waste
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
+from bench.eval_cache import EvalFeatureCache
 from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, slug
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
@@ -373,13 +374,17 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
     """Train with validation passes, diagnose the run, then score the best checkpoint on test."""
     reset_peak_memory(runtime.device)
     result = TrainResult()
+    # validation is evaluated at every pass; the test split once, so only validation features are kept
+    cache = EvalFeatureCache(runtime.settings.eval_feature_cache_mb)
     prefixed = bool(model.soft_prompt is not None and model.soft_prompt.attention_prefix)
     last = _LastValidation()
 
     def evaluate(split: str) -> dict[str, float]:
         probe = PrefixProbe(len(model.attention_modules)) if split == "validation" and prefixed else None
         with probe or contextlib.nullcontext():
-            predictions, loss = predict(model, task, splits.encoded[split], splits, runtime, tokenizer, result)
+            kept = cache if split == "validation" else None
+            encoded = splits.encoded[split]
+            predictions, loss = predict(model, task, encoded, splits, runtime, tokenizer, result, feature_cache=kept)
         if split == "validation":  # the last validation pass describes the end of training
             last.predictions, last.prefix = predictions, probe.summary() if probe else None
         words = getattr(model, "label_words", None)
@@ -389,6 +394,7 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
     trained = train(model, task, splits, runtime, evaluate, result, _TRACKER.get())
+    trained.eval_feature_cache = cache.summary()
     trained.diagnostics = run_diagnostics(
         trained.history, task.primary_metric, task.kind, last.predictions, last.prefix
     )
@@ -419,6 +425,7 @@ def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
         eval_time_s=result.eval_time_s,
         eval_tokens_per_s=(result.eval_tokens / result.eval_time_s) if result.eval_time_s else None,
         eval_padding_waste=padding_waste(result.eval_padded_tokens, result.eval_tokens),
+        eval_feature_cache=result.eval_feature_cache,
         generation_tokens_per_s=(
             result.generation_tokens / result.generation_time_s if result.generation_time_s else None
         ),

@@ -63,6 +63,7 @@ class TrainerConfig:
     group_by_length: bool = _setting(True, bool, "true or false")
     max_eval_samples: int | None = _setting(None, int, "an integer >= 1, or null for all", lambda v: v >= 1, True)
     timing_warmup_steps: int = _setting(3, int, "an integer >= 0", lambda v: v >= 0)
+    eval_feature_cache_mb: float = _setting(1024.0, float, "a number >= 0 (0 disables the cache)", lambda v: v >= 0)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:

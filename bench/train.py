@@ -29,6 +29,7 @@ from bench.data import (
     restore_order,
 )
 from bench.diagnostics import LossWatch
+from bench.eval_cache import CachePass, EvalFeatureCache
 from bench.measure import StepTimer, synchronize
 from bench.settings import OPTIMIZERS, TrainerConfig, TrainerConfigError
 
@@ -70,6 +71,7 @@ class TrainResult:
     generation_tokens: int = 0
     generation_time_s: float = 0.0
     diagnostics: dict[str, Any] = field(default_factory=dict)  # the record's diagnostics section
+    eval_feature_cache: dict[str, Any] | None = None  # bench.eval_cache.EvalFeatureCache.summary()
     optimizer_groups: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -308,21 +310,26 @@ def predict(
     tokenizer,
     result: TrainResult,
     sort_by_length: bool = True,
+    feature_cache: EvalFeatureCache | None = None,
 ) -> tuple[list, float | None]:
     """Predictions in the split's order (the task's format), and the mean eval loss (None for generation).
 
     Batches are cut from the examples sorted longest first (``sort_by_length``): padding stays small,
     generation prompts of similar length decode together, and the first batch shows the memory peak.
     The loss is averaged over the labels it covers, so it does not depend on how batches were cut.
+    With ``feature_cache``, a model whose backbone features cannot change (head-only) computes them on
+    the split's first pass and runs only the head on later passes (:mod:`bench.eval_cache`).
     """
     model.eval()
     device, dtype = runtime.device, runtime.dtype
     # generation keeps full batches: every batch pays its decoding steps, so fewer, fuller batches win
     tolerance = None if task.kind == "generation" else EVAL_PADDING_TOLERANCE
     batches = eval_batch_indices(encoded.features, runtime.settings.eval_batch_size, sort_by_length, tolerance)
+    cache = feature_cache if feature_cache is not None else EvalFeatureCache(budget_mb=0)  # 0: never stores
+    cached = cache.begin(model, task.kind, encoded, batches, dtype)
     outputs: list[list] = []
     loss_sum, loss_weight = 0.0, 0
-    for indices in batches:
+    for number, indices in enumerate(batches):
         features = [encoded.features[i] for i in indices]
         batch = _to(collate(features, splits.pad_id, splits.left_pad), device)
         synchronize(device)
@@ -331,7 +338,7 @@ def predict(
             if task.kind == "generation":
                 outputs.append(_generate(model, batch, task, tokenizer, result))
             else:
-                out = model(**batch)
+                out = _eval_forward(model, batch, cached, number)
                 weight = int((batch["labels"] != IGNORE_INDEX).sum())
                 loss_sum, loss_weight = loss_sum + float(out.loss) * weight, loss_weight + weight
                 outputs.append(_decode(task, out.logits, batch, features, splits.left_pad))
@@ -340,7 +347,21 @@ def predict(
         padded, real = padded_and_real(batch)
         result.eval_tokens += real
         result.eval_padded_tokens += padded
+    cache.finish(cached)
     return restore_order(batches, outputs), (loss_sum / loss_weight if loss_weight else None)
+
+
+def _eval_forward(model, batch: dict[str, torch.Tensor], cached: CachePass, number: int):
+    """The model's output on eval batch ``number``: the head alone on stored features when the cache
+    has them, the whole model otherwise (storing the head's input when this pass fills the cache)."""
+    if cached.reuse is None and cached.fill is None:
+        return model(**batch)
+    if cached.reuse is not None:
+        features = cached.reuse[number]
+    else:
+        features = model.head_features(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        cached.fill.append(features)
+    return model.from_features(features, batch.get("labels"), batch.get("choice_mask"))
 
 
 def _decode(task, logits: torch.Tensor, batch, features: list[dict], left_pad: bool) -> list:

@@ -13,6 +13,7 @@ import os
 import pkgutil
 
 from methods.registry import (
+    BACKBONE_DECLARATIONS,
     DECLARATIONS,
     METHODS,
     MethodConfig,
@@ -65,6 +66,7 @@ _import_method_modules()
 load_plugins()
 
 __all__ = [
+    "BACKBONE_DECLARATIONS",
     "DECLARATIONS",
     "METHODS",
     "PLUGINS_ENV",

@@ -362,16 +362,50 @@ class AdaptedModel(nn.Module):
             if choice_count is not None and out.logits is not None and not self.training:
                 out.logits = invalid_beyond(out.logits, choice_count)
             return out
+        features = self.head_features(input_ids, attention_mask, token_type_ids, prefix_visible)
+        return self.from_features(features, labels, choice_mask)
+
+    def head_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        prefix_visible: bool = True,
+    ) -> torch.Tensor:
+        """What the head reads: pooled states (B, H) for classification, (B, choices, H) for multiple
+        choice, states at the real positions (B, L, H) for token classification, LM logits for generation."""
+        if self.kind != "multiple_choice":
+            states = self.encode(input_ids, attention_mask, token_type_ids, prefix_visible)
+            return self.pool(states, attention_mask) if self.kind == "classification" else states
+        batch, choices, length = input_ids.shape
+        flat = lambda t: None if t is None else t.reshape(batch * choices, length)  # noqa: E731
+        mask = flat(attention_mask)
+        states = self.encode(flat(input_ids), mask, flat(token_type_ids), prefix_visible)
+        return self.pool(states, mask).view(batch, choices, -1)
+
+    def from_features(
+        self, features: torch.Tensor, labels: torch.Tensor | None = None, choice_mask: torch.Tensor | None = None
+    ) -> AdaptedOutput:
+        """The head (none for generation) and the loss on :meth:`head_features`' output."""
+        logits = features if self.kind == "generation" else self.head(features.float())
         if self.kind == "multiple_choice":
-            return self._forward_choices(input_ids, attention_mask, token_type_ids, labels, choice_mask, prefix_visible)
-        states = self.encode(input_ids, attention_mask, token_type_ids, prefix_visible)
-        if self.kind == "classification":
-            logits = self.head(self.pool(states, attention_mask).float())
-        elif self.kind == "token_classification":
-            logits = self.head(states.float())
-        else:
-            logits = states
+            logits = logits.squeeze(-1)
+            if choice_mask is not None:
+                logits = logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
         return AdaptedOutput(self._loss(logits, labels) if labels is not None else None, logits)
+
+    @property
+    def fixed_features(self) -> bool:
+        """Whether :meth:`head_features` of an input stays the same while this model trains (in eval
+        mode): the method declares that it leaves the backbone's output alone, nothing in the backbone
+        trains, no soft prompt is attached, and a separate head reads the features (not text-to-text)."""
+        return (
+            not self.method.changes_backbone_output()
+            and self.soft_prompt is None
+            and self.head is not None
+            and not self.seq2seq
+            and not any(p.requires_grad for p in self.backbone.parameters())
+        )
 
     def decoder_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor, prefix_visible: bool = True
@@ -415,18 +449,6 @@ class AdaptedModel(nn.Module):
             )
             logits = map_generations(tokens, self.label_words, eos)
         return AdaptedOutput(loss, logits)
-
-    def _forward_choices(
-        self, input_ids, attention_mask, token_type_ids, labels, choice_mask, prefix_visible
-    ) -> AdaptedOutput:
-        batch, choices, length = input_ids.shape
-        flat = lambda t: None if t is None else t.reshape(batch * choices, length)  # noqa: E731
-        mask = flat(attention_mask)
-        states = self.encode(flat(input_ids), mask, flat(token_type_ids), prefix_visible)
-        logits = self.head(self.pool(states, mask).float()).view(batch, choices)
-        if choice_mask is not None:
-            logits = logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
-        return AdaptedOutput(self._loss(logits, labels) if labels is not None else None, logits)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.kind == "generation":  # next-token prediction: position t predicts label t+1

@@ -23,6 +23,8 @@ DECLARATIONS = (
     "trains_backbone",
     "baseline",
 )
+# the declarations by which a method changes what the (frozen) backbone computes for an input
+BACKBONE_DECLARATIONS = ("input_tokens", "attention_prefix", "attention_weights", "trains_backbone")
 
 
 class MethodConfigError(ValueError):
@@ -56,6 +58,14 @@ class MethodConfig:
     def declared(self) -> dict[str, bool]:
         """This config's declarations; fields may refine the class's (see PrefixConfig)."""
         return {flag: getattr(type(self), flag) for flag in DECLARATIONS}
+
+    def changes_backbone_output(self) -> bool:
+        """Whether what this method trains can change the backbone's output for a given input.
+
+        False (head-only) means an input's backbone features in eval mode are the same before and
+        after any training step, so an evaluation pass may reuse them (bench.eval_cache)."""
+        declared = self.declared()
+        return any(declared[flag] for flag in BACKBONE_DECLARATIONS)
 
     def build(self, spec: Any, seed: int | None = None) -> Any:
         """The method's own module (e.g. a soft prompt) for a backbone described by ``spec``, or None."""
@@ -108,8 +118,8 @@ def declarations() -> dict[str, dict[str, bool]]:
 def acts_on_backbone(name: str) -> bool:
     """Whether the method changes what the backbone computes (input tokens, K/V prefixes, attention
     weights or backbone training); one that does not (head-only) has nothing to train without a head."""
-    flags = declarations()[name]
-    return any(flags[f] for f in ("input_tokens", "attention_prefix", "attention_weights", "trains_backbone"))
+    cls = get_method(name)
+    return any(getattr(cls, flag) for flag in BACKBONE_DECLARATIONS)
 
 
 def method_names(baseline: bool | None = None) -> list[str]:

@@ -98,7 +98,8 @@ def setup(kind: str, model_name: str, method: str):
     task = task_for(kind)
     loaded = load_model(model_config(model_name), kind)
     labels = len(task.label_names or []) or None
-    config = get_method(method).from_dict({"num_virtual_tokens": 3} if method != "head_only" else {})
+    cls = get_method(method)
+    config = cls.from_dict({"num_virtual_tokens": 3} if "num_virtual_tokens" in cls.__dataclass_fields__ else {})
     model = AdaptedModel(loaded.backbone, config, kind, num_labels=labels, tokenizer=loaded.tokenizer, seed=1)
     encoded = encode_split(
         task, loaded.tokenizer, "validation", int(task.config.get("max_length") or 64), loaded.decoder
