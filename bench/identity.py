@@ -40,6 +40,7 @@ NOT_HPARAMS = (
     "gradient_checkpointing",
     "task.data_dir",
     "trainer.timing_warmup_steps",
+    "trainer.eval_feature_cache_mb",
 )
 GROUPS_IN_PATH = ("method", "model", "task")
 SLUG_MAX = 64

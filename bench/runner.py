@@ -42,6 +42,9 @@ from methods.seq2seq import count_invalid
 
 # keys that change where or whether a run happens, not what it computes
 NON_SEMANTIC_KEYS = ("force", "runs_root", "sweep_name", "save_adapter", "logger")
+# trainer keys that change how fast, not what, a run computes; left out of the hash, so records written
+# before such a key existed still match (a resumed sweep does not rerun them)
+NON_SEMANTIC_TRAINER_KEYS = ("eval_feature_cache_mb",)
 SKIPPED = "skipped"
 
 
@@ -58,6 +61,9 @@ class Outcome:
 def config_hash(config: Mapping[str, Any]) -> str:
     """Hash of the resolved config without bookkeeping keys: equal hash ⇒ same experiment."""
     semantic = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    if isinstance(semantic.get("trainer"), Mapping):
+        trainer = semantic["trainer"]
+        semantic["trainer"] = {k: v for k, v in trainer.items() if k not in NON_SEMANTIC_TRAINER_KEYS}
     return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -58,6 +58,12 @@ def test_config_hash_ignores_bookkeeping_but_not_experiment_keys() -> None:
     config = run_config(["method=prompt_tuning", "model=tiny_bert", "task=synth_cls"])
     assert config_hash(config) == config_hash({**config, "force": True, "runs_root": "/elsewhere"})
     assert config_hash(config) != config_hash({**config, "seed": 99})
+    # the eval feature cache changes speed only: a record written before the key existed still matches
+    trainer = dict(config["trainer"])
+    assert trainer.pop("eval_feature_cache_mb") > 0
+    assert config_hash(config) == config_hash({**config, "trainer": trainer})
+    assert config_hash(config) == config_hash({**config, "trainer": {**trainer, "eval_feature_cache_mb": 0}})
+    assert config_hash(config) != config_hash({**config, "trainer": {**trainer, "eval_batch_size": 1}})
 
 
 def test_multirun_writes_one_record_per_run_and_a_rerun_skips_them(runs_root: Path) -> None:
