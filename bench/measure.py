@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import psutil
@@ -75,11 +76,12 @@ def peak_memory_bytes(device: torch.device, timer_peak_rss: int) -> int:
     return int(max(timer_peak_rss, psutil.Process().memory_info().rss))
 
 
-def weights_sha256(module: torch.nn.Module, skip: str = "lora_") -> str:
-    """Hash of a module's parameters (names and bytes); proves a frozen backbone stayed frozen."""
+def weights_sha256(module: torch.nn.Module, skip: Collection[str] = ()) -> str:
+    """Hash of a module's tensors (names and bytes) except the ``state_dict`` names in ``skip`` (what a
+    method owns: LoRA's matrices, head-only's LM head); proves a frozen backbone stayed frozen."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
-        if skip in name or not torch.is_tensor(tensor):
+        if name in skip or not torch.is_tensor(tensor):
             continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

@@ -251,7 +251,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
         model.enable_gradient_checkpointing()
     record["params"].update(model.parameter_counts())
     record["provenance"]["weights"] = loaded.weights_id
-    before = weights_sha256(model.backbone)
+    before = base_weights_sha256(model)
     splits = _encode(task, loaded, int(task.config.get("max_length") or 256), config)
     record["metrics"]["data"] = _data_counts(task, splits)
     record["metrics"]["primary"] = task.primary_metric
@@ -259,12 +259,20 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     result = _train_and_test(model, task, splits, runtime, loaded.tokenizer)
     record["provenance"]["optimizer_groups"] = result.optimizer_groups
     _fill_record(record, result, task)
-    record["provenance"]["base_weights_sha256"] = {"before": before, "after": weights_sha256(model.backbone)}
+    record["provenance"]["base_weights_sha256"] = {"before": before, "after": base_weights_sha256(model)}
     if config.get("save_adapter"):
         from methods.peft_export import PEFT_DIR, export_peft
 
         model.save_adapter(run_dir / "adapter")
         record["adapter"] = {"path": "adapter", **export_peft(model, run_dir / PEFT_DIR)}
+
+
+def base_weights_sha256(model) -> str:
+    """sha256 of the backbone's weights without the tensors the method owns in it (LoRA's matrices,
+    head-only's LM head): equal before and after training unless the method trains the backbone."""
+    method = model.method
+    owned = () if method.trains_backbone else tuple(method.adapter_state(model.backbone))
+    return weights_sha256(model.backbone, owned)
 
 
 def _check_protocol(task: Mapping[str, Any]) -> None:

@@ -170,10 +170,14 @@ class AdaptedModel(nn.Module):
         self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
         self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
         self.spec = spec = backbone_spec(backbone, tokenizer, len(self.attention_modules))
+        # counted before the method adds to it (LoRA's matrices, head-only's untied LM head); tied weights once
+        self.backbone_size = sum(p.numel() for p in backbone.parameters())
         with _seeded(seed):  # LoRA's A matrices, the prefix MLP and the head draw from the global RNG
             method.prepare_backbone(backbone)
             self.soft_prompt: SoftPrompt | None = method.build(spec, seed)
             self.head = make_head(kind, spec.hidden_size, num_labels, text_to_text=self.label_words is not None)
+            if self.head is None:  # generation and text-to-text: the backbone's LM head reads the states
+                method.prepare_lm_head(backbone)
         for module in (self.soft_prompt, self.head):
             if module is not None:
                 module.to(self.device)
@@ -188,7 +192,7 @@ class AdaptedModel(nn.Module):
         if not any(p.requires_grad for p in self.parameters()):
             raise NothingToTrainError(
                 f"method '{method.name}' has nothing to train for task kind '{kind}': "
-                "the backbone is frozen and this kind has no task head"
+                "the backbone is frozen and neither a task head nor the LM head trains"
             )
 
     @staticmethod
@@ -483,9 +487,10 @@ class AdaptedModel(nn.Module):
 
     # ---- accounting and checkpoints -------------------------------------------------------------
     def parameter_counts(self) -> dict[str, float]:
-        """trainable (incl. MLP and head), stored (folded method + head), head, backbone."""
+        """trainable (incl. MLP and head), stored (folded method + head), head, backbone (the model's own
+        parameters, tied ones once, without what the method added: LoRA's matrices, an untied LM head)."""
         head = sum(p.numel() for p in self.head.parameters()) if self.head is not None else 0
-        backbone = sum(p.numel() for n, p in self.backbone.named_parameters() if "lora_" not in n)
+        backbone = self.backbone_size
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         method_stored = self.soft_prompt.stored_count() if self.soft_prompt is not None else 0
         unique = {t.data_ptr(): t.numel() for t in self.method.adapter_state(self.backbone).values()}

@@ -32,7 +32,7 @@ class MethodConfigError(ValueError):
 
 
 class NothingToTrainError(MethodConfigError):
-    """The method leaves nothing trainable for this task (e.g. head_only on generation: no head)."""
+    """The method leaves nothing trainable for this task (a frozen backbone and no head of any kind)."""
 
 
 @dataclass
@@ -62,8 +62,9 @@ class MethodConfig:
     def changes_backbone_output(self) -> bool:
         """Whether what this method trains can change the backbone's output for a given input.
 
-        False (head-only) means an input's backbone features in eval mode are the same before and
-        after any training step, so an evaluation pass may reuse them (bench.eval_cache)."""
+        False (head-only) means an input's backbone features (hidden states) in eval mode are the same
+        before and after any training step, so an evaluation pass may reuse them (bench.eval_cache); the
+        LM head head-only trains on generation and text-to-text tasks is not among them."""
         declared = self.declared()
         return any(declared[flag] for flag in BACKBONE_DECLARATIONS)
 
@@ -76,8 +77,13 @@ class MethodConfig:
         for parameter in backbone.parameters():
             parameter.requires_grad_(False)
 
+    def prepare_lm_head(self, backbone: Any) -> None:
+        """Called when the task has no head of its own and reads the backbone's LM head (generation;
+        classification and multiple choice as text-to-text); by default that LM head stays as prepared."""
+
     def adapter_state(self, backbone: Any) -> dict[str, Any]:
-        """Backbone tensors this method changed and a checkpoint must keep (LoRA's, full FT's)."""
+        """Backbone tensors this method changed and a checkpoint must keep (LoRA's, full FT's, head-only's
+        LM head); keyed by ``backbone.state_dict()`` names."""
         return {}
 
     @classmethod
@@ -116,8 +122,9 @@ def declarations() -> dict[str, dict[str, bool]]:
 
 
 def acts_on_backbone(name: str) -> bool:
-    """Whether the method changes what the backbone computes (input tokens, K/V prefixes, attention
-    weights or backbone training); one that does not (head-only) has nothing to train without a head."""
+    """Whether the method changes what the backbone's layers compute (input tokens, K/V prefixes, attention
+    weights or backbone training); one that does not (head-only) trains only what reads them: the task
+    head, or on generation and text-to-text tasks the LM head."""
     cls = get_method(name)
     return any(getattr(cls, flag) for flag in BACKBONE_DECLARATIONS)
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from bench.record import validate_record
 from bench.runner import execute
-from methods import acts_on_backbone, method_names
+from methods import method_names
 from tests.conftest import CONF, SHARED_DATA, compose, group_choices
 
 # from the registries: every registered method, every encoder-only or decoder-only model built in code
@@ -36,7 +36,7 @@ def smoke(overrides: list[str], run_dir: Path) -> dict:
 def test_every_method_on_every_tiny_model(method: str, model: str, tmp_path: Path) -> None:
     smoke([f"method={method}", f"model={model}", "task=synth_cls"], tmp_path / "cls")
     smoke([f"method={method}", f"model={model}", "task=synth_ner"], tmp_path / "ner")
-    if model in TINY_DECODERS and acts_on_backbone(method):  # head-only has nothing to train on generation
+    if model in TINY_DECODERS:  # head-only trains the LM head there
         record = smoke([f"method={method}", f"model={model}", "task=synth_d2t"], tmp_path / "d2t")
         assert record["throughput"]["generation_tokens_per_s"] > 0
 
@@ -44,24 +44,13 @@ def test_every_method_on_every_tiny_model(method: str, model: str, tmp_path: Pat
 @pytest.mark.parametrize("model", TINY_SEQ2SEQ)
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_on_every_tiny_encoder_decoder(method: str, model: str, tmp_path: Path) -> None:
-    """Generation and text-to-text classification through the decoder; NER on the encoder's outputs.
-    A head-only method has no head on the text-to-text kinds (the LM head writes), so it runs NER only."""
+    """Generation and text-to-text classification through the decoder (head-only: the LM head trains);
+    NER on the encoder's outputs."""
     smoke([f"method={method}", f"model={model}", "task=synth_ner"], tmp_path / "ner")
-    if not acts_on_backbone(method):
-        return
     record = smoke([f"method={method}", f"model={model}", "task=synth_cls"], tmp_path / "cls")
     assert "invalid_predictions" in record["metrics"]["final"]
     record = smoke([f"method={method}", f"model={model}", "task=synth_d2t"], tmp_path / "d2t")
     assert record["throughput"]["generation_tokens_per_s"] > 0
-
-
-def test_head_only_on_generation_fails_with_one_line(tmp_path: Path) -> None:
-    config = OmegaConf.to_container(
-        compose(["method=head_only", "model=tiny_gpt2", "task=synth_d2t", "trainer=smoke"], hydra_node=False),
-        resolve=True,
-    )
-    record = execute(config, tmp_path)
-    assert record["status"] == "failed" and "\n" not in record["error"] and "head_only" in record["error"]
 
 
 @pytest.mark.slow
@@ -69,11 +58,10 @@ def test_head_only_on_generation_fails_with_one_line(tmp_path: Path) -> None:
 def test_every_method_on_the_offline_pretrained_models(method: str, tmp_path: Path) -> None:
     smoke([f"method={method}", "model=minilm", "task=synth_cls"], tmp_path / "minilm")
     smoke([f"method={method}", "model=smollm2", "task=synth_cls"], tmp_path / "smollm2")
-    if acts_on_backbone(method):
-        smoke(
-            [f"method={method}", "model=smollm2", "task=synth_d2t", "task.generation.max_new_tokens=8"],
-            tmp_path / "smollm2_d2t",
-        )
+    smoke(
+        [f"method={method}", "model=smollm2", "task=synth_d2t", "task.generation.max_new_tokens=8"],
+        tmp_path / "smollm2_d2t",
+    )
 
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 import methods.injection as injection
 from bench.data import choices_as_text, collate, encode_seq2seq_generation, encode_split
 from bench.runner import execute
-from methods import MethodConfigError, NothingToTrainError
+from methods import MethodConfigError
 from methods.model import AdaptedModel
 from methods.seq2seq import IGNORE_INDEX, count_invalid, label_targets, label_word_ids, map_generations
 from tests.conftest import compose
@@ -39,7 +39,7 @@ from tests.test_methods import (  # noqa: F401  (attention_calls is a fixture)
 )
 
 FAMILIES = ("t5", "bart")
-ALL = SOFT + ("full_finetune", "lora")  # head_only has no head on text-to-text kinds (its own test)
+ALL = SOFT + ("full_finetune", "lora")  # head_only trains the LM head here: tests/test_head_only_lm.py
 # tiny configs (bench/models.py): d_model, encoder layers, decoder layers, heads, head_dim
 GEOMETRY = {"t5": (32, 2, 2, 4, 8), "bart": (32, 2, 2, 4, 8)}
 LABELS = ["entailment", "contradiction", "neutral"]
@@ -382,8 +382,6 @@ def test_refusals_are_one_line() -> None:
     with pytest.raises(MethodConfigError) as error:
         adapted("bart", "prompt_tuning", "multiple_choice", num_labels=None)
     assert "num_labels" in one_line(error)
-    with pytest.raises(NothingToTrainError):
-        adapted("t5", "head_only", "classification")
     with pytest.raises(MethodConfigError, match="prefix_placement"):
         method_config("prefix_tuning", prefix_placement="middle")
 
