@@ -762,3 +762,33 @@ def test_an_unreadable_record_in_a_point_folder_is_placed_by_its_path(tmp_path):
         "rte",
         2,
     )
+
+
+def test_selection_compares_points_on_their_shared_seeds():
+    """A 1-seed lucky point must not beat a point whose shared-seed score is higher but whose 3-seed
+    mean is lower: the protocol's grid seed decides, as `bench.protocol` chose."""
+    from bench.report.tables import seed_matched_means, select_points
+
+    rows = [("a", 0, 0.64), ("a", 1, 0.60), ("a", 2, 0.58), ("b", 0, 0.63)]  # a: mean 0.607 but seed 0 best
+    df = pd.DataFrame(
+        [
+            {
+                "method": "m",
+                "model": "x",
+                "task": "t",
+                "hparams": f"lr={h}",
+                "seed": seed,
+                "score_best": v,
+                "usable": True,
+                "status": "ok",
+            }
+            for h, seed, v in rows
+        ]
+    )
+    means = seed_matched_means(df, ["hparams"], "score_best").set_index("hparams")
+    assert means.loc["lr=a", "selection"] == pytest.approx(0.64) and means.loc["lr=a", "selection_n"] == 1
+    assert bool(means["seeds_matched"].all())
+    chosen = select_points(df)
+    assert chosen["hparams"].tolist() == ["lr=a"]
+    disjoint = df.assign(seed=[1, 2, 3, 0])  # no seed in common: each point's own mean decides
+    assert select_points(disjoint)["hparams"].tolist() == ["lr=b"]

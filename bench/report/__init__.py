@@ -125,8 +125,9 @@ def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame
     return {
         "main_tuned": (
             main_table(df, "tuned"),
-            "Tuned: per method × model × task the hparams with the best mean "
-            "validation score (best checkpoint), reported on the labelled test split (primary metric "
+            "Tuned: per method × model × task the hparams with the best "
+            "validation score (best checkpoint; points compared on the seeds they all have), "
+            "reported on the labelled test split (primary metric "
             f"×100, mean ± std over seeds; chosen hparams in brackets; best per column in bold). {LEGEND}",
             tuned_data(df),
         ),

@@ -6,9 +6,9 @@ compare by their last path part, case-insensitively, because the Hub moved legac
 organisations (``roberta-large`` is ``FacebookAI/roberta-large``) while ``bert-large-cased`` and
 ``bert-large-uncased`` stay different models.
 
-When runs of several hyperparameter points match, the point with the best mean validation score
-is shown (as the tuned table does) and named. Where nothing matches, the row carries the exact
-command that would produce the number.
+When runs of several hyperparameter points match, the point with the best validation score
+(compared on the seeds every point has) is shown, as the tuned table does, and named. Where nothing
+matches, the row carries the exact command that would produce the number.
 
     paper_vs_measured_data(df)   # one row per reference row: paper value, our mean/std/n, Δ, command
     paper_vs_measured(df)        # the display table
@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from bench.reference import load_reference
 from bench.report.render import to_markdown, write_table
+from bench.report.tables import seed_matched_means
 
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 SEEDS = "0,1,2"
@@ -106,8 +107,9 @@ def _scored_runs(df: pd.DataFrame, metric: str, split: str, configs: dict[str, s
 
 
 def _best_point(matched: pd.DataFrame) -> pd.DataFrame:
-    """The runs of the hyperparameter point with the best mean validation score (ties: first name)."""
-    means = matched.groupby("point")["selection"].mean().fillna(-math.inf)
+    """The runs of the hyperparameter point with the best validation score, compared on the seeds
+    every point has as the tuned table does (ties: first name)."""
+    means = seed_matched_means(matched, ["point"], "selection").set_index("point")["selection"].fillna(-math.inf)
     best = sorted(means.index, key=lambda p: (-means[p], p))[0]
     return matched[matched["point"] == best]
 

@@ -92,15 +92,34 @@ def main_stats(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
     return _stats(_with_points(df), score_column(variant), POINT)
 
 
+def seed_matched_means(cell_runs: pd.DataFrame, point: list[str], score: str) -> pd.DataFrame:
+    """Mean ``score`` per point of one cell over the seeds that every point of the cell has.
+
+    The protocol runs its grid at one seed and the chosen point at more; averaging each point over its
+    own seeds would compare a 1-seed score with a 3-seed mean and favour the noisier point (its best
+    draw). Comparing on the shared seeds reproduces the protocol's choice. Where the points share no
+    seed, each point's mean over its own seeds is used (``seeds_matched`` False).
+    Columns: ``point``, ``selection``, ``selection_n`` (runs averaged), ``seeds_matched``.
+    """
+    seed_sets = [frozenset(group["seed"]) for _, group in cell_runs.groupby(point, sort=False, dropna=False)]
+    shared = frozenset.intersection(*seed_sets) if seed_sets else frozenset()
+    used = cell_runs[cell_runs["seed"].isin(shared)] if shared else cell_runs
+    means = used.groupby(point, dropna=False).agg(selection=(score, "mean"), selection_n=(score, "count"))
+    return means.reset_index().assign(seeds_matched=bool(shared))
+
+
 def select_points(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method × model × task, the hparams with the best mean :data:`SELECTION` score over seeds.
+    """Per method × model × task, the hparams with the best :data:`SELECTION` score, compared on the
+    seeds every point has (:func:`seed_matched_means`).
 
     Only validation scores are read, never test.  Ties go to more seeds, then to the first hparams
     in sort order.  ``candidates`` counts the points compared.
     """
     ok = _with_points(df)
     ok = ok[ok["usable"] & ok[SELECTION].notna()]
-    means = ok.groupby(POINT).agg(selection=(SELECTION, "mean"), selection_n=(SELECTION, "count")).reset_index()
+    cells = [seed_matched_means(runs, POINT, SELECTION) for _, runs in ok.groupby(KEYS, sort=False)]
+    columns = POINT + ["selection", "selection_n", "seeds_matched"]
+    means = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame(columns=columns)
     means = means.sort_values(["selection", "selection_n", "hparams"], ascending=[False, False, True])
     chosen = means.drop_duplicates(KEYS).copy()
     chosen["candidates"] = chosen.set_index(KEYS).index.map(means.groupby(KEYS).size()).to_numpy()
