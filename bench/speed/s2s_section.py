@@ -19,13 +19,11 @@ from bench.speed.config import FULL, SpeedConfig, s2s_contenders, s2s_peft_pairs
 from bench.speed.contenders import (
     build_ours,
     build_peft_lm,
-    generate_kwargs,
     generation_call,
     seq2seq_batch,
-    synthetic_batch,
     train_step,
 )
-from bench.speed.sections import ours_generation
+from bench.speed.sections import ours_generation, timed_generation
 from bench.speed.timing import Contender, guarded, paired_ratio, round_robin, timing_results
 
 SEQ2SEQ_PEFT_TASK = "SEQ_2_SEQ_LM"
@@ -68,24 +66,7 @@ def s2s_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> d
 
 def s2s_generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Greedy generation with the KV cache on the seq2seq model: ours and PEFT's vs the plain base model."""
-    base = _loaded(cfg)
-    batch = synthetic_batch(base.backbone.config.vocab_size, cfg.gen_batch, cfg.prompt_length, device)
-    kwargs = generate_kwargs(cfg, base.tokenizer)
-    contenders = s2s_generation_contenders(cfg, base, batch, kwargs, device, dtype)
-    times = round_robin(contenders, 1, cfg.gen_steps, cfg.repeats, device)
-    results, errors = timing_results(contenders, times)
-    for body in results.values():
-        if "median_s" in body:
-            body["tokens_per_s"] = round(cfg.gen_batch * cfg.new_tokens / body["median_s"], 2)
-    ratios = {f"{c.name}/base": paired_ratio(times, errors, (c.name, "base")) for c in contenders[1:]}
-    shapes = {
-        "model": cfg.s2s_model,
-        "batch": cfg.gen_batch,
-        "prompt_length": cfg.prompt_length,
-        "new_tokens": cfg.new_tokens,
-        "virtual": cfg.virtual,
-    }
-    return {"shapes": shapes, "methods": results, "ratios": ratios}
+    return timed_generation(cfg, _loaded(cfg), cfg.s2s_model, s2s_generation_contenders, device, dtype)
 
 
 def s2s_generation_contenders(

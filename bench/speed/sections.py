@@ -85,11 +85,18 @@ def lm_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> di
 
 def generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Greedy generation with the KV cache: our adapters vs the plain base model (and PEFT), same prompts."""
-    model_cfg = model_config(cfg.lm_model)
-    base = load_model(model_cfg, "generation")
+    base = load_model(model_config(cfg.lm_model), "generation")
+    return timed_generation(cfg, base, cfg.lm_model, generation_contenders, device, dtype)
+
+
+def timed_generation(
+    cfg: SpeedConfig, base, model_name: str, build_contenders, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    """Time ``build_contenders(cfg, base, batch, kwargs, device, dtype)`` (the base model first) on one
+    synthetic prompt batch; tokens/s per contender and each one's paired ratio to the base model."""
     batch = synthetic_batch(base.backbone.config.vocab_size, cfg.gen_batch, cfg.prompt_length, device)
     kwargs = generate_kwargs(cfg, base.tokenizer)
-    contenders = generation_contenders(cfg, base, batch, kwargs, device, dtype)
+    contenders = build_contenders(cfg, base, batch, kwargs, device, dtype)
     times = round_robin(contenders, 1, cfg.gen_steps, cfg.repeats, device)
     results, errors = timing_results(contenders, times)
     for body in results.values():
@@ -97,7 +104,7 @@ def generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtyp
             body["tokens_per_s"] = round(cfg.gen_batch * cfg.new_tokens / body["median_s"], 2)
     ratios = {f"{c.name}/base": paired_ratio(times, errors, (c.name, "base")) for c in contenders[1:]}
     shapes = {
-        "model": cfg.lm_model,
+        "model": model_name,
         "batch": cfg.gen_batch,
         "prompt_length": cfg.prompt_length,
         "new_tokens": cfg.new_tokens,
