@@ -538,6 +538,7 @@ def test_write_report_writes_every_table_and_figure(written):
         head = path.read_bytes()[:8]
         assert head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
         assert path.stat().st_size > 1000
+        assert b"/CreationDate" not in path.read_bytes()  # else every regeneration rewrites committed PDFs
     data = pd.read_csv(written.tables["main_final"]["data"])
     assert len(data) == 14 and written.report.read_text().count("![") == len(report.FIGURE_NAMES)
 
@@ -734,6 +735,8 @@ def test_claim_check_is_inconclusive_when_runs_cannot_decide(tmp_path):
     _claim_runs(
         runs, "far", {**base, "prompt_tuning": [0.60, 0.61], "prefix_tuning": [0.80, 0.81], "p_tuning_v2": [0.70, 0.71]}
     )
+    at_chance = {"head_only": [0.50, 0.53], "full_finetune": [0.52, 0.50], "p_tuning_v2": [0.51, 0.52]}
+    _claim_runs(runs, "chance", {**at_chance, "prompt_tuning": [0.50, 0.51], "prefix_tuning": [0.50, 0.52]})
     data = report.claim_check_data(report.load_records(runs)).set_index(["model", "relation"])
     first, second, third = "prompt_tuning < prefix_tuning", "prefix_tuning < p_tuning_v2", "p_tuning_v2 ≈ full_finetune"
     assert data.loc[("clear", first), "verdict"] == data.loc[("clear", third), "verdict"] == "holds"
@@ -745,6 +748,9 @@ def test_claim_check_is_inconclusive_when_runs_cannot_decide(tmp_path):
     assert noisy["verdict"] == "inconclusive" and noisy["reason"] == "|Δ| within 2 standard errors"
     assert noisy["se"] == pytest.approx(math.sqrt(np.var([0.60, 0.70], ddof=1) / 2 + np.var([0.66, 0.68], ddof=1) / 2))
     assert data.loc[("far", third), "verdict"] == "violated"
+    chance = data.loc[("chance", third)]  # within 1 point of full FT, but full FT learned nothing either
+    assert chance["verdict"] == "inconclusive"
+    assert chance["reason"] == "full_finetune does not beat head_only beyond noise (Δ -0.5 ± 1.8): nothing to be ≈ to"
     table = report.claim_check_table(report.load_records(runs)).set_index("Model")
     assert table.loc["one_seed", "Claim"] == "inconclusive: prompt_tuning < prefix_tuning"
     assert table.loc["one_seed", first].startswith("inconclusive (Δ +20.") and "1 seed" in table.loc["one_seed", first]

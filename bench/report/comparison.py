@@ -48,7 +48,9 @@ seed means, sqrt(s_a²/n_a + s_b²/n_b) (for "≈": when the gap is too large fo
 CLAIM_MIN_SEEDS = 2
 """… or when either side has fewer usable seeds than this (no standard error without two) …"""
 INCONCLUSIVE = "inconclusive"
-"""… or when a run of either side did not converge (or recorded no diagnostics)."""
+"""… or when a run of either side did not converge (or recorded no diagnostics), or, for "≈ full
+fine-tuning", when full fine-tuning does not beat head-only beyond the same noise: then the task
+separates nothing (e.g. every method at chance) and "≈" would hold vacuously."""
 
 
 def unregistered_claim_methods(registered: list[str] | None = None) -> list[str]:
@@ -234,8 +236,28 @@ def _doubts(row: pd.Series, name: str) -> list[str]:
     return reasons
 
 
-def _verdict(op: str, a: pd.Series | None, b: pd.Series | None, left: str, right: str) -> dict:
-    """Check ``a op b`` for two rows of :func:`relative_scores` (None when a method has no runs)."""
+def _difference(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """b − a of two rows of :func:`relative_scores` and the standard error of that difference."""
+    se = math.sqrt(sum(0.0 if math.isnan(r["std"]) else r["std"] ** 2 / r["n"] for r in (a, b)))
+    return float(b["mean"] - a["mean"]), se
+
+
+def _unseparated(full: pd.Series, head: pd.Series | None) -> str:
+    """Why "≈ full FT" would be vacuous on this task ("" when full FT beats head-only beyond noise
+    or head-only has no runs to compare with)."""
+    if head is None:
+        return ""
+    diff, se = _difference(head, full)
+    if diff > CLAIM_NOISE_SE * se and diff * 100 >= QUALITY_MIN_SPAN_POINTS:
+        return ""
+    return f"{FULL} does not beat {HEAD} beyond noise (Δ {diff * 100:+.1f} ± {se * 100:.1f}): nothing to be ≈ to"
+
+
+def _verdict(
+    op: str, a: pd.Series | None, b: pd.Series | None, left: str, right: str, head: pd.Series | None = None
+) -> dict:
+    """Check ``a op b`` for two rows of :func:`relative_scores` (None when a method has no runs);
+    ``head`` is the head-only row, the floor that "≈" needs ``b`` to rise above."""
     if a is None or b is None:
         return {
             "diff": math.nan,
@@ -243,9 +265,9 @@ def _verdict(op: str, a: pd.Series | None, b: pd.Series | None, left: str, right
             "verdict": f"n/a (no {left if a is None else right} runs)",
             "reason": "",
         }
-    diff = float(b["mean"] - a["mean"])
-    se = math.sqrt(sum(0.0 if math.isnan(r["std"]) else r["std"] ** 2 / r["n"] for r in (a, b)))
-    doubts = _doubts(a, left) + _doubts(b, right)
+    diff, se = _difference(a, b)
+    vacuous = _unseparated(b, head) if op == "≈" else ""
+    doubts = _doubts(a, left) + _doubts(b, right) + ([vacuous] if vacuous else [])
     if doubts:
         return {"diff": diff, "se": se, "verdict": INCONCLUSIVE, "reason": "; ".join(doubts)}
     if op == "≈":
@@ -271,7 +293,7 @@ def claim_check_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     for (model, task), group in scores.groupby(["model", "task"]):
         by_method = {r["method"]: r for _, r in group.iterrows()}
         for left, op, right in CLAIM:
-            check = _verdict(op, by_method.get(left), by_method.get(right), left, right)
+            check = _verdict(op, by_method.get(left), by_method.get(right), left, right, by_method.get(HEAD))
             rows.append({"model": model, "task": task, "relation": relation_name(left, op, right), **check})
     return pd.DataFrame(rows, columns=["model", "task", "relation", "diff", "se", "verdict", "reason"])
 

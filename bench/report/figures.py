@@ -59,7 +59,8 @@ def _empty(message: str) -> Figure:
 def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    # No creation date in the PDF: regenerating a committed report must not rewrite unchanged figures.
+    fig.savefig(paths[1], metadata={"CreationDate": None})
     return paths
 
 
