@@ -64,6 +64,15 @@ def test_cpu_generation_runs_the_five_generating_methods_on_smollm2() -> None:
     assert set(plan.methods) == {"lora", "full_finetune", *SOFT}
 
 
+def test_cpu_generation_lrs_are_the_ones_cpu_ner_chose() -> None:
+    """The preset says its LRs (no grid affordable on CPU) are cpu_ner's measured choices; hold it to that."""
+    choices = json.loads((ROOT / "results" / "cpu_ner" / "records" / "protocol.json").read_text())
+    chosen = {c["method"]: c["point"]["trainer.lr"] for c in choices["choices"]}
+    plan = make_plan("cpu_generation", [])
+    for method in plan.methods:
+        assert plan.grid[method]["trainer.lr"] == [chosen[method]], method
+
+
 def test_commands_and_counts() -> None:
     plan = make_plan("cpu_ner", ["task.data_dir=/d"])
     assert grid_command(plan, "prompt_tuning")[1:] == [
