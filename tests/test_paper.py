@@ -13,7 +13,14 @@ import pytest
 
 from bench.reference import COLUMNS, REFERENCE_CSV, ReferenceError, load_reference, validate_rows
 from bench.report import load_records
-from bench.report.paper import config_for, hub_key, model_hub_ids, paper_vs_measured, paper_vs_measured_data
+from bench.report.paper import (
+    command_for,
+    config_for,
+    hub_key,
+    model_hub_ids,
+    paper_vs_measured,
+    paper_vs_measured_data,
+)
 
 REPO_SOURCE = re.compile(r"^[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{40}$")
 
@@ -82,6 +89,25 @@ def test_hub_ids_map_to_model_configs() -> None:
     assert config_for("bert-large-cased", configs) == ("bert_large", True)  # same size, other vocabulary
     assert config_for("sentence-transformers/all-MiniLM-L6-v2", configs) == ("minilm", False)
     assert config_for("google/t5-base-lm-adapt", configs)[0] in (None, *configs)
+    assert config_for("gpt2-medium", configs) == ("gpt2_medium", False)
+    assert config_for("openai-community/gpt2-large", configs) == (None, False)  # never another size
+
+
+def test_every_committed_row_gets_a_runnable_command_or_a_pointer() -> None:
+    """A row whose model has no config (Li & Liang's GPT-2 large) names the missing config instead of
+    running a different model under the paper's name."""
+    configs = model_hub_ids()
+    table = load_reference()
+    for _, row in table.iterrows():
+        name, _ = config_for(row["hub_id"], configs)
+        command = command_for(row, configs)
+        if name is None:
+            hub_id = row["hub_id"]
+            assert command == f"no model config for {hub_id}: add conf/model/<name>.yaml with hub_id: {hub_id}"
+        else:
+            assert f" model={name}" in command and f" task={row['task']} " in command, command
+    large = table[table["hub_id"].map(hub_key) == "gpt2-large"]
+    assert len(large) and all(command_for(row, configs).startswith("no model config") for _, row in large.iterrows())
 
 
 # --- the join ----------------------------------------------------------------------------------
