@@ -179,7 +179,7 @@ REFERENCE = validate_rows(
             "task": "rte",
             "method": "p_tuning_v2",
             "metric": "accuracy",
-            "value": "80.1",
+            "value": "80.15",  # two decimals, as some papers print them
             "split": "validation",
             "source": "https://example.org/t2",
             "locator": "Table 2",
@@ -260,6 +260,7 @@ def test_display_table_and_cli_section(runs: Path, tmp_path: Path, capsys) -> No
     table = paper_vs_measured(load_records(runs), REFERENCE)
     assert table.loc[0, "Ours"] == "82.0 ± 2.0 (3)" and table.loc[0, "Δ"] == "-4.6"
     assert table.loc[1, "Ours"] == "–" and table.loc[1, "Our run / command"].startswith("python -m bench ")
+    assert table.loc[1, "Paper value"] == "80.15"  # as published, not rounded to our one decimal
     from bench.report.__main__ import main
 
     assert main([str(runs), "--out", str(tmp_path / "report")]) == 0

@@ -172,7 +172,7 @@ def paper_vs_measured(df: pd.DataFrame, reference: pd.DataFrame | None = None) -
             "Method": data["method"],
             "Metric": data["metric"],
             "Split": data["split"],
-            "Paper value": data["paper_value"].map("{:.1f}".format),
+            "Paper value": data["paper_value"].map("{:g}".format),  # as published: 37.25 stays 37.25
             "Ours": data.apply(_fmt_ours, axis=1),
             "Δ": data["diff"].map(lambda d: "" if math.isnan(d) else f"{d:+.1f}"),
             "Our run / command": [
