@@ -31,8 +31,9 @@ REPO_SOURCE = re.compile(r"^[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{40}$")
 def test_every_reference_row_is_sourced_and_in_range() -> None:
     table = load_reference()
     assert len(table) >= 10
-    assert list(table.columns) == list(COLUMNS)
+    assert list(table.columns) == [*COLUMNS, "value_text"]
     for _, row in table.iterrows():
+        assert float(row["value_text"]) == row["value"]
         assert REPO_SOURCE.match(row["source"]) or row["source"].startswith("https://"), row["source"]
         assert row["locator"], "every number says where in its source it stands"
         assert 0 < row["value"] <= 100
@@ -261,6 +262,7 @@ def test_display_table_and_cli_section(runs: Path, tmp_path: Path, capsys) -> No
     assert table.loc[0, "Ours"] == "82.0 ± 2.0 (3)" and table.loc[0, "Δ"] == "-4.6"
     assert table.loc[1, "Ours"] == "–" and table.loc[1, "Our run / command"].startswith("python -m bench ")
     assert table.loc[1, "Paper value"] == "80.15"  # as published, not rounded to our one decimal
+    assert table.loc[2, "Paper value"] == "90.0"  # nor stripped of its trailing zero
     from bench.report.__main__ import main
 
     assert main([str(runs), "--out", str(tmp_path / "report")]) == 0

@@ -86,7 +86,8 @@ def _check_row(row: dict[str, Any], where: str, methods: set[str], tasks: dict[s
 
 
 def validate_rows(rows: Iterable[dict[str, Any]], path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
-    """Check every row (line numbers count the header as line 1) and return them as a DataFrame."""
+    """Check every row (line numbers count the header as line 1) and return them as a DataFrame;
+    ``value`` is the number, ``value_text`` the digits as published (so 77.0 is not shown as 77)."""
     methods, tasks = _registered_methods(), _task_metric_keys()
     seen: dict[tuple, int] = {}
     clean = []
@@ -97,8 +98,9 @@ def validate_rows(rows: Iterable[dict[str, Any]], path: str | Path = REFERENCE_C
         if key in seen:
             raise ReferenceError(f"{where}: duplicate of line {seen[key]} ({', '.join(_KEY)} = {key})")
         seen[key] = line
-        clean.append({**{c: str(row.get(c) or "").strip() for c in COLUMNS}, "value": value})
-    return pd.DataFrame(clean, columns=list(COLUMNS))
+        text = {c: str(row.get(c) or "").strip() for c in COLUMNS}
+        clean.append({**text, "value": value, "value_text": text["value"]})
+    return pd.DataFrame(clean, columns=[*COLUMNS, "value_text"])
 
 
 def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:

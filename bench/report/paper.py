@@ -172,7 +172,7 @@ def paper_vs_measured(df: pd.DataFrame, reference: pd.DataFrame | None = None) -
             "Method": data["method"],
             "Metric": data["metric"],
             "Split": data["split"],
-            "Paper value": data["paper_value"].map("{:g}".format),  # as published: 37.25 stays 37.25
+            "Paper value": data["value_text"],  # as published: 37.25 stays 37.25, 77.0 stays 77.0
             "Ours": data.apply(_fmt_ours, axis=1),
             "Δ": data["diff"].map(lambda d: "" if math.isnan(d) else f"{d:+.1f}"),
             "Our run / command": [
