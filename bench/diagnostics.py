@@ -191,18 +191,41 @@ def _allowed(mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor) 
     return allowed[..., -k_len:].expand(batch, 1, q_len, k_len)
 
 
+def stopped_convergence(stop: Mapping[str, Any], metric: str) -> tuple[bool, str]:
+    """(converged, reason) of a run under convergence stopping: converged exactly when it stopped on its
+    plateau; a run that reached its step cap had a gain within its last ``patience`` passes."""
+    rule = f"no gain > {stop['margin']:g} in {metric} for {stop['patience']} validation passes"
+    if stop["reason"] == "plateau":
+        return True, f"plateau: {rule} (last gain at step {stop['last_gain_step']}, stopped at {stop['step']})"
+    return False, (
+        f"cap: reached the {stop['cap']}-step cap with a gain at step {stop['last_gain_step']} "
+        f"(needs {rule}; raise the cap)"
+    )
+
+
 def run_diagnostics(
     history: Sequence[Mapping[str, Any]],
     metric: str | None,
     kind: str,
     last_predictions: Sequence[Any] | None,
     prefix: Mapping[str, float | None] | None = None,
+    stop: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The record's ``diagnostics`` section for a run that finished training."""
-    converged, reason = convergence(history, metric) if metric else (False, "no primary metric")
+    """The record's ``diagnostics`` section for a run that finished training.
+
+    ``stop`` (bench.train.StopRule.describe) says why training ended; with convergence stopping on
+    (a patience), it alone decides ``converged``; on a fixed budget the validation curve does."""
+    if not metric:
+        converged, reason = False, "no primary metric"
+    elif stop and stop.get("patience") is not None:
+        converged, reason = stopped_convergence(stop, metric)
+    else:
+        converged, reason = convergence(history, metric)
     result: dict[str, Any] = {
         "converged": converged,
         "converged_reason": reason,
+        "stop_reason": (stop or {}).get("reason"),
+        "stop_step": (stop or {}).get("step"),
         "collapsed": bool(last_predictions is not None and is_collapsed(kind, last_predictions)),
         "exploded": False,
     }
@@ -216,6 +239,7 @@ def diverged_diagnostics(reason: str) -> dict[str, Any]:
     return {
         "converged": False,
         "converged_reason": "training diverged",
+        "stop_reason": "diverged",
         "collapsed": False,
         "exploded": True,
         "exploded_reason": reason,

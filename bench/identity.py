@@ -1,11 +1,17 @@
-"""Run identity: which folder a run's record lives in, and a lock so one point trains once.
+"""Run identity: what a run computes, which folder its record lives in, and a lock so one point trains once.
 
-The rule (README, "Where runs land"): the composed defaults of the run's group choices (``method``,
-``model``, ``task``, ``trainer``, ``sweep`` and any ``+group=``) are composed again without any
-value override; every leaf of the run's config that differs from them, or that only the run has
-(``+key=value``), is a hyperparameter. A sweep preset's fixed values and ``trainer=paper``'s per-task
-table are therefore defaults, and each grid value is a hyperparameter. Keys that do not change what
-is computed (:data:`NOT_HPARAMS`) are left out; the seed is its own folder level.
+One declaration (:data:`COMPUTING_PARTS`, :data:`LOOKUP_TABLES`, and ``computes=False`` field metadata on
+the typed trainer settings) says which settings change what a run computes. Both the run's
+``config_hash`` (:func:`config_hash`) and its folder's hyperparameter slug (:func:`hparams`) are taken
+over that one view of the config (:func:`identity_view`), so they cannot disagree, and a sweep-only block
+(a preset's ``protocol`` grid, ``data_root``, lookup tables, logger settings) never enters either.
+
+The folder: the composed defaults of the run's group choices are composed again without any value
+override; every computing leaf that differs from them, or that only the run has (``+key=value``), is a
+hyperparameter. A group choice that changes what is computed but is not a folder level (the trainer
+preset) is one too when it differs from ``conf/config.yaml``'s default (``trainer=paper``). The data a
+run reads enters as a digest of the files' contents, so two data folders with different contents never
+share a folder, and the same files at another path do not train twice.
 
     <runs_root>/<sweep_name>/<method>/<model>/<task>/[<slug>/]seed=<n>/result.json
 
@@ -16,7 +22,9 @@ hold, it is shortened and ends with a hash of the full set (``__<8 hex>``).
 
 from __future__ import annotations
 
+import copy
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -29,19 +37,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# where or whether a run happens, how it is timed or stored — not what it computes
-NOT_HPARAMS = (
-    "force",
-    "runs_root",
-    "sweep_name",
-    "save_adapter",
-    "seed",
-    "device",
-    "gradient_checkpointing",
-    "task.data_dir",
-    "trainer.timing_warmup_steps",
-    "trainer.eval_feature_cache_mb",
-)
+# THE declaration of what a run computes: the parts of its resolved config its numbers depend on. Nothing
+# else enters its identity: not where or whether it runs (runs_root, sweep_name, force, save_adapter,
+# device, gradient_checkpointing — recomputation gives the same numbers), not how it is logged (logger),
+# and not what only a sweep reads (a preset's protocol grid, data_root, per-task lookup tables, hydra).
+COMPUTING_PARTS = ("method", "model", "task", "trainer", "seed", "dtype")
+# Leaves inside those parts that are lookup tables: the entry a run uses is copied into other settings
+# before its identity is taken (trainer=paper's per-model table), so the table itself is not computed with.
+# Typed settings mark their own non-computing fields (bench.settings: ``computes=False``).
+LOOKUP_TABLES = ("task.paper",)
+# Settings naming files: they enter as a digest of the files' contents (the same data at another path is
+# the same run; other data under the same path is not).
+DATA_KEYS = ("task.data_dir",)
 GROUPS_IN_PATH = ("method", "model", "task")
 SLUG_MAX = 64
 SAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
@@ -60,17 +67,98 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _excluded(key: str) -> bool:
+def identity_view(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that decides what the run computes, normalised.
+
+    Typed settings are completed with their defaults (a setting added later, whose default keeps the old
+    behaviour, leaves older runs' identity unchanged) and stripped of their non-computing fields; lookup
+    tables are dropped; data folders become a digest of their files.
+    """
+    from bench.settings import trainer_identity
+
+    view = {part: copy.deepcopy(config[part]) for part in COMPUTING_PARTS if part in config}
+    for dotted in LOOKUP_TABLES:
+        group, _, leaf = dotted.partition(".")
+        if isinstance(view.get(group), dict):
+            view[group].pop(leaf, None)
+    if isinstance(view.get("trainer"), Mapping):
+        view["trainer"] = trainer_identity(view["trainer"])
+    if isinstance(view.get("method"), Mapping):
+        view["method"] = _method_identity(view["method"])
+    for dotted in DATA_KEYS:
+        group, _, leaf = dotted.partition(".")
+        if isinstance(view.get(group), dict) and view[group].get(leaf):
+            view[group][leaf] = data_digest(str(view[group][leaf]))
+    return view
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Hash of :func:`identity_view`: equal hash ⇔ the same computation."""
+    text = json.dumps(identity_view(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _method_identity(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A method block completed with its config class's defaults (unknown methods as they are)."""
+    from methods import METHODS
+    from methods.registry import field_defaults
+
+    cls = METHODS.get(str(values.get("name")))
+    return {**field_defaults(cls), **values} if cls is not None else dict(values)
+
+
+@functools.lru_cache(maxsize=64)
+def data_digest(path: str) -> str:
+    """``sha256:<16 hex>`` of a data file's or folder's contents (hidden entries skipped), or ``missing:<path>``."""
+    root = Path(path)
+    if not root.exists():
+        return f"missing:{path}"
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        relative = file.relative_to(root).as_posix() if file != root else file.name
+        if any(part.startswith(".") for part in Path(relative).parts):
+            continue  # editor and OS droppings do not change what a loader reads
+        digest.update(relative.encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def _in_path(key: str) -> bool:
     group, _, leaf = key.partition(".")
-    return key in NOT_HPARAMS or (leaf == "name" and group in ("method", "model", "task", "trainer"))
+    return key == "seed" or (leaf == "name" and group in GROUPS_IN_PATH)
 
 
 def hparams(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Every setting of ``config`` that differs from ``defaults`` (dotted key → value); removed keys → None."""
-    ours, base = flatten(config), flatten(defaults)
+    """Every computing setting of ``config`` that differs from ``defaults`` (dotted key → value; removed
+    keys → None), plus each group choice outside the path that differs from ``conf/config.yaml``'s
+    (``{"trainer": "paper"}``). The seed and the path's group names are folder levels of their own."""
+    ours, base = flatten(identity_view(config)), flatten(identity_view(defaults))
     changed = {key: value for key, value in ours.items() if key not in base or base[key] != value}
     changed.update({key: None for key in base if key not in ours})
-    return {key: changed[key] for key in sorted(changed) if not _excluded(key)}
+    for group, default in root_choices().items():
+        name = ours.pop(f"{group}.name", None)
+        changed.pop(f"{group}.name", None)
+        if name is not None and name != default:
+            changed[group] = name
+    return {key: changed[key] for key in sorted(changed) if not _in_path(key)}
+
+
+@functools.lru_cache(maxsize=1)
+def root_choices() -> dict[str, str]:
+    """``conf/config.yaml``'s default choice of each computing group that is not a folder level
+    (``{"trainer": "default"}``): a run choosing otherwise names its choice in its slug."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml")).get("defaults", [])
+    choices = {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()}
+    return {
+        part: str(choices[part])
+        for part in COMPUTING_PARTS
+        if part not in GROUPS_IN_PATH and part in choices and (CONF_DIR / part).is_dir()
+    }
 
 
 def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:

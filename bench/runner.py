@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
-import json
 import os
 import random
 import socket
@@ -27,7 +25,7 @@ import torch
 from bench.data import padding_waste
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.eval_cache import EvalFeatureCache
-from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, slug
+from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, config_hash, slug
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-exported for bench.speed
@@ -36,15 +34,11 @@ from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-e
     resolve_device,
     resolve_dtype,
 )
+from bench.tasks.base import REPORT_SPLITS
 from bench.tracking import SafeTracker, make_tracker
 from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
 from methods.seq2seq import count_invalid
 
-# keys that change where or whether a run happens, not what it computes
-NON_SEMANTIC_KEYS = ("force", "runs_root", "sweep_name", "save_adapter", "logger")
-# trainer keys that change how fast, not what, a run computes; left out of the hash, so records written
-# before such a key existed still match (a resumed sweep does not rerun them)
-NON_SEMANTIC_TRAINER_KEYS = ("eval_feature_cache_mb",)
 SKIPPED = "skipped"
 
 
@@ -58,15 +52,6 @@ class Outcome:
     reason: str | None = None
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """Hash of the resolved config without bookkeeping keys: equal hash ⇒ same experiment."""
-    semantic = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
-    if isinstance(semantic.get("trainer"), Mapping):
-        trainer = semantic["trainer"]
-        semantic["trainer"] = {k: v for k, v in trainer.items() if k not in NON_SEMANTIC_TRAINER_KEYS}
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -74,14 +59,19 @@ def seed_everything(seed: int) -> None:
 
 
 def up_to_date(record_path: Path, digest: str) -> bool:
-    """True when an ok record for the same config hash already exists (resume a killed sweep)."""
+    """True when an ok record of the same computation already exists (resume a killed sweep).
+
+    The record's identity is recomputed from the config it stores, under today's declaration of what
+    a run computes, rather than read from its ``config_hash``: records written before that declaration
+    changed (e.g. when sweep-only blocks still entered the hash) are still recognised."""
     if not record_path.exists():
         return False
     try:
         record = read_record(record_path)
     except (OSError, ValueError):
         return False
-    return record.get("status") == "ok" and record.get("provenance", {}).get("config_hash") == digest
+    stored = record.get("provenance", {}).get("config")
+    return record.get("status") == "ok" and isinstance(stored, Mapping) and config_hash(stored) == digest
 
 
 def execute(
@@ -99,12 +89,16 @@ def execute(
 def run_point(
     config: dict[str, Any], run_dir: Path, overrides: list[str] | None = None, hparams: Mapping[str, Any] | None = None
 ) -> Outcome:
-    """Skip the point when up to date or locked by another process; otherwise run it under its lock."""
+    """Skip the point when up to date or locked by another process; otherwise run it under its lock.
+
+    ``trainer=paper``'s per-task values are applied first: they change what is computed, so they are
+    part of the identity the skip compares."""
     record_path = run_dir / "result.json"
+    apply_paper_settings(config, set(hparams or {}))
     digest = config_hash(config)
     label = run_label(config, hparams)
     if not config.get("force") and up_to_date(record_path, digest):
-        return _skip(label, record_path, "up to date", read_record(record_path))
+        return _skip(label, record_path, _up_to_date_reason(config, record_path), read_record(record_path))
     lock = RunLock(run_dir / LOCK_NAME)
     held = lock.acquire()
     if held:
@@ -116,6 +110,16 @@ def run_point(
     finally:
         lock.release()
     return Outcome(record["status"], record_path, record, record["error"])
+
+
+def _up_to_date_reason(config: Mapping[str, Any], record_path: Path) -> str:
+    """Why a finished point is skipped, and how to get an artefact its record lacks."""
+    if config.get("save_adapter") and not read_record(record_path).get("adapter"):
+        return (
+            "up to date, but it was trained without save_adapter and runs keep no weights: "
+            "add force=true to train it again and write the adapter"
+        )
+    return "up to date"
 
 
 def run_label(config: Mapping[str, Any], hparams: Mapping[str, Any] | None = None) -> str:
@@ -410,10 +414,11 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
     trained = train(model, task, splits, runtime, evaluate, result, _TRACKER.get())
     trained.eval_feature_cache = cache.summary()
     trained.diagnostics = run_diagnostics(
-        trained.history, task.primary_metric, task.kind, last.predictions, last.prefix
+        trained.history, task.primary_metric, task.kind, last.predictions, last.prefix, trained.stop
     )
-    if "test" in splits.encoded:
-        trained.test = evaluate("test")
+    for split in REPORT_SPLITS:  # scored once, at the best validation checkpoint
+        if split in splits.encoded:
+            trained.reported[split] = evaluate(split)
     return trained
 
 
@@ -424,7 +429,7 @@ def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
         best=result.best,
         best_step=result.best_step,
         history=result.history,
-        test=result.test,
+        **{split: result.reported.get(split) for split in REPORT_SPLITS},
         best_is_checkpoint=True,
     )
     record["diagnostics"] = result.diagnostics

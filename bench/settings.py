@@ -29,14 +29,24 @@ class TrainerConfigError(SettingsError):
 
 
 OPTIMIZERS = ("adamw", "adafactor")
+LR_SCHEDULES = ("linear", "constant")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _setting(
-    default: Any, kind: type, allowed: str, check: Callable[[Any], bool] = lambda v: True, nullable: bool = False
+    default: Any,
+    kind: type,
+    allowed: str,
+    check: Callable[[Any], bool] = lambda v: True,
+    nullable: bool = False,
+    computes: bool = True,
 ) -> Any:
-    """A dataclass field carrying its own type, range check and the range's wording for errors."""
-    return field(default=default, metadata={"kind": kind, "allowed": allowed, "check": check, "nullable": nullable})
+    """A dataclass field carrying its own type, range check and the range's wording for errors.
+
+    ``computes=False`` declares a setting that changes how fast or how a run is observed, never the
+    numbers it computes; it stays out of the run's identity (bench.identity)."""
+    metadata = {"kind": kind, "allowed": allowed, "check": check, "nullable": nullable, "computes": computes}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,19 @@ class TrainerConfig:
     max_grad_norm: float | None = _setting(1.0, float, "a number > 0, or null for no clipping", lambda v: v > 0, True)
     group_by_length: bool = _setting(True, bool, "true or false")
     max_eval_samples: int | None = _setting(None, int, "an integer >= 1, or null for all", lambda v: v >= 1, True)
-    timing_warmup_steps: int = _setting(3, int, "an integer >= 0", lambda v: v >= 0)
-    eval_feature_cache_mb: float = _setting(1024.0, float, "a number >= 0 (0 disables the cache)", lambda v: v >= 0)
+    # convergence stopping: end the run once this many validation passes in a row brought no gain of more
+    # than stop_margin on the primary metric; epochs/max_steps are then the cap (null: a fixed budget)
+    stop_patience: int | None = _setting(
+        None, int, "an integer >= 1 (validation passes), or null for a fixed budget", lambda v: v >= 1, True
+    )
+    stop_margin: float = _setting(0.0, float, "a number >= 0 (in units of the primary metric)", lambda v: v >= 0)
+    # linear: warm-up then decay to 0 at the cap; constant: warm-up then constant (no decay a run
+    # stopping early would miss, so every method is compared at the same LR shape whatever its stop step)
+    lr_schedule: str = _setting("linear", str, f"one of {list(LR_SCHEDULES)}", lambda v: v in LR_SCHEDULES)
+    timing_warmup_steps: int = _setting(3, int, "an integer >= 0", lambda v: v >= 0, computes=False)
+    eval_feature_cache_mb: float = _setting(
+        1024.0, float, "a number >= 0 (0 disables the cache)", lambda v: v >= 0, computes=False
+    )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
@@ -81,6 +102,15 @@ class TrainerConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def trainer_identity(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A trainer block as a run's identity sees it: every computing field, defaults filled in (so a field
+    added later with the old behaviour as default changes no older run's identity), unknown keys kept."""
+    fields = {f.name: f for f in dataclasses.fields(TrainerConfig)}
+    full = {name: f.default for name, f in fields.items() if f.metadata.get("computes", True)}
+    full.update({k: v for k, v in values.items() if k not in fields or fields[k].metadata.get("computes", True)})
+    return full
 
 
 def _checked(key: str, value: Any, spec: Mapping[str, Any]) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 from transformers.optimization import Adafactor
 
 from bench.data import (
@@ -63,7 +63,7 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     best_step: int | None = None
-    test: dict[str, float] | None = None
+    reported: dict[str, dict[str, float]] = field(default_factory=dict)  # test / held-out validation scores
     timer: StepTimer | None = None
     eval_time_s: float = 0.0
     eval_tokens: int = 0
@@ -73,6 +73,7 @@ class TrainResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)  # the record's diagnostics section
     eval_feature_cache: dict[str, Any] | None = None  # bench.eval_cache.EvalFeatureCache.summary()
     optimizer_groups: list[dict[str, Any]] = field(default_factory=list)
+    stop: dict[str, Any] = field(default_factory=dict)  # why and when training ended (see StopRule)
 
 
 @dataclass
@@ -84,6 +85,41 @@ class LoopState:
     best_score: float = -math.inf
     best_params: dict[str, torch.Tensor] | None = None
     losses: list[float] = field(default_factory=list)  # training losses since the last validation pass
+    passes_without_gain: int = 0  # validation passes in a row without a gain > stop_margin
+    last_gain_step: int = 0  # the step of the last pass that brought such a gain
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Convergence stopping: a plateau of ``patience`` validation passes without a gain of more than
+    ``margin`` ends the run; the step budget (``cap``) ends it otherwise. ``patience=None``: fixed budget."""
+
+    patience: int | None
+    margin: float
+    cap: int
+
+    def observe(self, state: LoopState, score: float) -> None:
+        """Count a validation pass (before ``state.best_score`` takes it in): a gain of more than ``margin``
+        over the best so far resets the plateau; anything less extends it."""
+        if state.best_score == -math.inf or score > state.best_score + self.margin:
+            state.passes_without_gain, state.last_gain_step = 0, state.step
+        else:
+            state.passes_without_gain += 1
+
+    def plateaued(self, state: LoopState) -> bool:
+        return self.patience is not None and state.passes_without_gain >= self.patience
+
+    def describe(self, state: LoopState, plateau: bool) -> dict[str, Any]:
+        """The record's account of the stop: ``plateau`` or ``cap``, at which step, and the rule."""
+        return {
+            "reason": "plateau" if plateau else "cap",
+            "step": state.step,
+            "cap": self.cap,
+            "patience": self.patience,
+            "margin": self.margin,
+            "passes_without_gain": state.passes_without_gain,
+            "last_gain_step": state.last_gain_step,
+        }
 
 
 def _no_decay_names(model: torch.nn.Module) -> set[str]:
@@ -122,6 +158,14 @@ def parameter_groups(model: torch.nn.Module, settings: TrainerConfig) -> list[di
         }
         for (part, decay), params in sorted(groups.items())
     ]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, settings: TrainerConfig, steps: int) -> Any:
+    """Warm-up over ``warmup_ratio`` of the cap, then linear decay to 0 at the cap or a constant LR."""
+    warmup = int(settings.warmup_ratio * steps)
+    if settings.lr_schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_linear_schedule_with_warmup(optimizer, warmup, steps)
 
 
 def make_optimizer(groups: list[dict[str, Any]], name: str) -> torch.optim.Optimizer:
@@ -197,15 +241,17 @@ def train(
     settings = runtime.settings
     optimizer = make_optimizer(parameter_groups(model, settings), settings.optimizer)
     steps, per_epoch = total_steps(settings, len(splits.encoded["train"].features))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
+    scheduler = make_scheduler(optimizer, settings, steps)
     eval_every = settings.eval_every or per_epoch
+    rule = StopRule(settings.stop_patience, settings.stop_margin, steps)
     result = result or TrainResult()
     result.optimizer_groups = describe_groups(optimizer)
     result.timer = StepTimer(runtime.device, warmup=settings.timing_warmup_steps)
     state = LoopState()
     progress = tqdm(total=steps, desc=f"train {model.method.name}", leave=False, disable=None)
     watch = LossWatch()
-    while state.step < steps:
+    plateau = False
+    while state.step < steps and not plateau:
         for batch in _epoch_batches(splits, settings, runtime.seed + state.epoch):
             loss = train_step(model, batch, optimizer, scheduler, runtime, result.timer)
             state.step += 1
@@ -217,13 +263,15 @@ def train(
             if tracker is not None:
                 tracker.on_train_step(state.step, loss, _method_lr(optimizer))
             if state.step % eval_every == 0 or state.step == steps:
-                _evaluate_and_track(model, task, state.step / per_epoch, result, state, evaluate)
+                _evaluate_and_track(model, task, state.step / per_epoch, result, state, evaluate, rule)
                 if tracker is not None:
                     tracker.on_eval(state.step, result.history[-1])
-            if state.step >= steps:
+                plateau = rule.plateaued(state)
+            if state.step >= steps or plateau:
                 break
         state.epoch += 1
     progress.close()
+    result.stop = rule.describe(state, plateau)
     if state.best_params is not None:
         _load_trainable(model, state.best_params)  # test metrics come from the best checkpoint
     return result
@@ -280,7 +328,13 @@ def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
 
 
 def _evaluate_and_track(
-    model, task, epoch: float, result: TrainResult, state: LoopState, evaluate: Callable[[str], dict]
+    model,
+    task,
+    epoch: float,
+    result: TrainResult,
+    state: LoopState,
+    evaluate: Callable[[str], dict],
+    rule: StopRule | None = None,
 ) -> None:
     metrics = evaluate("validation")
     entry = {
@@ -295,6 +349,8 @@ def _evaluate_and_track(
     result.history.append(entry)
     result.final = dict(metrics)
     score = metrics[task.primary_metric]
+    if rule is not None:
+        rule.observe(state, score)
     if score > state.best_score:  # strictly better: ties keep the earlier, cheaper checkpoint
         state.best_score, result.best, result.best_step = score, dict(metrics), state.step
         state.best_params = _trainable_state(model)

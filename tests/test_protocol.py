@@ -176,7 +176,7 @@ def test_choose_breaks_ties_by_grid_order_and_reports_missing(tmp_path: Path) ->
 # --- the whole protocol, on a tiny model -------------------------------------------------------
 
 
-def _protocol(runs_root: Path) -> subprocess.CompletedProcess:
+def _protocol(runs_root: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [
         "cpu_ner",
         "--methods",
@@ -188,6 +188,7 @@ def _protocol(runs_root: Path) -> subprocess.CompletedProcess:
         "trainer=smoke",
         "task.data_dir=null",
         f"runs_root={runs_root}",
+        *extra,
     ]
     return subprocess.run(
         [sys.executable, "-m", "bench.protocol", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
@@ -207,6 +208,14 @@ def test_protocol_runs_the_grid_then_seeds_and_resumes(runs_root: Path) -> None:
     second = _protocol(runs_root)
     assert second.returncode == 0
     assert {p: p.stat().st_mtime_ns for p in runs_root.glob("cpu_ner/**/result.json")} == stamps  # all skipped
+    # editing one method's grid in the preset retrains nothing that was finished: the grid is sweep-only
+    third = _protocol(runs_root, "protocol.grid.prompt_tuning={trainer.lr:[0.01,0.03,0.1,0.3]}")
+    assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
+    after = {p: p.stat().st_mtime_ns for p in runs_root.glob("cpu_ner/**/result.json")}
+    assert {p: after[p] for p in stamps} == stamps
+    added = [p for p in after if p not in stamps]
+    assert added and all("prompt_tuning" in p.parts for p in added)
+    assert any("lr=0.3" in str(p) for p in added)
 
 
 # --- the prepared GPU check (its CPU side) -------------------------------------------------------

@@ -179,7 +179,7 @@ def test_a_plugin_method_runs_and_appears_in_catalog_report_and_sweeps(toy_plugi
         ],
         env,
     )
-    record = read_record(runs / "plugin/toy_short_prompt/tiny_bert/synth_cls/seed=0/result.json")
+    record = read_record(runs / "plugin/toy_short_prompt/tiny_bert/synth_cls/trainer=smoke/seed=0/result.json")
     assert validate_record(record) == [] and record["status"] == "ok", record["error"]
     assert record["provenance"]["config"]["method"]["num_virtual_tokens"] == 2
     assert record["params"]["trainable"] - record["params"]["head"] == 2 * 32  # N·d on tiny_bert (d = 32)

@@ -745,7 +745,8 @@ def test_claim_check_is_inconclusive_when_runs_cannot_decide(tmp_path):
     assert data.loc[("one_seed", second), "verdict"] == "holds"  # the other relations are unaffected
     assert data.loc[("unconverged", first), "reason"] == "prefix_tuning: 2/2 run(s) not converged"
     noisy = data.loc[("noisy", first)]  # Δ = +1.5 points, standard error 3.6 points
-    assert noisy["verdict"] == "inconclusive" and noisy["reason"] == "|Δ| within 2 standard errors"
+    assert noisy["verdict"] == "inconclusive"
+    assert noisy["reason"] == "|Δ| within 2 standard errors at fewer than 3 seeds: run more seeds"
     assert noisy["se"] == pytest.approx(math.sqrt(np.var([0.60, 0.70], ddof=1) / 2 + np.var([0.66, 0.68], ddof=1) / 2))
     assert data.loc[("far", third), "verdict"] == "violated"
     chance = data.loc[("chance", third)]  # within 1 point of full FT, but full FT learned nothing either
@@ -754,6 +755,18 @@ def test_claim_check_is_inconclusive_when_runs_cannot_decide(tmp_path):
     table = report.claim_check_table(report.load_records(runs)).set_index("Model")
     assert table.loc["one_seed", "Claim"] == "inconclusive: prompt_tuning < prefix_tuning"
     assert table.loc["one_seed", first].startswith("inconclusive (Δ +20.") and "1 seed" in table.loc["one_seed", first]
+
+
+def test_a_tie_between_converged_runs_at_three_seeds_is_within_noise(tmp_path):
+    runs = tmp_path / "claims"
+    base = {"head_only": [0.5, 0.51, 0.5], "full_finetune": [0.90, 0.91, 0.9], "p_tuning_v2": [0.895, 0.90, 0.9]}
+    _claim_runs(runs, "tie", {**base, "prompt_tuning": [0.60, 0.70, 0.65], "prefix_tuning": [0.66, 0.68, 0.64]})
+    data = report.claim_check_data(report.load_records(runs)).set_index("relation")
+    tie = data.loc["prompt_tuning < prefix_tuning"]
+    assert tie["verdict"] == "within noise" and tie["reason"] == "|Δ| within 2 standard errors"
+    assert data.loc["prefix_tuning < p_tuning_v2", "verdict"] == "holds"
+    claim = report.claim_check_table(report.load_records(runs))["Claim"].item()
+    assert claim == "not separated: prompt_tuning < prefix_tuning within noise, the rest holds"
 
 
 def test_an_unreadable_record_in_a_point_folder_is_placed_by_its_path(tmp_path):

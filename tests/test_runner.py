@@ -80,7 +80,7 @@ def test_multirun_writes_one_record_per_run_and_a_rerun_skips_them(runs_root: Pa
     assert first.returncode == 0, first.stderr[-2000:]
     found = records(runs_root / "grid")
     assert len(found) == 6 and all(r["status"] == "ok" for r in found)
-    assert (runs_root / "grid/prefix_tuning/tiny_bert/synth_ner/seed=0/result.json").exists()
+    assert (runs_root / "grid/prefix_tuning/tiny_bert/synth_ner/trainer=smoke/seed=0/result.json").exists()
     second = run_bench(args)
     assert second.stdout.count("up to date") == 6, second.stdout[-2000:]
     assert [r["provenance"]["finished_at"] for r in records(runs_root / "grid")] == [
@@ -112,8 +112,9 @@ def test_a_failing_run_leaves_a_record_and_the_sweep_goes_on(runs_root: Path) ->
     failed = by_task["rte"]
     assert failed["status"] == "failed" and "/nonexistent/superglue" in failed["error"]
     assert "\n" not in failed["error"] and validate_record(failed) == []
-    # task.data_dir says where the data are, not what is computed: no hparams folder level
-    assert (runs_root / "f/head_only/tiny_bert/rte/seed=0/error.log").read_text().startswith("Traceback")
+    # task.data_dir enters the run's identity as a digest of the files (here: missing), so it names a folder
+    (log,) = (runs_root / "f/head_only/tiny_bert/rte").glob("*/seed=0/error.log")
+    assert log.read_text().startswith("Traceback") and log.parent.parent.name.startswith("data_dir=missing")
 
 
 def test_a_diverging_run_is_recorded_as_diverged(runs_root: Path) -> None:
@@ -289,15 +290,18 @@ def test_hparams_are_the_settings_that_differ_from_the_composed_defaults(tmp_pat
             "device=cpu",
         ]
     )
-    assert point == {"method.num_virtual_tokens": 10, "trainer.lr": 0.01}  # bookkeeping keys left out
-    folder = "s/prompt_tuning/tiny_bert/synth_cls/lr=0.01,num_virtual_tokens=10/seed=3"
+    # bookkeeping keys left out; a trainer preset other than conf/config.yaml's names itself
+    assert point == {"method.num_virtual_tokens": 10, "trainer.lr": 0.01, "trainer": "smoke"}
+    folder = "s/prompt_tuning/tiny_bert/synth_cls/lr=0.01,num_virtual_tokens=10,trainer=smoke/seed=3"
     assert run_dir(config, point) == tmp_path / folder
-    # group choices, a preset's own values and trainer=paper's defaults are the baseline, not hparams
-    assert identity(base)[0] == {}
-    assert identity(["sweep=superglue", "model=tiny_bert", "task=rte"])[0] == {}
+    # the method/model/task choices, a preset's own values and trainer=paper's defaults are the baseline
+    assert identity(base)[0] == {"trainer": "smoke"}
+    assert identity(base[:-2] + ["seed=3"])[0] == {}
+    # a preset that chooses trainer=paper names it; paper's per-task values are not hparams
+    assert identity(["sweep=superglue", "model=tiny_bert", "task=rte"])[0] == {"trainer": "paper"}
     assert identity(["sweep=demo", "trainer.epochs=7"])[0] == {"trainer.epochs": 7}
     # a key only the run has (+key=) is an hparam; the default value given explicitly is not
-    assert identity(base + ["+model.extra=1", "trainer.max_steps=4"])[0] == {"model.extra": 1}
+    assert identity(base + ["+model.extra=1", "trainer.max_steps=4"])[0] == {"model.extra": 1, "trainer": "smoke"}
     assert run_dir(identity(base)[1], {}).parts[-2:] == ("synth_cls", "seed=3")
 
 
@@ -333,7 +337,8 @@ def test_grid_points_keep_their_own_records_and_resume_per_point(runs_root: Path
         (("method.num_virtual_tokens", n), ("trainer.lr", lr)) for n in (5, 10) for lr in (0.01, 0.1)
     )
     assert (
-        runs_root / "grid/prompt_tuning/tiny_bert/synth_cls/lr=0.1,num_virtual_tokens=10/seed=0/result.json"
+        runs_root
+        / "grid/prompt_tuning/tiny_bert/synth_cls/lr=0.1,num_virtual_tokens=10,trainer=smoke/seed=0/result.json"
     ).exists()
     second = run_bench(args)
     assert second.returncode == 0 and second.stdout.count("up to date") == 4, second.stdout[-2000:]

@@ -127,7 +127,8 @@ def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame
             main_table(df, "tuned"),
             "Tuned: per method × model × task the hparams with the best "
             "validation score (best checkpoint; points compared on the seeds they all have), "
-            "reported on the labelled test split (primary metric "
+            "reported on a split nothing was selected on where there is one (the column says which: "
+            "test, else the held-out part of the validation file) (primary metric "
             f"×100, mean ± std over seeds; chosen hparams in brackets; best per column in bold). {LEGEND}",
             tuned_data(df),
         ),
@@ -154,7 +155,8 @@ def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame
             claim_check_table(df),
             "Claim check per task on tuned scores: prompt < prefix < P-Tuning "
             "v2 ≈ full fine-tuning (Δ in points ± its standard error; inconclusive when a side has "
-            "< 2 seeds or unconverged runs, or |Δ| ≤ 2 standard errors)",
+            "< 2 seeds or unconverged runs, or |Δ| ≤ 2 standard errors at < 3 seeds; within noise when "
+            "|Δ| ≤ 2 standard errors with converged runs and ≥ 3 seeds a side)",
             claim_check_data(df),
         ),
         "quality_by_task": (quality_by_task(df), "Quality per task relative to head-only and full fine-tuning", None),

@@ -47,6 +47,10 @@ CLAIM_NOISE_SE = 2.0
 seed means, sqrt(s_a²/n_a + s_b²/n_b) (for "≈": when the gap is too large for ≈ but within this)."""
 CLAIM_MIN_SEEDS = 2
 """… or when either side has fewer usable seeds than this (no standard error without two) …"""
+WITHIN_NOISE = "within noise"
+"""A relation whose |Δ| is within the noise although both sides converged with at least
+:data:`NOISE_MIN_SEEDS` seeds: a measured tie, not a lack of evidence."""
+NOISE_MIN_SEEDS = 3
 INCONCLUSIVE = "inconclusive"
 """… or when a run of either side did not converge (or recorded no diagnostics), or, for "≈ full
 fine-tuning", when full fine-tuning does not beat head-only beyond the same noise: then the task
@@ -274,11 +278,13 @@ def _verdict(
         if quality_label(a["mean"], b["mean"], a["head"]) == NEAR_FULL:
             return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
     if abs(diff) <= CLAIM_NOISE_SE * se:
+        few = min(int(a["n"]), int(b["n"])) < NOISE_MIN_SEEDS
         return {
             "diff": diff,
             "se": se,
-            "verdict": INCONCLUSIVE,
-            "reason": f"|Δ| within {CLAIM_NOISE_SE:g} standard errors",
+            "verdict": INCONCLUSIVE if few else WITHIN_NOISE,
+            "reason": f"|Δ| within {CLAIM_NOISE_SE:g} standard errors"
+            + (f" at fewer than {NOISE_MIN_SEEDS} seeds: run more seeds" if few else ""),
         }
     verdict = "violated" if op == "≈" or diff < 0 else "holds"
     return {"diff": diff, "se": se, "verdict": verdict, "reason": ""}
@@ -310,10 +316,14 @@ def _claim_cell(row: pd.Series) -> str:
 def _claim_summary(verdicts: list[str], relations: list[str]) -> str:
     violated = [r for r, v in zip(relations, verdicts) if v == "violated"]
     unresolved = [r for r, v in zip(relations, verdicts) if v == INCONCLUSIVE]
+    ties = [r for r, v in zip(relations, verdicts) if v == WITHIN_NOISE]
+    tied = f" ({WITHIN_NOISE}: {'; '.join(ties)})" if ties else ""
     if violated:
         return "violated: " + "; ".join(violated) + (f" (inconclusive: {'; '.join(unresolved)})" if unresolved else "")
     if unresolved:
-        return "inconclusive: " + "; ".join(unresolved)
+        return "inconclusive: " + "; ".join(unresolved) + tied
+    if ties:
+        return f"not separated: {'; '.join(ties)} {WITHIN_NOISE}, the rest holds"
     return "holds" if all(v == "holds" for v in verdicts) else "incomplete (missing methods)"
 
 
@@ -338,7 +348,7 @@ def _method_claims(claims: pd.DataFrame, method: str, model: str) -> str:
         if rows.empty:
             continue
         text = f"{relation}: holds on {(rows['verdict'] == 'holds').sum()}/{len(rows)} tasks"
-        for verdict in ("violated", INCONCLUSIVE):
+        for verdict in ("violated", WITHIN_NOISE, INCONCLUSIVE):
             tasks = sorted(rows.loc[rows["verdict"] == verdict, "task"])
             text += f" ({verdict}: {', '.join(tasks)})" if tasks else ""
         parts.append(text)

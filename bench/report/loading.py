@@ -153,6 +153,7 @@ def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
     df["score_final"] = df.apply(_score, axis=1, which="final")
     df["score_best"] = df.apply(_score, axis=1, which="best")
     df["score_test"] = df.apply(_score, axis=1, which="test")
+    df["score_heldout"] = df.apply(_score, axis=1, which="validation_heldout")
     df["hparams"] = [hparams_label(h) for h in df.get("hparams", pd.Series(None, index=df.index))]
     df["converged"] = [_flag(v) for v in df.get("diagnostics.converged", pd.Series(None, index=df.index))]
     df["collapsed"] = [_flag(v) for v in df.get("diagnostics.collapsed", pd.Series(None, index=df.index))]
@@ -247,6 +248,7 @@ IDENTITY_COLUMNS = (
     "score_final",
     "score_best",
     "score_test",
+    "score_heldout",
 )
 """The first columns of :func:`load_runs`, in this order (those a frame has)."""
 SECTION_ORDER = ("metrics.", "params.", "throughput.", "diagnostics.", "declarations.", "adapter.", "provenance.")

@@ -25,10 +25,11 @@ best epoch); tuned = test of the best checkpoint of the hparams chosen on valida
 SELECTION = "score_best"
 """Hyperparameters are chosen on the mean over seeds of the best-checkpoint validation score: the
 checkpoint whose test score the tuned table reports."""
-MARKS = {"not_converged": "†", "collapsed": "‡", "unknown": "?", "same_split": "§"}
+MARKS = {"not_converged": "†", "collapsed": "‡", "unknown": "?", "same_split": "§", "grid_edge": "^"}
 LEGEND = (
     "† a run did not converge, ‡ a run's validation predictions collapsed to one value, ? a record "
-    "without diagnostics, § selected and reported on the same (validation) split"
+    "without diagnostics, § selected and reported on the same (validation) split, ^ the chosen value is at "
+    "the edge of the grid it was chosen from (the optimum may lie outside it)"
 )
 
 
@@ -138,16 +139,29 @@ def selected_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[picked | unchosen_cell]
 
 
-def _tuned_scores(runs: pd.DataFrame) -> pd.DataFrame:
-    """``score_tuned`` and ``split`` per run: test where every usable run of the cell has a test
-    score, else the best-checkpoint validation score (selected and reported on the same split)."""
+# Where a tuned score comes from, in order of preference: a split nothing was selected on (the test file,
+# else the held-out part of the validation file, bench.tasks.holdout.split_validation), else the
+# best-checkpoint validation score itself (selected and reported on the same split, flagged).
+REPORTED_SPLITS = (("score_test", "test"), ("score_heldout", "validation (held-out part)"))
+
+
+def _cell_has(runs: pd.DataFrame, column: str) -> pd.Series:
+    """Per run: whether every usable run of its cell has a finite ``column``."""
     usable = runs[runs["usable"]]
-    has_test = usable.groupby(KEYS)["score_test"].apply(lambda s: bool(s.notna().all()))
+    has = usable.groupby(KEYS)[column].apply(lambda s: bool(s.notna().all()))
     index = pd.MultiIndex.from_frame(runs[KEYS])
-    test = pd.Series(index.map(has_test.to_dict()).to_numpy(), index=runs.index).eq(True)
-    return runs.assign(
-        score_tuned=runs["score_test"].where(test, runs["score_best"]), split=np.where(test, "test", "validation")
-    )
+    return pd.Series(index.map(has.to_dict()).to_numpy(), index=runs.index).eq(True)
+
+
+def _tuned_scores(runs: pd.DataFrame) -> pd.DataFrame:
+    """``score_tuned`` and ``split`` per run, from the first of :data:`REPORTED_SPLITS` that every usable
+    run of the cell has, else the best-checkpoint validation score."""
+    score, split = runs["score_best"].copy(), pd.Series("validation", index=runs.index)
+    for column, name in reversed(REPORTED_SPLITS):
+        if column in runs:
+            has = _cell_has(runs, column)
+            score, split = runs[column].where(has, score), split.where(~has, name)
+    return runs.assign(score_tuned=score, split=split.to_numpy())
 
 
 def cell_stats(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
@@ -163,7 +177,41 @@ def cell_stats(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     )
     stats["same_split"] = stats["split"].eq("validation")
     stats["hparams"] = stats["hparams"].fillna("")
+    edges = grid_edges(df, chosen)
+    stats["grid_edge"] = [edges.get(tuple(key), "") for key in stats[KEYS].itertuples(index=False)]
     return _sort(stats, KEYS) if len(stats) else stats
+
+
+def _parse_label(label: str) -> dict[str, float]:
+    """The numeric settings of an :func:`hparams_label` (``"lr=0.01, r=4"`` → ``{"lr": 0.01, "r": 4.0}``)."""
+    values = {}
+    for part in filter(None, str(label).split(", ")):
+        name, _, text = part.partition("=")
+        try:
+            values[name] = float(text)
+        except ValueError:
+            continue
+    return values
+
+
+def grid_edges(df: pd.DataFrame, chosen: pd.DataFrame) -> dict[tuple, str]:
+    """Per cell whose chosen point sits at the low or high end of a numeric setting its grid varied
+    (two values or more), ``"lr: lowest of 3"``; a grid that does not bracket its optimum says so."""
+    ok = _with_points(df)
+    ok = ok[ok["usable"]]
+    tried = ok.groupby(KEYS)["hparams"].unique().to_dict()
+    edges = {}
+    for row in chosen.itertuples(index=False):
+        key = tuple(getattr(row, k) for k in KEYS)
+        points = [_parse_label(label) for label in tried.get(key, [])]
+        mine, notes = _parse_label(row.hparams), []
+        for name, value in sorted(mine.items()):
+            values = sorted({p[name] for p in points if name in p})
+            if len(values) >= 2 and value in (values[0], values[-1]):
+                notes.append(f"{name}: {'lowest' if value == values[0] else 'highest'} of {len(values)}")
+        if notes:
+            edges[key] = "; ".join(notes)
+    return edges
 
 
 def _count_kinds(kinds: pd.Series) -> str:
@@ -192,6 +240,8 @@ def cell_marks(row) -> str:
     marks = [MARKS[name] for name in ("not_converged", "collapsed", "unknown") if int(getattr(row, name, 0) or 0) > 0]
     if getattr(row, "tuned", False) and getattr(row, "split", None) == "validation":
         marks.append(MARKS["same_split"])
+    if getattr(row, "tuned", False) and getattr(row, "grid_edge", ""):
+        marks.append(MARKS["grid_edge"])
     return "".join(marks)
 
 
@@ -203,8 +253,15 @@ def _fmt_score(row, best: bool) -> str:
     spread = f" ± {row.std * 100:.1f}" if row.n > 1 and not math.isnan(row.std) else ""
     text = f"{value}{spread} (n={row.n}{lost}){cell_marks(row)}"
     if getattr(row, "tuned", False):
-        text += f" [{row.hparams or 'defaults'}]"
+        edge = f"; {row.grid_edge}" if getattr(row, "grid_edge", "") else ""
+        text += f" [{row.hparams or 'defaults'}{edge}]"
     return text
+
+
+def _reported_on(stats: pd.DataFrame, task: str) -> str:
+    """``"; on test"``: the split a task's tuned scores come from (each cell's, when they differ)."""
+    splits = stats.loc[stats["task"] == task, "split"].dropna().unique()
+    return f"; on {splits[0]}" if len(splits) == 1 else "; on the split each cell's § mark gives"
 
 
 def _fmt_average(average: float, tasks: int, model_tasks: int, best: bool) -> str:
@@ -237,7 +294,7 @@ def main_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
     stats["tuned"] = tuned
     stats["cell"] = [_fmt_score(r, r.best) for r in stats.itertuples()]
     metrics = task_metrics(df)
-    stats["column"] = [f"{t} ({metrics.get(t, '?')})" for t in stats["task"]]
+    stats["column"] = [f"{t} ({metrics.get(t, '?')}{_reported_on(stats, t) if tuned else ''})" for t in stats["task"]]
     table = stats.pivot(index=rows, columns="column", values="cell").fillna("")
     table = table[sorted(table.columns)].reset_index()
     averages = main_averages(stats, tuple(rows))

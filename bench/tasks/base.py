@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.tasks.constants import TASK_KINDS
-from bench.tasks.holdout import apply_holdout
+from bench.tasks.holdout import apply_holdout, split_validation
 from bench.tasks.metrics import METRICS, ScoringInput, score_split
 
 SPLITS = ("train", "validation", "test")
+HELDOUT = "validation_heldout"
+"""The part of the validation file that ``task.split_validation`` keeps out of selection (reported once)."""
+REPORT_SPLITS = ("test", HELDOUT)
+"""Splits scored once, at the best validation checkpoint: never used to choose anything."""
 # Hub repos name their splits inconsistently; everything else (GEM challenge sets...) is ignored.
 SPLIT_ALIASES = {
     "train": "train",
@@ -42,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "label_names": None,
     "holdout": None,
+    "split_validation": None,
 }
 
 RawRow = tuple[str, dict]  # (where: "file:line" or "hub row", a row as read from the source)
@@ -363,10 +368,10 @@ def head_keeping_groups(examples: list[dict], n: int) -> list[dict]:
 
 
 def cap_eval_splits(task: TaskData, limit: int | None) -> None:
-    """Keep the first ``limit`` examples of validation / test (``trainer.max_eval_samples``), groups whole."""
+    """Keep the first ``limit`` examples of every evaluated split (``trainer.max_eval_samples``), groups whole."""
     if not limit:
         return
-    for split in ("validation", "test"):
+    for split in ("validation", *REPORT_SPLITS):
         if split in task.splits:
             task.splits[split] = head_keeping_groups(task.splits[split], int(limit))
             task.counts[split] = len(task.splits[split])
@@ -387,8 +392,10 @@ def finalize(cfg: dict, built: Built) -> TaskData:
     counts: dict[str, int] = dict(built.extra_counts)
     if held_out := apply_holdout(cfg, built.splits, TaskDataError):  # before any subsampling
         counts["held_out"] = held_out
+    if kept_out := split_validation(cfg, built.splits, TaskDataError):
+        counts[HELDOUT] = kept_out
     splits: dict[str, list[dict]] = {}
-    for split in SPLITS:
+    for split in (*SPLITS, HELDOUT):
         examples = built.splits.get(split)
         if split in built.rows_read:
             counts[f"rows_{split}"] = built.rows_read[split]

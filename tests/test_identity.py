@@ -1,0 +1,97 @@
+"""Run identity: one declaration decides both ``config_hash`` and the folder slug (bench.identity)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf, open_dict
+
+from bench.identity import composed_defaults, config_hash, data_digest, hparams, identity_view, run_dir
+from bench.settings import TrainerConfig
+from tests.conftest import compose
+
+BASE = ["method=lora", "model=tiny_bert", "task=synth_ner", "sweep=cpu_ner", "task.data_dir=null"]
+
+
+def job(overrides: list[str]) -> tuple[dict, dict]:
+    """(hparams, resolved config) as the job in bench/__main__.py computes them."""
+    cfg = compose(overrides)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return hparams(config, composed_defaults(choices)), config
+
+
+def test_sweep_only_blocks_and_bookkeeping_never_enter_the_identity() -> None:
+    point, config = job(BASE)
+    others = [
+        "protocol.grid.prompt_tuning={trainer.lr:[0.5]}",  # another method's grid in the preset
+        "protocol.seeds=[0,1,2,3,4]",
+        "data_root=/elsewhere",
+        "logger=mlflow",  # its default dir interpolates runs_root
+        "runs_root=/tmp/other_root",
+        "device=cpu",
+        "gradient_checkpointing=true",
+        "save_adapter=true",
+        "force=true",
+        "trainer.timing_warmup_steps=9",
+        "trainer.eval_feature_cache_mb=0",
+    ]
+    for override in others:
+        other_point, other = job(BASE + [override])
+        assert config_hash(other) == config_hash(config), override
+        assert other_point == point == {"task.data_dir": None}, override
+        assert run_dir(other, other_point).parts[-5:] == run_dir(config, point).parts[-5:], override
+
+
+def test_what_changes_the_numbers_changes_both_hash_and_folder() -> None:
+    point, config = job(BASE)
+    for override, expected in [
+        ("trainer.lr=0.01", {"trainer.lr": 0.01}),
+        ("dtype=bf16", {"dtype": "bf16"}),
+        ("method.r=4", {"method.r": 4}),
+        ("trainer=paper", {"trainer": "paper"}),  # a trainer preset gets its own folder
+        ("task.max_length=16", {"task.max_length": 16}),
+    ]:
+        other_point, other = job(BASE + [override])
+        assert other_point == {"task.data_dir": None, **expected}, override
+        assert config_hash(other) != config_hash(config), override
+        assert run_dir(other, other_point) != run_dir(config, point), override
+
+
+def test_a_data_folder_enters_as_the_digest_of_its_files(tmp_path: Path) -> None:
+    for name, text in (("a", "x O\n"), ("b", "x O\n"), ("c", "y B-PER\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.txt").write_text(text)
+    (tmp_path / "b" / ".DS_Store").write_text("noise")  # hidden files are not data
+    assert data_digest(str(tmp_path / "a")) == data_digest(str(tmp_path / "b")) != data_digest(str(tmp_path / "c"))
+    assert data_digest(str(tmp_path / "none")) == f"missing:{tmp_path / 'none'}"
+    base = BASE[:-1] + [f"task.data_dir={tmp_path / 'a'}"]
+    point_a, config_a = job(base)
+    point_b, config_b = job(BASE[:-1] + [f"task.data_dir={tmp_path / 'b'}"])
+    point_c, config_c = job(BASE[:-1] + [f"task.data_dir={tmp_path / 'c'}"])
+    assert config_hash(config_a) == config_hash(config_b) != config_hash(config_c)
+    assert run_dir(config_a, point_a) == run_dir(config_b, point_b) != run_dir(config_c, point_c)
+
+
+def test_a_trainer_setting_added_with_the_old_behaviour_keeps_older_identities() -> None:
+    _, config = job(BASE)
+    trainer = dict(config["trainer"])
+    trainer.pop("max_grad_norm")  # as a record written before the key existed would hold it
+    older = {**config, "trainer": trainer}
+    assert TrainerConfig().max_grad_norm == config["trainer"]["max_grad_norm"]
+    assert config_hash(older) == config_hash(config)
+    assert "timing_warmup_steps" not in identity_view(config)["trainer"]  # computes=False fields
+
+
+def test_trainer_paper_values_are_applied_before_the_hash(tmp_path: Path) -> None:
+    from bench.runner import run_point
+
+    point, config = job(["method=prefix_tuning", "model=roberta_large", "task=rte", "trainer=paper"])
+    assert point == {"trainer": "paper"}
+    config["task"]["data_dir"] = str(tmp_path / "absent")
+    before = config_hash(config)
+    outcome = run_point(config, tmp_path / "run", [], point)  # fails on the missing data, but records
+    assert outcome.record["provenance"]["paper_settings"]["num_virtual_tokens"] == 128  # conf/task/rte.yaml
+    assert outcome.record["provenance"]["config_hash"] == config_hash(config) != before
