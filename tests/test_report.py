@@ -659,8 +659,8 @@ def test_tuned_table_selects_on_validation_and_reports_test(tmp_path):
     assert (data["hparams"], data["split"], data["n"], data["candidates"]) == ("lr=0.1", "test", 2, 2)
     assert data["mean"] == pytest.approx(0.605) and data["std"] == pytest.approx(0.01 / math.sqrt(2))
     assert data["selection"] == pytest.approx(1.02 * 0.805)  # best-checkpoint validation, mean over seeds
-    cell = report.main_table(df, "tuned").iloc[0]["synth_cls (accuracy)"]
-    assert cell == "**60.5** ± 0.7 (n=2) [lr=0.1]"
+    cell = report.main_table(df, "tuned").iloc[0]["synth_cls (accuracy; on test)"]
+    assert cell == "**60.5** ± 0.7 (n=2)^ [lr=0.1; lr: highest of 2]"  # chosen at the grid edge
     every_point = report.main_table(df, "final").set_index("Hparams")
     assert every_point.loc["lr=0.01", "synth_cls (accuracy)"] == "70.0 ± 0.0 (n=2)"
 
@@ -692,8 +692,8 @@ def test_without_a_test_split_the_tuned_cell_says_it_was_selected_on_validation(
     assert data.loc["boolq", "split"] == "validation" and data.loc["rte", "split"] == "test"
     assert data.loc["boolq", "mean"] == pytest.approx(0.7 * 1.02)  # the selection score itself
     table = report.main_table(df, "tuned").iloc[0]
-    assert "§" in table["boolq (accuracy)"] and "§" not in table["rte (accuracy)"]
-    assert table["rte (accuracy)"].endswith("[defaults]")
+    assert "§" in table["boolq (accuracy; on validation)"] and "§" not in table["rte (accuracy; on test)"]
+    assert table["rte (accuracy; on test)"].endswith("[defaults]")
 
 
 def test_cells_mark_and_list_runs_that_did_not_converge_or_collapsed(tmp_path):
@@ -703,7 +703,7 @@ def test_cells_mark_and_list_runs_that_did_not_converge_or_collapsed(tmp_path):
     write_record(runs, make_record("prompt_tuning", "minilm", "rte", 0, 0.6, converged=None))
     write_record(runs, make_record("lora", "minilm", "rte", 0, 0.6))
     df = report.load_records(runs)
-    table = report.main_table(df, "tuned").set_index("Method")["rte (accuracy)"]
+    table = report.main_table(df, "tuned").set_index("Method")["rte (accuracy; on test)"]
     assert "†‡" in table["prefix_tuning"] and "?" in table["prompt_tuning"]
     assert not any(mark in table["lora"] for mark in "†‡?§")
     flagged = report.flagged_table(df).set_index(["Method", "Seed"])
