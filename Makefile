@@ -26,9 +26,11 @@ demo: $(STAMP)
 	$(PY) -m bench sweep=demo
 	$(PY) -m bench.report results/runs/demo
 
-# lint first: `ruff check` (rules in pyproject.toml) and `ruff format --check` fail fast, before the slow tests
+# lint first: `ruff check` (rules in pyproject.toml) and `ruff format --check` fail fast, before the slow tests.
+# Two workers (pytest-xdist), one per core, a test file per worker at a time so module-scoped models load once;
+# the ten slowest tests are printed so a slow one is noticed when it lands.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -334,7 +334,9 @@ def test_grid_points_keep_their_own_records_and_resume_per_point(runs_root: Path
     assert "multirun: 4 ok, 0 skipped, 0 failed, 0 diverged" in first.stdout
     found = records(runs_root / "grid")
     assert sorted(tuple(sorted(r["hparams"].items())) for r in found) == sorted(
-        (("method.num_virtual_tokens", n), ("trainer", "smoke"), ("trainer.lr", lr)) for n in (5, 10) for lr in (0.01, 0.1)
+        (("method.num_virtual_tokens", n), ("trainer", "smoke"), ("trainer.lr", lr))
+        for n in (5, 10)
+        for lr in (0.01, 0.1)
     )
     assert (
         runs_root
