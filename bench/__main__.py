@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float | None:
     """
     from bench.identity import composed_defaults, hparams, run_dir
     from bench.multirun import write_outcome
-    from bench.runner import run_point
+    from bench.runner import INTERRUPTED, interrupted_exit_code, run_point
 
     hydra_cfg = HydraConfig.get()
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -38,11 +38,18 @@ def main(cfg: DictConfig) -> float | None:
     outcome = run_point(config, run_dir(config, point), overrides, point)
     if mode == RunMode.MULTIRUN:
         write_outcome(output_dir, outcome.status, outcome.path, outcome.reason)
-    elif outcome.status in ("failed", "diverged"):
+    if outcome.status == INTERRUPTED:  # the job's time is up: a multirun stops too, a rerun resumes
+        sys.exit(interrupted_exit_code(outcome.record))
+    if mode != RunMode.MULTIRUN and outcome.status in ("failed", "diverged"):
         sys.exit(1)
     record = outcome.record or {"metrics": {}}
     return objective(record)  # what a sweeper optimises: the best validation score of the primary metric
 
 
 if __name__ == "__main__":
+    from bench.search import missing_extra
+
+    if missing := missing_extra(sys.argv[1:]):  # before Hydra, which would only call the choice unknown
+        print(f"error: {missing}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.data import Encoded, cache_key, encode_split
 from bench.models import CACHE_DIR
+from bench.record import honour_umask
 
 TOKENIZED_DIR = CACHE_DIR / "tokenized"
 CACHE_FORMAT = 1  # bump when the entry layout changes
@@ -52,6 +53,7 @@ def write_entry(path: Path, key: str, encoded: Encoded) -> None:
         "features": encoded.features,
     }
     handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    honour_umask(handle)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(payload, out, separators=(",", ":"))
     os.replace(temp, path)

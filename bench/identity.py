@@ -254,9 +254,37 @@ class RunLock:
         self.handle = handle
         return None
 
+    @staticmethod
+    def holder(path: Path) -> str | None:
+        """Who holds the lock file at ``path`` ("pid N on HOST since T"), or None when nobody does: no file,
+        or a holder on this host that is gone (a killed run's file). A holder on another host is taken
+        as alive (it cannot be checked from here): remove its file by hand once its job has ended."""
+        try:
+            text = path.read_text()
+        except OSError:
+            return None
+        try:
+            info = json.loads(text)
+            pid, host = int(info["pid"]), str(info["host"])
+        except (ValueError, KeyError, TypeError):
+            return f"another process ({path})"  # being written right now, or foreign: assume held
+        if host == socket.gethostname() and not _alive(pid):
+            return None
+        return f"pid {pid} on {host} since {info.get('since')}"
+
     def release(self) -> None:
         """Remove the file, then drop the lock (a waiter that opened the old file re-checks the record)."""
         if self.handle is not None:
             self.path.unlink(missing_ok=True)
             self.handle.close()
             self.handle = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

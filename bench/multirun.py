@@ -18,8 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 OUTCOME_FILE = "outcome.json"
-COUNTED = ("ok", "skipped", "failed", "diverged")
-BAD = ("failed", "diverged")
+COUNTED = ("ok", "skipped", "failed", "diverged", "interrupted")
+BAD = ("failed", "diverged", "interrupted")
 
 
 def write_outcome(job_dir: Path, status: str, record_path: Path, reason: str | None = None) -> None:

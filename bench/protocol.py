@@ -18,13 +18,17 @@ protocol continues where it stopped. What was chosen and why is printed and writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,8 +188,40 @@ def _grid_rows(runs: Any, plan: Plan, method: str, model: str, task: str) -> Any
     return runs[(runs["method"] == method) & (runs["model"] == model) & (runs["task"] == task) & seeds]
 
 
-def choose(runs: Any, plan: Plan, method: str, model: str, task: str) -> Choice:
-    """The grid point with the best validation score among usable grid-seed records."""
+INCOMPLETE = ("missing", "locked", "failed", "interrupted")
+"""Grid point outcomes that leave its score unknown: a cell with one chooses nothing, since the point not
+seen might be the best (a diverged point is an outcome: it lost)."""
+
+
+def held_locks(plan: Plan, method: str, model: str, task: str) -> list[tuple[dict[str, str], str]]:
+    """(the folder's ``key=value`` pairs, holder) of each grid-seed run of the cell that a live process holds."""
+    from bench.identity import LOCK_NAME, RunLock
+
+    cell = plan.runs_dir / method / model / task
+    found = []
+    for lock in sorted(cell.glob(f"**/seed={plan.grid_seed}/{LOCK_NAME}")) if cell.is_dir() else []:
+        holder = RunLock.holder(lock)
+        folder = lock.parent.parent
+        if holder is not None:
+            pairs = dict(pair.split("=", 1) for pair in folder.name.split(",") if "=" in pair) if folder != cell else {}
+            found.append((pairs, holder))
+    return found
+
+
+def _locked_by(point: dict[str, Any], locks: list[tuple[dict[str, str], str]]) -> str | None:
+    """The holder of the run of ``point``, matched on its folder name (``lr=0.1`` or ``trainer.lr=0.1``)."""
+    for pairs, holder in locks:
+        values = [pairs.get(key, pairs.get(key.rsplit(".", 1)[-1])) for key in point]
+        if all(v is not None and _same(v, point[key]) for v, key in zip(values, point)):
+            return holder
+    return None
+
+
+def choose(
+    runs: Any, plan: Plan, method: str, model: str, task: str, locks: list[tuple[dict[str, str], str]] | None = None
+) -> Choice:
+    """The grid point with the best validation score, when every grid point has an outcome: none while
+    one is missing, failed, interrupted or running (``locks``: :func:`held_locks`)."""
     column = "score_best" if plan.select_on == "best" else "score_final"
     rows = _grid_rows(runs, plan, method, model, task)
     tried, best = [], None
@@ -198,30 +234,60 @@ def choose(runs: Any, plan: Plan, method: str, model: str, task: str) -> Choice:
         usable = [r for r in found if r["usable"] and not math.isnan(r[column])]
         score = max((float(r[column]) for r in usable), default=None)
         status = "ok" if usable else (str(found[0]["status"]) if found else "missing")
-        tried.append({"point": point, "score": score, "status": status})
+        holder = _locked_by(point, locks or []) if not usable else None
+        tried.append({"point": point, "score": score, "status": "locked" if holder else status, "holder": holder})
         if score is not None and (best is None or score > best[1]):
             best = (point, score, usable[0]["metrics.primary"])
-    if best is None:
+    if best is None or any(t["status"] in INCOMPLETE for t in tried):
         return Choice(method, model, task, None, None, None, tried)
     return Choice(method, model, task, best[0], best[1], best[2], tried)
 
 
+def _fmt(point: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items()) or "defaults"
+
+
 def describe(choice: Choice, select_on: str) -> str:
-    """One line: what was chosen and why (every grid point's score)."""
-
-    def fmt(point: dict[str, Any]) -> str:
-        return ",".join(f"{k}={v}" for k, v in point.items()) or "defaults"
-
-    others = "; ".join(
-        f"{fmt(t['point'])} " + (f"{t['score']:.4f}" if t["score"] is not None else t["status"]) for t in choice.tried
-    )
+    """One line: what was chosen and why (every grid point's score), or why nothing was."""
     where = f"{choice.method}/{choice.model}/{choice.task}"
+    waiting = [t for t in choice.tried if t["status"] in INCOMPLETE]
+    if waiting:
+        named = ", ".join(
+            f"{_fmt(t['point'])} {t['status']}" + (f" (run held by {t['holder']})" if t.get("holder") else "")
+            for t in waiting
+        )
+        return (
+            f"[protocol] {where}: grid incomplete, nothing chosen: {named}; seeds stage skipped "
+            "(rerun the protocol to finish the grid, or add --wait-locked SECONDS to wait for running points)"
+        )
+    others = "; ".join(
+        f"{_fmt(t['point'])} " + (f"{t['score']:.4f}" if t["score"] is not None else t["status"]) for t in choice.tried
+    )
     if choice.point is None:
         return f"[protocol] {where}: no usable grid run ({others}); seeds stage skipped"
     return (
-        f"[protocol] {where}: chose {fmt(choice.point)} — best validation {choice.metric} ({select_on}) "
+        f"[protocol] {where}: chose {_fmt(choice.point)} — best validation {choice.metric} ({select_on}) "
         f"{choice.score:.4f} of: {others}"
     )
+
+
+def choose_all(plan: Plan, wait_locked: float = 0.0) -> list[Choice]:
+    """Every cell's choice from the records on disk; with ``wait_locked`` seconds, first wait (polling)
+    while a grid point of some cell is running in another process."""
+    deadline = time.monotonic() + wait_locked
+    while True:
+        cells = [(m, model, t) for m in plan.methods for model in plan.models for t in plan.tasks]
+        locks = [held_locks(plan, *cell) for cell in cells]  # before the records: a run writes its record, then unlocks
+        runs = load_runs(plan.runs_dir)
+        choices = [choose(runs, plan, *cell, locks=held) for cell, held in zip(cells, locks)]
+        running = [t for c in choices for t in c.tried if t["status"] == "locked"]
+        if not running or time.monotonic() >= deadline:
+            return choices
+        print(f"[protocol] waiting for {len(running)} running grid point(s) (up to {wait_locked:.0f} s)", flush=True)
+        time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+WAIT_POLL_S = 10.0
 
 
 def load_runs(runs_dir: Path) -> Any:
@@ -235,10 +301,41 @@ def load_runs(runs_dir: Path) -> Any:
 
 
 def _run(command: list[str], dry_run: bool) -> int:
+    """Run one stage; a SIGTERM/SIGINT sent to the protocol goes to the stage (which checkpoints its run)
+    and, once the stage has exited, ends the protocol with 128 + the signal's number. The stage has its
+    own session, so a terminal's Ctrl-C reaches it once (through here), and on Linux it gets SIGTERM
+    when the protocol dies, however it dies: no stage outlives the protocol to hold a grid point's lock."""
     print("$ " + shlex.join(["python", *command[1:]]), flush=True)
     if dry_run:
         return 0
-    return subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        child.send_signal(signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        code = child.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        print(f"[protocol] stopped by {signal.Signals(received[0]).name}; rerun to resume", file=sys.stderr)
+        sys.exit(128 + received[0])
+    return code
+
+
+def _die_with_parent() -> None:
+    """In the stage process, before it starts: ask Linux for SIGTERM when the protocol exits (prctl)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
 
 
 def run_counts(plan: Plan) -> tuple[int, int]:
@@ -249,7 +346,7 @@ def run_counts(plan: Plan) -> tuple[int, int]:
     return grid, extra
 
 
-def run_protocol(plan: Plan, dry_run: bool = False) -> list[Choice]:
+def run_protocol(plan: Plan, dry_run: bool = False, wait_locked: float = 0.0) -> list[Choice]:
     """Stage 1, selection, stage 2; returns the choices (also written to protocol.json)."""
     grid, extra = run_counts(plan)
     print(
@@ -260,8 +357,7 @@ def run_protocol(plan: Plan, dry_run: bool = False) -> list[Choice]:
     failures = 0
     for method in plan.methods:
         failures += _run(grid_command(plan, method), dry_run) != 0
-    runs = load_runs(plan.runs_dir)
-    choices = [choose(runs, plan, m, model, t) for m in plan.methods for model in plan.models for t in plan.tasks]
+    choices = choose_all(plan, wait_locked)
     for choice in choices:
         print(describe(choice, plan.select_on), flush=True)
     more_seeds = bool(set(plan.seeds) - {plan.grid_seed})
@@ -306,6 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     for group in ("method", "model", "task"):
         parser.add_argument(f"--{group}s", help=f"comma list replacing the preset's {group}s")
     parser.add_argument("--seeds", help="comma list replacing protocol.seeds (e.g. 0: the grid stage only)")
+    parser.add_argument(
+        "--wait-locked",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before choosing, wait up to SECONDS for grid points running in other processes",
+    )
     args = parser.parse_intermixed_args(argv)  # overrides may follow options
     only = {g: _split(getattr(args, f"{g}s")) for g in ("method", "model", "task") if getattr(args, f"{g}s")}
     try:
@@ -315,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # ProtocolError, or a --seeds value that is not an integer
         print(f"error: {error}", file=sys.stderr)
         return 2
-    choices = run_protocol(plan, args.dry_run)
+    choices = run_protocol(plan, args.dry_run, args.wait_locked)
     return 0 if args.dry_run or all(c.point is not None for c in choices) else 1
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "diverged")
+STATUSES = ("ok", "failed", "diverged", "interrupted")
 REQUIRED = {
     "metrics": ("primary", "final", "best", "best_step", "history", "data"),
     "params": ("trainable", "stored", "head", "backbone", "trainable_percent"),
@@ -107,6 +107,7 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".result-", suffix=".tmp")
     try:
+        honour_umask(handle)
         with os.fdopen(handle, "w") as out:
             json.dump(record, out, indent=2, default=_jsonable, allow_nan=True)
             out.flush()
@@ -116,6 +117,14 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def honour_umask(handle: int) -> None:
+    """Give a ``tempfile.mkstemp`` file (always 0600) the mode ``open`` would have given it: 0666 less the
+    umask, so teammates sharing a ``runs_root`` can read records and cache entries when the umask lets them."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(handle, 0o666 & ~mask)
 
 
 def error_line(error: BaseException, limit: int | None = None) -> str:

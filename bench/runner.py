@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import os
 import random
+import signal
 import socket
 import sys
 import traceback
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.checkpoint import CHECKPOINT_DIR, Checkpoints, Interrupted, Signals
 from bench.data import padding_waste
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.eval_cache import EvalFeatureCache
@@ -40,6 +42,7 @@ from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
 from methods.seq2seq import count_invalid
 
 SKIPPED = "skipped"
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -137,10 +140,40 @@ def _skip(label: str, path: Path, reason: str, record: dict[str, Any] | None = N
 def _execute(
     config: dict[str, Any], run_dir: Path, overrides: list[str], hparams: dict[str, Any], digest: str
 ) -> dict[str, Any]:
-    """Run and record; every exception ends as a record with a one-line error."""
+    """Run and record; every exception ends as a record with a one-line error, and so does SIGTERM/SIGINT
+    (status ``interrupted``, after a checkpoint when training had begun: bench.checkpoint)."""
     record_path = run_dir / "result.json"
+    record = _new_record(config, overrides, hparams, digest)
+    error_log = run_dir / "error.log"
+    tracker = None
+    checkpoints = Checkpoints(run_dir / CHECKPOINT_DIR, digest)
+    with Signals() as checkpoints.signals:
+        try:
+            tracker = make_tracker(config)  # an unknown logger or a missing library fails here, before training
+            tracker.on_start(config, run_dir)
+            tokens = _TRACKER.set(tracker), _CHECKPOINTS.set(checkpoints)  # read by the training loop
+            try:
+                _run(config, run_dir, record)  # keeps its 3-argument seam
+            finally:
+                _TRACKER.reset(tokens[0])
+                _CHECKPOINTS.reset(tokens[1])
+            record["status"] = "ok"
+            error_log.unlink(missing_ok=True)  # a stale log from an earlier failed try would contradict "ok"
+        except Exception as error:  # noqa: BLE001 — any failure must still leave a record
+            _record_error(record, error, run_dir)
+    _record_checkpoint(record, checkpoints)
+    record["provenance"]["finished_at"] = _now()
+    if tracker is not None and tracker.tracker.name != "none":
+        record["tracking"] = tracker.describe()
+    write_record(record, record_path)
+    _end_tracking(tracker, record, record_path)
+    _summary(record, record_path)
+    return record
+
+
+def _new_record(config: dict[str, Any], overrides: list[str], hparams: dict[str, Any], digest: str) -> dict[str, Any]:
     names = {k: config.get(k, {}).get("name") for k in GROUPS_IN_PATH}
-    record = empty_record(names["method"], names["model"], names["task"], int(config["seed"]))
+    record = empty_record(names["method"], names["model"], names["task"], config.get("seed"))  # checked in _run
     record["hparams"] = hparams
     sha, dirty = git_state()
     record["provenance"].update(
@@ -155,36 +188,43 @@ def _execute(
         pid=os.getpid(),
         started_at=_now(),
     )
-    error_log = run_dir / "error.log"
-    tracker = None
-    try:
-        tracker = make_tracker(config)  # an unknown logger or a missing library fails here, before training
-        tracker.on_start(config, run_dir)
-        token = _TRACKER.set(tracker)  # the training loop reads it; _run keeps its 3-argument seam
-        try:
-            _run(config, run_dir, record)
-        finally:
-            _TRACKER.reset(token)
-        record["status"] = "ok"
-        error_log.unlink(missing_ok=True)  # a stale log from an earlier failed try would contradict "ok"
-    except Exception as error:  # noqa: BLE001 — any failure must still leave a record
-        record["status"] = "diverged" if isinstance(error, Diverged) else "failed"
-        record["error"] = error_line(error)
-        if isinstance(error, Diverged):
-            record["diagnostics"] = diverged_diagnostics(str(error))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        error_log.write_text(traceback.format_exc())
-    record["provenance"]["finished_at"] = _now()
-    if tracker is not None and tracker.tracker.name != "none":
-        record["tracking"] = tracker.describe()
-    write_record(record, record_path)
-    _end_tracking(tracker, record, record_path)
-    _summary(record, record_path)
     return record
+
+
+def _record_error(record: dict[str, Any], error: Exception, run_dir: Path) -> None:
+    """Status and one-line error of a run that raised; the traceback to ``error.log``."""
+    record["status"] = (
+        "diverged" if isinstance(error, Diverged) else INTERRUPTED if isinstance(error, Interrupted) else "failed"
+    )
+    record["error"] = error_line(error)
+    if isinstance(error, Diverged):
+        record["diagnostics"] = diverged_diagnostics(str(error))
+    if isinstance(error, Interrupted):
+        record["interrupted"] = {"signal": signal.Signals(error.signum).name, "step": error.step}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.log").write_text(traceback.format_exc())
+
+
+def _record_checkpoint(record: dict[str, Any], checkpoints: Checkpoints) -> None:
+    """Where a resumed run started; where an interrupted one can resume from. A run that ended for good
+    (ok, diverged) drops its checkpoint; a failed one keeps it (an out-of-memory retry resumes)."""
+    record["provenance"]["resumed_from_step"] = checkpoints.resumed_from
+    if record["status"] == INTERRUPTED:
+        step = checkpoints.on_disk()
+        record["interrupted"]["checkpoint"] = {"path": CHECKPOINT_DIR, "step": step} if step is not None else None
+    elif record["status"] in ("ok", "diverged"):
+        checkpoints.remove()
+
+
+def interrupted_exit_code(record: Mapping[str, Any]) -> int:
+    """128 + the signal's number (SIGTERM: 143, SIGINT: 130): how a shell and Slurm see a process a signal ended."""
+    return 128 + int(signal.Signals[record["interrupted"]["signal"]])
 
 
 _TRACKER: contextvars.ContextVar[SafeTracker | None] = contextvars.ContextVar("tracker", default=None)
 """The tracker of the run in progress (bench.tracking), handed to the training loop."""
+_CHECKPOINTS: contextvars.ContextVar[Checkpoints | None] = contextvars.ContextVar("checkpoints", default=None)
+"""The checkpoint hook of the run in progress (bench.checkpoint), handed to the training loop."""
 
 
 def _end_tracking(tracker: SafeTracker | None, record: dict[str, Any], record_path: Path) -> None:
@@ -411,7 +451,7 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
             metrics["invalid_predictions"] = count_invalid(predictions, len(words))
         return {**metrics, **({"eval_loss": loss} if loss is not None else {})}
 
-    trained = train(model, task, splits, runtime, evaluate, result, _TRACKER.get())
+    trained = train(model, task, splits, runtime, evaluate, result, _TRACKER.get(), _checkpoints(runtime))
     trained.eval_feature_cache = cache.summary()
     trained.diagnostics = run_diagnostics(
         trained.history, task.primary_metric, task.kind, last.predictions, last.prefix, trained.stop
@@ -420,6 +460,14 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
         if split in splits.encoded:
             trained.reported[split] = evaluate(split)
     return trained
+
+
+def _checkpoints(runtime: Runtime) -> Checkpoints | None:
+    """The run's checkpoint hook, saving every ``trainer.checkpoint_every`` validation passes."""
+    hook = _CHECKPOINTS.get()
+    if hook is not None:
+        hook.every = runtime.settings.checkpoint_every
+    return hook
 
 
 def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:

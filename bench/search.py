@@ -11,7 +11,8 @@ schema has a defaults list.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,27 @@ def register() -> None:
     ConfigStore.instance().store(
         group="hydra/sweeper", name="optuna", node=OmegaConf.load(OPTUNA_PRESET), provider="softprompt-bench"
     )
+
+
+EXTRAS = {"hydra/sweeper=optuna": ("optuna", ("hydra_plugins.hydra_optuna_sweeper", "optuna"))}
+"""Command-line choices that need an optional extra: choice -> (extra, modules it installs)."""
+
+
+def missing_extra(args: Sequence[str]) -> str | None:
+    """One line naming the extra a command-line choice needs and lacks (Hydra itself would only say
+    that the choice is not found), or None."""
+    for arg in args:
+        choice = arg.replace(" ", "").removeprefix("+").removeprefix("override")
+        extra, modules = EXTRAS.get(choice, (None, ()))
+        if extra and not all(_installed(m) for m in modules):
+            return (
+                f"{choice} needs the '{extra}' extra, which is not installed: pip install 'softprompt-bench[{extra}]'"
+            )
+    return None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

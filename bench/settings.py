@@ -85,6 +85,11 @@ class TrainerConfig:
     eval_feature_cache_mb: float = _setting(
         1024.0, float, "a number >= 0 (0 disables the cache)", lambda v: v >= 0, computes=False
     )
+    # save a resumable checkpoint (bench.checkpoint) every this many validation passes, so a run killed
+    # outright (SIGKILL, node loss) resumes from there; null: only when SIGTERM/SIGINT stops the run
+    checkpoint_every: int | None = _setting(
+        None, int, "an integer >= 1 (validation passes), or null", lambda v: v >= 1, True, computes=False
+    )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
@@ -192,8 +197,19 @@ class RunSettings:
     dtype: torch.dtype
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit; torch's and Python's take these too
+
+
+def check_seed(value: Any) -> int:
+    """The run seed, an integer in [0, 2**32 - 1], or a one-line :class:`RunConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise RunConfigError(f"seed={value!r} is not allowed; allowed: an integer in [0, {SEED_MAX}]")
+    return value
+
+
 def check_run_settings(config: Mapping[str, Any]) -> RunSettings:
-    """Validate the trainer block, ``device`` and ``dtype`` of a resolved config (no loading)."""
+    """Validate the seed, the trainer block, ``device`` and ``dtype`` of a resolved config (no loading)."""
+    check_seed(config.get("seed"))
     trainer = TrainerConfig.from_dict(config.get("trainer") or {})
     device = resolve_device(str(config.get("device", "auto")))
     return RunSettings(trainer, device, resolve_dtype(str(config.get("dtype", "fp32")), device))

@@ -7,6 +7,7 @@ virtual token counts, eval and generation throughput, peak memory.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -87,6 +88,18 @@ class LoopState:
     losses: list[float] = field(default_factory=list)  # training losses since the last validation pass
     passes_without_gain: int = 0  # validation passes in a row without a gain > stop_margin
     last_gain_step: int = 0  # the step of the last pass that brought such a gain
+
+
+@dataclass
+class Checkpointable:
+    """What a training checkpoint saves and a resumed run restores (bench.checkpoint)."""
+
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    state: LoopState
+    result: TrainResult
+    watch: LossWatch
 
 
 @dataclass(frozen=True)
@@ -203,11 +216,6 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def _batches(encoded: Encoded, splits: Splits, size: int, shuffle: bool, seed: int, group: bool):
-    for indices in batch_indices(encoded.features, size, shuffle, seed, group):
-        yield indices, collate([encoded.features[i] for i in indices], splits.pad_id, splits.left_pad)
-
-
 def total_steps(settings: TrainerConfig, train_size: int) -> tuple[int, int]:
     """(optimizer steps, steps per epoch) from max_steps or epochs."""
     per_epoch = max(1, math.ceil(train_size / settings.batch_size))
@@ -216,11 +224,13 @@ def total_steps(settings: TrainerConfig, train_size: int) -> tuple[int, int]:
     return settings.epochs * per_epoch, per_epoch
 
 
-def _epoch_batches(splits: Splits, settings: TrainerConfig, seed: int):
-    """One shuffled epoch of collated training batches (length-grouped when the settings say so)."""
+def _epoch_batches(splits: Splits, settings: TrainerConfig, seed: int, skip: int = 0):
+    """One shuffled epoch of collated training batches (length-grouped when the settings say so), less
+    the first ``skip`` (a resumed run trained on them: an epoch's batches depend on its seed only)."""
     train = splits.encoded["train"]
-    for _, batch in _batches(train, splits, settings.batch_size, True, seed, settings.group_by_length):
-        yield batch
+    indices = batch_indices(train.features, settings.batch_size, True, seed, settings.group_by_length)
+    for batch in itertools.islice(indices, skip, None):
+        yield collate([train.features[i] for i in batch], splits.pad_id, splits.left_pad)
 
 
 def train(
@@ -231,12 +241,14 @@ def train(
     evaluate: Callable[[str], dict],
     result: TrainResult | None = None,
     tracker: Any = None,
+    checkpoints: Any = None,
 ) -> TrainResult:
     """Train the model's trainable parameters; evaluate on validation every ``eval_every`` steps.
 
     ``runtime.settings`` must have its LRs resolved (:meth:`TrainerConfig.with_method_lr`).
     ``tracker`` (optional, see :mod:`bench.tracking`) gets ``on_train_step(step, loss, lr)`` after every
-    optimizer step and ``on_eval(step, history_entry)`` after every validation pass.
+    optimizer step and ``on_eval(step, history_entry)`` after every validation pass. ``checkpoints``
+    (optional, :class:`bench.checkpoint.Checkpoints`) resumes the loop and saves it at safe points.
     """
     settings = runtime.settings
     optimizer = make_optimizer(parameter_groups(model, settings), settings.optimizer)
@@ -247,12 +259,14 @@ def train(
     result = result or TrainResult()
     result.optimizer_groups = describe_groups(optimizer)
     result.timer = StepTimer(runtime.device, warmup=settings.timing_warmup_steps)
-    state = LoopState()
-    progress = tqdm(total=steps, desc=f"train {model.method.name}", leave=False, disable=None)
-    watch = LossWatch()
-    plateau = False
+    state, watch, plateau = LoopState(), LossWatch(), False
+    live = Checkpointable(model, optimizer, scheduler, state, result, watch)
+    if checkpoints is not None:
+        checkpoints.resume(live)
+    progress = tqdm(total=steps, initial=state.step, desc=f"train {model.method.name}", leave=False, disable=None)
     while state.step < steps and not plateau:
-        for batch in _epoch_batches(splits, settings, runtime.seed + state.epoch):
+        skip = state.step - state.epoch * per_epoch  # > 0 only in the epoch a resumed run stopped in
+        for batch in _epoch_batches(splits, settings, runtime.seed + state.epoch, skip):
             loss = train_step(model, batch, optimizer, scheduler, runtime, result.timer)
             state.step += 1
             state.losses.append(loss)
@@ -269,8 +283,12 @@ def train(
                 plateau = rule.plateaued(state)
             if state.step >= steps or plateau:
                 break
+            if checkpoints is not None:
+                checkpoints.at_safe_point(live)
         state.epoch += 1
     progress.close()
+    if checkpoints is not None:
+        checkpoints.finish(live)
     result.stop = rule.describe(state, plateau)
     if state.best_params is not None:
         _load_trainable(model, state.best_params)  # test metrics come from the best checkpoint

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from bench.protocol import (
     Plan,
     ProtocolError,
     choose,
+    choose_all,
     describe,
     grid_command,
     main,
@@ -154,23 +157,139 @@ def _plan(runs: Path) -> Plan:
 def test_choose_takes_the_best_validation_point_of_the_grid_seed(tmp_path: Path) -> None:
     _write(tmp_path, "prompt_tuning", 0.01, 0, 0.60)
     _write(tmp_path, "prompt_tuning", 0.03, 0, 0.70)
-    _write(tmp_path, "prompt_tuning", 0.1, 0, 0.95, status="failed")  # never chosen
+    _write(tmp_path, "prompt_tuning", 0.1, 0, 0.95, status="diverged")  # an outcome (it lost), never chosen
     _write(tmp_path, "prompt_tuning", 0.01, 1, 0.99)  # another seed: not part of the grid stage
     choice = choose(load_records(tmp_path), _plan(tmp_path), "prompt_tuning", "minilm", "conll2003")
     assert choice.point == {"trainer.lr": 0.03} and choice.score == pytest.approx(0.70)
-    assert [t["status"] for t in choice.tried] == ["ok", "ok", "failed"]
+    assert [t["status"] for t in choice.tried] == ["ok", "ok", "diverged"]
     line = describe(choice, "best")
-    assert "chose trainer.lr=0.03" in line and "trainer.lr=0.1 failed" in line
+    assert "chose trainer.lr=0.03" in line and "trainer.lr=0.1 diverged" in line
 
 
-def test_choose_breaks_ties_by_grid_order_and_reports_missing(tmp_path: Path) -> None:
+def test_choose_breaks_ties_by_grid_order(tmp_path: Path) -> None:
+    _write(tmp_path, "prompt_tuning", 0.01, 0, 0.60)
     _write(tmp_path, "prompt_tuning", 0.03, 0, 0.70)
     _write(tmp_path, "prompt_tuning", 0.1, 0, 0.70)
     choice = choose(load_records(tmp_path), _plan(tmp_path), "prompt_tuning", "minilm", "conll2003")
     assert choice.point == {"trainer.lr": 0.03}
-    assert choice.tried[0]["status"] == "missing"
+
+
+@pytest.mark.parametrize("status", ["missing", "failed", "interrupted"])
+def test_a_grid_with_a_point_without_outcome_chooses_nothing(status: str, tmp_path: Path) -> None:
+    _write(tmp_path, "prompt_tuning", 0.03, 0, 0.70)
+    _write(tmp_path, "prompt_tuning", 0.1, 0, 0.60)
+    if status != "missing":
+        _write(tmp_path, "prompt_tuning", 0.01, 0, 0.99, status=status)  # its score cannot be trusted
+    choice = choose(load_records(tmp_path), _plan(tmp_path), "prompt_tuning", "minilm", "conll2003")
+    assert choice.point is None and choice.tried[0]["status"] == status
+    line = describe(choice, "best")
+    assert line.startswith(
+        f"[protocol] prompt_tuning/minilm/conll2003: grid incomplete, nothing chosen: trainer.lr=0.01 {status};"
+    )
+    assert "\n" not in line and ": chose " not in line
     nothing = choose(None, _plan(tmp_path), "prompt_tuning", "minilm", "conll2003")
     assert nothing.point is None and "seeds stage skipped" in describe(nothing, "best")
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from bench.identity import RunLock
+lock = RunLock(Path(sys.argv[1]))
+assert lock.acquire() is None
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+if len(sys.argv) > 3:  # finish the run: its record, then the lock
+    Path(sys.argv[3]).write_text(sys.stdin.read())
+lock.release()
+"""
+
+
+def _hold(lock: Path, seconds: float, record: Path | None = None, body: str = "") -> subprocess.Popen:
+    """A process holding a grid point's run lock, as a training run (or an orphaned stage) does."""
+    args = [sys.executable, "-c", HOLD_LOCK, str(lock), str(seconds), *([str(record)] if record else [])]
+    holder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    holder.stdin.write(body)
+    holder.stdin.close()
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_locked_grid_point_stops_the_choice_and_the_exit_status(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The issue's reproduction: 0.1 is held by a live process (no record yet); 0.01 is not chosen."""
+    _write(tmp_path, "prompt_tuning", 0.01, 0, 0.60)
+    _write(tmp_path, "prompt_tuning", 0.03, 0, 0.70)
+    point = tmp_path / "prompt_tuning" / "minilm" / "conll2003" / "lr=0.1" / "seed=0"
+    holder = _hold(point / "run.lock", 60)
+    commands = []
+    monkeypatch.setattr("bench.protocol.make_plan", lambda *a, **k: _plan(tmp_path))
+    monkeypatch.setattr("bench.protocol._run", lambda command, dry_run: commands.append(command) or 0)
+    try:
+        code = main(["cpu_ner"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 1
+    assert not any("seed=0,1,2" in " ".join(c) for c in commands)  # no seeds stage
+    out = capsys.readouterr().out
+    assert f"trainer.lr=0.1 locked (run held by pid {holder.pid} on " in out
+    assert ": chose " not in out and "0 chosen" in out
+
+
+def test_wait_locked_waits_for_the_running_point_then_chooses(tmp_path: Path, monkeypatch, capsys) -> None:
+    runs = tmp_path / "runs"
+    _write(runs, "prompt_tuning", 0.01, 0, 0.60)
+    _write(runs, "prompt_tuning", 0.03, 0, 0.70)
+    _write(tmp_path / "later", "prompt_tuning", 0.1, 0, 0.80)  # what the running point will write
+    record = next((tmp_path / "later").rglob("result.json"))
+    point = runs / "prompt_tuning" / "minilm" / "conll2003" / "lr=0.1" / "seed=0"
+    holder = _hold(point / "run.lock", 2, point / "result.json", record.read_text())
+    monkeypatch.setattr("bench.protocol.WAIT_POLL_S", 0.2)
+    try:
+        (choice,) = choose_all(_plan(runs), wait_locked=60)
+    finally:
+        holder.wait(timeout=60)
+    assert choice.point == {"trainer.lr": 0.1} and choice.score == pytest.approx(0.80)
+    assert "[protocol] waiting for 1 running grid point(s)" in capsys.readouterr().out
+
+
+STAGE = """
+import signal, sys, time
+from pathlib import Path
+def stop(signum, frame):
+    Path(sys.argv[1]).write_text(signal.Signals(signum).name)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+PROTOCOL = """
+import sys
+from bench.protocol import _run
+sys.exit(_run([sys.executable, "-c", sys.argv[1], sys.argv[2]], False))
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stage_dies_with_the_protocol(number: int, tmp_path: Path) -> None:
+    """A stopped protocol leaves no stage training (and holding a grid point's lock) behind."""
+    got = tmp_path / "stage_got"
+    protocol = subprocess.Popen(
+        [sys.executable, "-c", PROTOCOL, STAGE, str(got)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        while protocol.stdout.readline().strip() != "ready":
+            assert protocol.poll() is None
+        protocol.send_signal(number)
+        code = protocol.wait(timeout=30)
+        for _ in range(100):  # the orphaned stage's handler runs after its parent is gone
+            if got.exists():
+                break
+            time.sleep(0.1)
+    finally:
+        protocol.kill()
+    assert got.read_text() == "SIGTERM"
+    assert code == (143 if number == signal.SIGTERM else -signal.SIGKILL)
 
 
 # --- the whole protocol, on a tiny model -------------------------------------------------------

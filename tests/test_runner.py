@@ -450,6 +450,8 @@ BAD_SETTINGS = [
     (["trainer.max_steps=0"], "trainer.max_steps"),
     (["+trainer.lr_sceduler=cosine"], "lr_sceduler"),
     (["dtype=fp8"], "dtype='fp8'"),
+    (["seed=-1"], "seed=-1 is not allowed; allowed: an integer in [0, 4294967295]"),
+    (["seed=abc"], "seed='abc' "),
 ]
 
 
@@ -580,4 +582,4 @@ def test_multirun_summary_counts_outcomes_and_a_job_that_died(tmp_path: Path) ->
         write_outcome(tmp_path / str(num), status, tmp_path / "r.json")
     (tmp_path / "4").mkdir()  # a job folder without an outcome: the job was killed
     (tmp_path / "multirun.yaml").write_text("")
-    assert summary_line(collect(tmp_path)) == "multirun: 2 ok, 1 skipped, 1 failed, 1 diverged"
+    assert summary_line(collect(tmp_path)) == "multirun: 2 ok, 1 skipped, 1 failed, 1 diverged, 0 interrupted"

@@ -9,12 +9,13 @@ The evaluation cap is a trainer setting (``trainer.max_eval_samples``) applied b
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
 import string
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,15 +181,41 @@ def label_id(value: Any, label_names: list[str], where: str, field_name: str = "
 def parse_json(text: str, path: Path, first_line: int = 1) -> Any:
     """``json.loads``; a syntax error becomes ``file:line:column: malformed JSON: reason``."""
     try:
-        return json.loads(text)
+        # trailing whitespace cut first: a truncated line's error is at its end, not on the line after it
+        return json.loads(text.rstrip())
     except json.JSONDecodeError as exc:
         raise TaskDataError(f"{path}:{first_line + exc.lineno - 1}:{exc.colno}: malformed JSON: {exc.msg}") from None
+
+
+def undecodable(path: Path) -> TaskDataError:
+    """``file:line:column: not UTF-8`` for a file with bytes UTF-8 cannot decode (the codec's own error
+    names only an offset in the chunk it was given, not the file or the line)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return TaskDataError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[exc.start]:02x}: {exc.reason}); "
+            "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        )
+    return TaskDataError(f"{path}: not UTF-8 text")
+
+
+@contextlib.contextmanager
+def utf8(path: Path) -> Iterator[None]:
+    """Around a reader of ``path``: a UnicodeDecodeError becomes :func:`undecodable`'s one line."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise undecodable(path) from None
 
 
 def read_jsonl(path: Path) -> list[RawRow]:
     """Read a jsonl file into (where, row) pairs; malformed lines raise TaskDataError."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
+    with utf8(path), open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -29,6 +29,7 @@ from bench.tasks.base import (
     load_hub_dataset,
     parse_json,
     read_split_files,
+    utf8,
     warn,
 )
 
@@ -64,7 +65,7 @@ def group_by_source(rows: list[RawRow]) -> list[RawRow]:
 def read_e2e_csv(path: Path, columns: dict) -> list[RawRow]:
     """E2E csv (``mr,ref``): one row per csv row; grouping happens afterwards."""
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with utf8(path), open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         header = {name.strip().lower(): name for name in reader.fieldnames or []}
         wanted = {key: header.get(str(col).lower()) for key, col in columns.items()}
@@ -104,6 +105,7 @@ def read_webnlg_dir(split_dir: Path) -> FileRows:
         entries = _webnlg_entries(path)
         if not any(lexes for _where, _source, lexes in entries):
             notes["unlabeled_files"] += 1
+            warn(f"{path}: no <lex> in any of its {len(entries)} entries: input-only, left out")
             continue
         for where, source, lexes in entries:
             refs = [text for text in lexes if text]
@@ -140,7 +142,8 @@ def _webnlg_entries(path: Path) -> list[tuple[str, str, list[str]]]:
 
 def _read_xsum_article(path: Path) -> dict:
     """One ``bbc-summary-data/<id>.summary`` file: summary = FIRST-SENTENCE, document = RESTBODY."""
-    parts = XSUM_SECTION.split(path.read_text(encoding="utf-8"))
+    with utf8(path):
+        parts = XSUM_SECTION.split(path.read_text(encoding="utf-8"))
     sections = dict(zip(parts[1::2], (p.strip() for p in parts[2::2])))
     for key in ("FIRST-SENTENCE", "RESTBODY"):
         if not sections.get(key):
@@ -158,7 +161,8 @@ def read_xsum_dir(base: Path, cfg: dict) -> tuple[dict[str, list[RawRow] | None]
     split_file, doc_dir = base / files.get("split_ids", ""), base / files.get("documents", "")
     if not split_file.is_file() or not doc_dir.is_dir():
         raise TaskDataError(f"task {cfg['name']}: missing file: need {split_file} and {doc_dir}/")
-    ids = parse_json(split_file.read_text(encoding="utf-8"), split_file)
+    with utf8(split_file):
+        ids = parse_json(split_file.read_text(encoding="utf-8"), split_file)
     if not isinstance(ids, dict):
         raise TaskDataError(f"{split_file}:1: expected a JSON object {{split: [ids]}}")
     out: dict[str, list[RawRow] | None] = {}

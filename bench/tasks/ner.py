@@ -27,6 +27,7 @@ from bench.tasks.base import (
     load_hub_dataset,
     read_split_files,
     remap_ids,
+    utf8,
 )
 
 
@@ -53,7 +54,7 @@ def read_conll(path: Path, tag_column: int | Mapping = -1) -> list[RawRow]:
     rows: list[RawRow] = []
     tokens, tags, lines = [], [], []
     width = index = 0
-    with open(path, encoding="utf-8") as handle:
+    with utf8(path), open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             columns = line.split()
             if columns and columns[0] != "-DOCSTART-":
