@@ -32,6 +32,7 @@ from bench.diagnostics import LossWatch
 from bench.eval_cache import CachePass, EvalFeatureCache
 from bench.measure import StepTimer, synchronize
 from bench.settings import OPTIMIZERS, TrainerConfig, TrainerConfigError
+from bench.tasks.metrics import orient
 
 
 class Diverged(RuntimeError):
@@ -82,7 +83,7 @@ class LoopState:
 
     step: int = 0
     epoch: int = 0
-    best_score: float = -math.inf
+    best_score: float = -math.inf  # oriented (bench.tasks.metrics.orient): larger is better for every metric
     best_params: dict[str, torch.Tensor] | None = None
     losses: list[float] = field(default_factory=list)  # training losses since the last validation pass
     passes_without_gain: int = 0  # validation passes in a row without a gain > stop_margin
@@ -92,7 +93,9 @@ class LoopState:
 @dataclass(frozen=True)
 class StopRule:
     """Convergence stopping: a plateau of ``patience`` validation passes without a gain of more than
-    ``margin`` ends the run; the step budget (``cap``) ends it otherwise. ``patience=None``: fixed budget."""
+    ``margin`` ends the run; the step budget (``cap``) ends it otherwise. ``patience=None``: fixed budget.
+    Scores are oriented (larger is better; a lower-is-better metric is negated), so a gain is a step in
+    the metric's own direction."""
 
     patience: int | None
     margin: float
@@ -348,7 +351,7 @@ def _evaluate_and_track(
     state.losses = []
     result.history.append(entry)
     result.final = dict(metrics)
-    score = metrics[task.primary_metric]
+    score = orient(task.primary_metric, metrics[task.primary_metric])
     if rule is not None:
         rule.observe(state, score)
     if score > state.best_score:  # strictly better: ties keep the earlier, cheaper checkpoint

@@ -72,15 +72,20 @@ NEAR_FULL = "≈ full FT"
 _EPS = 1e-9  # thresholds are inclusive; keep 0.80 - 0.79 = 1.0000000000000009 points "within 1 point"
 
 
-def relative_position(score: float, full: float, head: float) -> float:
-    """r = (score − head)/(full − head); NaN when a reference is missing or too close."""
-    if any(math.isnan(v) for v in (score, full, head)) or (full - head) * 100 < QUALITY_MIN_SPAN_POINTS:
+def relative_position(score: float, full: float, head: float, sign: float = 1.0) -> float:
+    """r = (score − head)/(full − head); NaN when a reference is missing or too close. ``sign`` is the
+    metric's direction (-1: lower is better), which decides whether full FT is above head-only."""
+    if any(math.isnan(v) for v in (score, full, head, sign)) or sign * (full - head) * 100 < QUALITY_MIN_SPAN_POINTS:
         return math.nan
     return (score - head) / (full - head)
 
 
-def quality_label(score: float, full: float, head: float) -> str:
-    """The Quality label of a score (all in [0, 1]) given the two reference scores."""
+def quality_label(score: float, full: float, head: float, sign: float = 1.0) -> str:
+    """The Quality label of a score (all in [0, 1]) given the two reference scores; ``sign`` = -1 for a
+    lower-is-better metric (the labels then read the scores negated)."""
+    if math.isnan(sign):
+        return "n/a (its tasks' metrics disagree on which way is better)"
+    score, full, head = score * sign, full * sign, head * sign
     if math.isnan(score):
         return "n/a (no usable runs)"
     if math.isnan(full):
@@ -124,16 +129,20 @@ def method_declarations() -> dict[str, dict[str, bool]]:
 
 
 def relative_scores(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
-    """Per method × model × task (the chosen hparams): mean score, the references, r, rank, label."""
+    """Per method × model × task (the chosen hparams): mean score, the references, r, rank (1 = best in
+    the primary metric's direction, ``sign``), label."""
     stats = cell_stats(df, variant).dropna(subset=["mean"])
     refs = {name: stats[stats["method"] == name].set_index(["model", "task"])["mean"] for name in (FULL, HEAD)}
     index = pd.MultiIndex.from_frame(stats[["model", "task"]])
     stats["full"] = refs[FULL].reindex(index).to_numpy()
     stats["head"] = refs[HEAD].reindex(index).to_numpy()
-    stats["r"] = [relative_position(*v) for v in zip(stats["mean"], stats["full"], stats["head"])]
-    stats["label"] = [quality_label(*v) for v in zip(stats["mean"], stats["full"], stats["head"])]
+    columns = (stats["mean"], stats["full"], stats["head"], stats["sign"])
+    stats["r"] = [relative_position(*v) for v in zip(*columns)]
+    stats["label"] = [quality_label(*v) for v in zip(*columns)]
     by_task = stats.groupby(["model", "task"])["mean"]
-    stats["rank"] = by_task.rank(ascending=False, method="min")
+    stats["rank"] = (
+        (stats["mean"] * stats["sign"]).groupby([stats["model"], stats["task"]]).rank(ascending=False, method="min")
+    )
     stats["n_methods"] = by_task.transform("count")
     return stats.drop(columns=["not_ok", "not_ok_detail"]).reset_index(drop=True)
 
@@ -147,7 +156,9 @@ def _aggregate_quality(rows: pd.DataFrame, has_full: bool, has_head: bool) -> di
         mask &= rows["head"].notna()
     used = rows[mask]
     score, full, head = (float(used[c].mean()) if len(used) else math.nan for c in ("mean", "full", "head"))
-    quality = quality_label(score, full, head)
+    signs = used["sign"].unique()
+    sign = float(signs[0]) if len(signs) == 1 else (1.0 if used.empty else math.nan)  # NaN: directions mixed
+    quality = quality_label(score, full, head, sign)
     if used.empty and rows["mean"].notna().any():
         quality = f"n/a (no task shared with {FULL}/{HEAD})"
     return {
@@ -155,7 +166,7 @@ def _aggregate_quality(rows: pd.DataFrame, has_full: bool, has_head: bool) -> di
         "score": score,
         "full": full,
         "head": head,
-        "r": relative_position(score, full, head),
+        "r": relative_position(score, full, head, sign),
         "quality": quality,
         "mean_rank": float(used["rank"].mean()) if len(used) else math.nan,
         "n_methods": int(rows["n_methods"].max()) if len(rows) else 0,
@@ -241,9 +252,10 @@ def _doubts(row: pd.Series, name: str) -> list[str]:
 
 
 def _difference(a: pd.Series, b: pd.Series) -> tuple[float, float]:
-    """b − a of two rows of :func:`relative_scores` and the standard error of that difference."""
+    """b − a of two rows of :func:`relative_scores` (of one task) in the metric's direction (positive:
+    b is better, also for a lower-is-better metric) and the standard error of that difference."""
     se = math.sqrt(sum(0.0 if math.isnan(r["std"]) else r["std"] ** 2 / r["n"] for r in (a, b)))
-    return float(b["mean"] - a["mean"]), se
+    return float((b["mean"] - a["mean"]) * a["sign"]), se
 
 
 def _unseparated(full: pd.Series, head: pd.Series | None) -> str:
@@ -275,7 +287,7 @@ def _verdict(
     if doubts:
         return {"diff": diff, "se": se, "verdict": INCONCLUSIVE, "reason": "; ".join(doubts)}
     if op == "≈":
-        if quality_label(a["mean"], b["mean"], a["head"]) == NEAR_FULL:
+        if quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL:
             return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
     if abs(diff) <= CLAIM_NOISE_SE * se:
         few = min(int(a["n"]), int(b["n"])) < NOISE_MIN_SEEDS
@@ -291,7 +303,8 @@ def _verdict(
 
 
 def claim_check_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
-    """Per model × task × relation of :data:`CLAIM`: Δ = right − left (in [0, 1]), its standard
+    """Per model × task × relation of :data:`CLAIM`: Δ = right − left (in [0, 1], negated for a
+    lower-is-better metric so that Δ > 0 always means right is better), its standard
     error, the verdict ("holds", "violated", "inconclusive", "n/a (no X runs)") and, when
     inconclusive, the reason."""
     scores = relative_scores(df, variant)
