@@ -160,7 +160,9 @@ def _execute(
     try:
         tracker = make_tracker(config)  # an unknown logger or a missing library fails here, before training
         tracker.on_start(config, run_dir)
-        token = _TRACKER.set(tracker)  # the training loop reads it; _run keeps its 3-argument seam
+        # a context variable, not an argument: _run keeps its (config, run_dir, record) signature, which tests
+        # replace; _train_and_test reads it back (_TRACKER.get()) and hands it to bench.train.train
+        token = _TRACKER.set(tracker)
         try:
             _run(config, run_dir, record)
         finally:
@@ -221,7 +223,7 @@ def _summary(record: dict[str, Any], path: Path) -> None:
 
 def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     from bench.models import load_model
-    from bench.tasks import load_task  # imported late: keeps `--help` and config errors fast
+    from bench.tasks import load_task  # here, not at the top: only a run needs the loaders (torch is loaded anyway)
     from methods import get_method
     from methods.model import AdaptedModel
 
