@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.tasks.constants import IGNORE_INDEX
+from vocab import IGNORE_INDEX, choice_names
 
 # the encoding code itself is part of a cached split's identity: editing this file invalidates the cache
 _ENCODER_SOURCE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
@@ -76,11 +76,6 @@ def encode_multiple_choice(tokenizer, examples: Sequence[dict], max_length: int)
         features.append(choice)
         start += count
     return Encoded(features, sum(flags), sum(len(ids) for f in features for ids in f["input_ids"]))
-
-
-def choice_names(count: int) -> list[str]:
-    """The words that name the choices of a multiple-choice example written as text: choice1, choice2, ..."""
-    return [f"choice{index}" for index in range(1, count + 1)]
 
 
 def choices_as_text(pairs: Sequence[Sequence[str | None]]) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from bench.tasks.metrics import MAXIMIZE, metric_direction, orient
+
 CONVERGENCE_TAIL = 0.25
 """The "last quarter": validation passes at steps > (1 − this) × the last step."""
 CONVERGENCE_METRIC_MARGIN = 0.01
@@ -39,7 +41,8 @@ def _finite(value: Any) -> bool:
 
 
 def convergence(history: Sequence[Mapping[str, Any]], metric: str) -> tuple[bool, str]:
-    """(converged, reason) from the validation curve of ``metric`` (and ``eval_loss`` if recorded).
+    """(converged, reason) from the validation curve of ``metric`` (and ``eval_loss`` if recorded); a gain
+    is a step in the metric's direction (bench.tasks.metrics.orient).
 
     Rule: split the validation passes at 75 % of the last step.  Converged when at least one pass
     lies before the split and the passes after it improve the best earlier ``metric`` by at most
@@ -60,12 +63,14 @@ def convergence(history: Sequence[Mapping[str, Any]], metric: str) -> tuple[bool
     tail = [h for h in passes if h["step"] > cut]
     if not early:
         return False, f"no validation pass before step {cut:g} (the last quarter)"
-    best_early = max(h[metric] for h in early)
-    if best_early >= METRIC_CEILING:
+    higher = metric_direction(metric) == MAXIMIZE  # a lower-is-better metric converges by no longer falling
+    best_early = max(orient(metric, h[metric]) for h in early)
+    if higher and best_early >= METRIC_CEILING:
         return True, f"{metric} reached {best_early:.3f} before the last quarter"
-    gain = max(h[metric] for h in tail) - best_early
+    gain = max(orient(metric, h[metric]) for h in tail) - best_early
     if gain > CONVERGENCE_METRIC_MARGIN:
-        return False, f"{metric} still rising: +{gain:.3f} in the last quarter (> {CONVERGENCE_METRIC_MARGIN})"
+        moving = "rising: +" if higher else "falling: −"
+        return False, f"{metric} still {moving}{gain:.3f} in the last quarter (> {CONVERGENCE_METRIC_MARGIN})"
     losses = [(h["step"], h["eval_loss"]) for h in passes if _finite(h.get("eval_loss"))]
     early_loss = [v for s, v in losses if s <= cut]
     tail_loss = [v for s, v in losses if s > cut]

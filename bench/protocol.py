@@ -6,8 +6,8 @@ Two stages, one command, resumable:
    its hyperparameter grid (``protocol.grid.<method>``, e.g. ``trainer.lr: [1e-3, 3e-3, 1e-2]``) over
    the preset's models and tasks at one seed (``protocol.grid_seed``);
 2. **seeds** — the records are read back and, per method × model × task, the grid point with the
-   best validation score (``metrics.<protocol.select_on>.<primary>``; ties go to the earlier grid
-   value) is run at every seed of ``protocol.seeds``.
+   best validation score (``metrics.<protocol.select_on>.<primary>``, in the direction the metric
+   registry declares for it; ties go to the earlier grid value) is run at every seed of ``protocol.seeds``.
 
 A rerun skips every run whose ``ok`` record is up to date (the runner's resume), so a killed
 protocol continues where it stopped. What was chosen and why is printed and written to
@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.tasks.metrics import orient
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -220,8 +222,9 @@ def _locked_by(point: dict[str, Any], locks: list[tuple[dict[str, str], str]]) -
 def choose(
     runs: Any, plan: Plan, method: str, model: str, task: str, locks: list[tuple[dict[str, str], str]] | None = None
 ) -> Choice:
-    """The grid point with the best validation score, when every grid point has an outcome: none while
-    one is missing, failed, interrupted or running (``locks``: :func:`held_locks`)."""
+    """The grid point with the best validation score in the primary metric's declared direction
+    (bench.tasks.metrics.orient: the minimum of a lower-is-better metric), when every grid point has an
+    outcome: none while one is missing, failed, interrupted or running (``locks``: :func:`held_locks`)."""
     column = "score_best" if plan.select_on == "best" else "score_final"
     rows = _grid_rows(runs, plan, method, model, task)
     tried, best = [], None
@@ -232,12 +235,13 @@ def choose(
             else []
         )
         usable = [r for r in found if r["usable"] and not math.isnan(r[column])]
-        score = max((float(r[column]) for r in usable), default=None)
+        metric = str(usable[0]["metrics.primary"]) if usable else ""
+        score = max((float(r[column]) for r in usable), key=lambda v: orient(metric, v), default=None)
         status = "ok" if usable else (str(found[0]["status"]) if found else "missing")
         holder = _locked_by(point, locks or []) if not usable else None
         tried.append({"point": point, "score": score, "status": "locked" if holder else status, "holder": holder})
-        if score is not None and (best is None or score > best[1]):
-            best = (point, score, usable[0]["metrics.primary"])
+        if score is not None and (best is None or orient(metric, score) > orient(best[2], best[1])):
+            best = (point, score, metric)
     if best is None or any(t["status"] in INCOMPLETE for t in tried):
         return Choice(method, model, task, None, None, None, tried)
     return Choice(method, model, task, best[0], best[1], best[2], tried)

@@ -261,7 +261,7 @@ def _summary(record: dict[str, Any], path: Path) -> None:
 
 def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     from bench.models import load_model
-    from bench.tasks import load_task  # imported late: keeps `--help` and config errors fast
+    from bench.tasks import load_task  # here, not at the top: only a run needs the loaders (torch is loaded anyway)
     from methods import get_method
     from methods.model import AdaptedModel
 

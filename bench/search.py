@@ -1,7 +1,8 @@
 """Hyperparameter search: the objective, its direction and the ``hydra/sweeper=optuna`` preset.
 
 ``python -m bench`` returns :func:`objective` of its record (the best validation score of the primary
-metric), which is what Hydra sweepers read; the direction comes from :func:`metric_direction`.
+metric), which is what Hydra sweepers read; the direction is the one the metric registry declares
+(:func:`bench.tasks.metrics.metric_direction`, the ``${metric_direction:...}`` resolver).
 
 The preset lives in ``bench/optuna_sweeper.yaml`` and is stored in Hydra's ConfigStore as
 ``hydra/sweeper/optuna``, replacing the plugin's own node: a file ``conf/hydra/sweeper/optuna.yaml``
@@ -18,15 +19,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from bench.tasks.metrics import metric_direction
+
 OPTUNA_PRESET = Path(__file__).with_name("optuna_sweeper.yaml")
 
-LOWER_IS_BETTER = frozenset({"loss", "eval_loss", "perplexity", "ter", "wer", "cer"})
-"""Primary-metric names a search minimises; every other metric (accuracy, F1, BLEU, ROUGE, ...) is maximised."""
-
-
-def metric_direction(metric: str) -> str:
-    """``"minimize"`` for an error-like metric, else ``"maximize"``."""
-    return "minimize" if str(metric).lower() in LOWER_IS_BETTER else "maximize"
+__all__ = ["OPTUNA_PRESET", "metric_direction", "objective", "register"]  # metric_direction: the registry's
 
 
 def objective(record: Mapping[str, Any]) -> float | None:

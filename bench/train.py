@@ -33,6 +33,7 @@ from bench.diagnostics import LossWatch
 from bench.eval_cache import CachePass, EvalFeatureCache
 from bench.measure import StepTimer, synchronize
 from bench.settings import OPTIMIZERS, TrainerConfig, TrainerConfigError
+from bench.tasks.metrics import orient
 
 
 class Diverged(RuntimeError):
@@ -83,7 +84,7 @@ class LoopState:
 
     step: int = 0
     epoch: int = 0
-    best_score: float = -math.inf
+    best_score: float = -math.inf  # oriented (bench.tasks.metrics.orient): larger is better for every metric
     best_params: dict[str, torch.Tensor] | None = None
     losses: list[float] = field(default_factory=list)  # training losses since the last validation pass
     passes_without_gain: int = 0  # validation passes in a row without a gain > stop_margin
@@ -105,7 +106,9 @@ class Checkpointable:
 @dataclass(frozen=True)
 class StopRule:
     """Convergence stopping: a plateau of ``patience`` validation passes without a gain of more than
-    ``margin`` ends the run; the step budget (``cap``) ends it otherwise. ``patience=None``: fixed budget."""
+    ``margin`` ends the run; the step budget (``cap``) ends it otherwise. ``patience=None``: fixed budget.
+    Scores are oriented (larger is better; a lower-is-better metric is negated), so a gain is a step in
+    the metric's own direction."""
 
     patience: int | None
     margin: float
@@ -233,6 +236,17 @@ def _epoch_batches(splits: Splits, settings: TrainerConfig, seed: int, skip: int
         yield collate([train.features[i] for i in batch], splits.pad_id, splits.left_pad)
 
 
+def _optimization(model, splits: Splits, runtime: Runtime, result: TrainResult) -> tuple[Any, Any, int, int]:
+    """The optimizer, its LR schedule, the total and per-epoch step counts; ``result`` gets the optimizer's
+    groups and a fresh step timer."""
+    settings = runtime.settings
+    optimizer = make_optimizer(parameter_groups(model, settings), settings.optimizer)
+    steps, per_epoch = total_steps(settings, len(splits.encoded["train"].features))
+    result.optimizer_groups = describe_groups(optimizer)
+    result.timer = StepTimer(runtime.device, warmup=settings.timing_warmup_steps)
+    return optimizer, make_scheduler(optimizer, settings, steps), steps, per_epoch
+
+
 def train(
     model,
     task,
@@ -251,14 +265,10 @@ def train(
     (optional, :class:`bench.checkpoint.Checkpoints`) resumes the loop and saves it at safe points.
     """
     settings = runtime.settings
-    optimizer = make_optimizer(parameter_groups(model, settings), settings.optimizer)
-    steps, per_epoch = total_steps(settings, len(splits.encoded["train"].features))
-    scheduler = make_scheduler(optimizer, settings, steps)
+    result = result or TrainResult()
+    optimizer, scheduler, steps, per_epoch = _optimization(model, splits, runtime, result)
     eval_every = settings.eval_every or per_epoch
     rule = StopRule(settings.stop_patience, settings.stop_margin, steps)
-    result = result or TrainResult()
-    result.optimizer_groups = describe_groups(optimizer)
-    result.timer = StepTimer(runtime.device, warmup=settings.timing_warmup_steps)
     state, watch, plateau = LoopState(), LossWatch(), False
     live = Checkpointable(model, optimizer, scheduler, state, result, watch)
     if checkpoints is not None:
@@ -366,7 +376,7 @@ def _evaluate_and_track(
     state.losses = []
     result.history.append(entry)
     result.final = dict(metrics)
-    score = metrics[task.primary_metric]
+    score = orient(task.primary_metric, metrics[task.primary_metric])
     if rule is not None:
         rule.observe(state, score)
     if score > state.best_score:  # strictly better: ties keep the earlier, cheaper checkpoint

@@ -16,6 +16,7 @@ from methods.registry import (
     BACKBONE_DECLARATIONS,
     DECLARATIONS,
     METHODS,
+    REFERENCES,
     MethodConfig,
     MethodConfigError,
     NothingToTrainError,
@@ -24,6 +25,8 @@ from methods.registry import (
     field_defaults,
     get_method,
     method_names,
+    peft_counterparts,
+    reference_method,
     register,
     yaml_drift,
 )
@@ -33,6 +36,13 @@ PLUGINS_ENV = "SOFTPROMPT_PLUGINS"
 # families in the order of the usual claim, then the baselines.  (A tuple, not an import line: import
 # sorting must not reorder the registry.)
 BUILTIN = ("prompt_tuning", "prefix_tuning", "p_tuning_v2", "lora", "head_only", "full_finetune")
+# The usual claim about these methods, as a chain of pairwise relations the report checks per model × task
+# (bench.report.comparison): "prompt < prefix < P-Tuning v2 ≈ full fine-tuning" (the ceiling).
+CLAIM = (
+    ("prompt_tuning", "<", "prefix_tuning"),
+    ("prefix_tuning", "<", "p_tuning_v2"),
+    ("p_tuning_v2", "≈", "full_finetune"),
+)
 # The shared machinery, not methods: left to whoever needs it (model/injection pull in transformers).
 SUPPORT = ("registry", "virtual", "injection", "model", "seq2seq")
 
@@ -67,8 +77,10 @@ load_plugins()
 
 __all__ = [
     "BACKBONE_DECLARATIONS",
+    "CLAIM",
     "DECLARATIONS",
     "METHODS",
+    "REFERENCES",
     "PLUGINS_ENV",
     "MethodConfig",
     "MethodConfigError",
@@ -80,6 +92,8 @@ __all__ = [
     "get_method",
     "load_plugins",
     "method_names",
+    "peft_counterparts",
+    "reference_method",
     "register",
     "yaml_drift",
 ]

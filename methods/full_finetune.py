@@ -16,6 +16,7 @@ class FullFinetuneConfig(MethodConfig):
     name = "full_finetune"
     trains_backbone = True
     baseline = True
+    reference = "ceiling"  # the quality every other method is measured against
     attention_weights = True
     description = "all backbone weights and the head train"
     lr: float = 5e-5

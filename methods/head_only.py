@@ -45,6 +45,7 @@ class HeadOnlyConfig(MethodConfig):
 
     name = "head_only"
     baseline = True
+    reference = "floor"  # what the frozen backbone gives with nothing but a trained reader
     description = "frozen backbone, trainable task head (or LM head) only"
     lr: float = 1e-3
 

@@ -37,6 +37,7 @@ class LoraConfig(MethodConfig):
 
     name = "lora"
     baseline = True
+    peft_counterpart = "LORA"
     attention_weights = True
     description = "rank-r updates of the attention projections (peft)"
     lr: float = (

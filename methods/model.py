@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench.data import choice_names
-from bench.tasks.constants import IGNORE_INDEX, TASK_KINDS
 from methods.injection import find_attention_sites, select_sites, set_prefixes
 from methods.registry import MethodConfig, MethodConfigError, NothingToTrainError
 from methods.seq2seq import invalid_beyond, label_targets, label_word_ids, map_generations
 from methods.virtual import BackboneSpec, SoftPrompt
+from vocab import IGNORE_INDEX, TASK_KINDS, choice_names
 
 # placeholder tokens that never occur in text: [unused7] (BERT), <unused7>, <|im_start|>-style control tokens
 _PLACEHOLDER = re.compile(r"\[unused\d+\]|<unused\d+>|<\|.*\|>")

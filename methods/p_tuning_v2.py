@@ -22,6 +22,8 @@ class PTuningV2Config(PrefixConfig):
     input_tokens = True
     attention_prefix = True
     reparameterized = True
+    # deep prompts: input tokens and per-layer prefixes together, so its step should cost no more than both
+    overhead_bound = ("prompt_tuning", "prefix_tuning")
     description = "virtual input tokens + K/V prefixes generated from the same embeddings"
     lr: float = 2e-3  # with the MLP; 1e-2 collapsed MiniLM to a constant prediction on synth_cls
     virtual_positions: str = "shift"  # shift | keep (methods.virtual.VIRTUAL_POSITIONS)

@@ -22,5 +22,6 @@ class PrefixTuningConfig(PrefixConfig):
     name = "prefix_tuning"
     attention_prefix = True
     reparameterized = True  # declared for the default prefix_projection=True
+    peft_counterpart = "PREFIX_TUNING"  # with prefix_projection=True, as ours by default
     description = "MLP-generated K/V prefixes in every attention layer"
     lr: float = 2e-3  # with the MLP; 1e-2 collapsed MiniLM to a constant prediction on synth_cls

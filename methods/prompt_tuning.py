@@ -19,6 +19,7 @@ class PromptTuningConfig(SoftPromptConfig):
 
     name = "prompt_tuning"
     input_tokens = True
+    peft_counterpart = "PROMPT_TUNING"
     description = "N virtual token embeddings prepended to the input"
     lr: float = 3e-2  # soft prompts need learning rates far above fine-tuning's (Lester et al. use 0.3 with Adafactor)
     virtual_positions: str = "shift"  # shift | keep (methods.virtual.VIRTUAL_POSITIONS)

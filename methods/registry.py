@@ -4,7 +4,10 @@ A method is one file in ``methods/`` holding a config dataclass (subclass of
 :class:`MethodConfig`) decorated with :func:`register`.  The config declares
 what the method touches (``input_tokens``, ``attention_prefix``,
 ``reparameterized``); those three booleans are the first columns of the
-comparison table and tests check them against behaviour.
+comparison table and tests check them against behaviour.  It also declares the method's
+role in comparisons: a reference baseline (:data:`REFERENCES`), the PEFT method that
+implements it too, and the methods whose costs bound its own; ``bench`` derives its method
+lists (speed contenders and ratios, the report's references) from these, never from names.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ DECLARATIONS = (
     "trains_backbone",
     "baseline",
 )
+REFERENCES = ("ceiling", "floor")
+"""Reference baselines every other method is placed between: the quality ceiling (full fine-tuning) and
+the floor (head-only: a frozen backbone, only what reads it trains). At most one method holds each."""
 # the declarations by which a method changes what the (frozen) backbone computes for an input
 BACKBONE_DECLARATIONS = ("input_tokens", "attention_prefix", "attention_weights", "trains_backbone")
 
@@ -46,6 +52,9 @@ class MethodConfig:
     attention_weights: ClassVar[bool] = False  # attention projection weights change (LoRA, full FT)
     trains_backbone: ClassVar[bool] = False  # backbone weights receive updates
     baseline: ClassVar[bool] = False  # reference point, not one of the three methods
+    reference: ClassVar[str] = ""  # one of REFERENCES for the ceiling/floor baseline; "" otherwise
+    peft_counterpart: ClassVar[str] = ""  # PEFT's PeftType that implements this method as defined here
+    overhead_bound: ClassVar[tuple[str, ...]] = ()  # methods whose step overheads, summed, bound this one's
     description: ClassVar[str] = ""
 
     lr: float = 1e-3
@@ -105,6 +114,11 @@ def register(cls: type[MethodConfig]) -> type[MethodConfig]:
     for flag in DECLARATIONS:
         if not isinstance(getattr(cls, flag), bool):
             raise MethodConfigError(f"method '{cls.name}': declaration {flag} must be a bool")
+    if cls.reference and (cls.reference not in REFERENCES or not cls.baseline):
+        raise MethodConfigError(f"method '{cls.name}': reference must be one of {REFERENCES} on a baseline")
+    taken = [name for name, other in METHODS.items() if cls.reference and other.reference == cls.reference]
+    if taken:
+        raise MethodConfigError(f"method '{cls.name}': reference {cls.reference!r} is already {taken[0]!r}")
     METHODS[cls.name] = cls
     return cls
 
@@ -127,6 +141,21 @@ def acts_on_backbone(name: str) -> bool:
     head, or on generation and text-to-text tasks the LM head."""
     cls = get_method(name)
     return any(getattr(cls, flag) for flag in BACKBONE_DECLARATIONS)
+
+
+def reference_method(role: str) -> str:
+    """The registered method declared as reference ``role`` (``"ceiling"`` or ``"floor"``)."""
+    if role not in REFERENCES:
+        raise MethodConfigError(f"reference role {role!r}; choices: {list(REFERENCES)}")
+    for name, cls in METHODS.items():
+        if cls.reference == role:
+            return name
+    raise MethodConfigError(f"no registered method declares reference = {role!r}")
+
+
+def peft_counterparts() -> dict[str, str]:
+    """Our method name -> the PEFT method (PeftType) that implements it, for every method declaring one."""
+    return {name: cls.peft_counterpart for name, cls in METHODS.items() if cls.peft_counterpart}
 
 
 def method_names(baseline: bool | None = None) -> list[str]:

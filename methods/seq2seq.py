@@ -5,7 +5,7 @@ label (its name, ``_`` read as a space, then EOS); the prediction is the greedy 
 back to a label by exact token match.  A generation that matches no label word is *invalid*: it
 is predicted as the extra class ``num_labels``, which no gold label equals, so it counts as wrong,
 and the evaluation records how many there were.  Multiple choice is the same with the choices
-listed in the input and named ``choice1``, ``choice2``... (:func:`bench.data.choice_names`): those
+listed in the input and named ``choice1``, ``choice2``... (:func:`vocab.choice_names`): those
 names are the label words, and naming a choice the example does not have is invalid too.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bench.tasks.constants import IGNORE_INDEX
+from vocab import IGNORE_INDEX
 
 
 class LabelWordError(ValueError):

@@ -248,3 +248,62 @@ def test_every_task_config_names_itself_and_a_registered_loader(task: str) -> No
 
     cfg = yaml.safe_load((CONF / "task" / f"{task}.yaml").read_text())
     assert cfg["name"] == task and cfg["loader"] in TASK_LOADERS
+
+
+def test_each_loader_is_its_own_registered_hook() -> None:
+    """Loaders register the way methods do: no hook serves several loaders by switching on the name."""
+    from bench.tasks import TASK_LOADERS, base
+
+    assert len(set(TASK_LOADERS.values())) == len(TASK_LOADERS)
+    with pytest.raises(base.TaskDataError, match="registered twice"):
+        base.register_loader("conll")(lambda cfg: None)
+
+
+# ---- roles: references, PEFT counterparts, cost bounds -------------------------------------------
+def test_methods_declare_their_roles_once() -> None:
+    assert methods.reference_method("ceiling") == "full_finetune" and methods.reference_method("floor") == "head_only"
+    assert methods.peft_counterparts() == {
+        "prompt_tuning": "PROMPT_TUNING",
+        "prefix_tuning": "PREFIX_TUNING",
+        "lora": "LORA",
+    }
+    bounded = {name: cls.overhead_bound for name, cls in methods.METHODS.items() if cls.overhead_bound}
+    assert bounded == {"p_tuning_v2": ("prompt_tuning", "prefix_tuning")}
+    assert all(part in methods.METHODS for parts in bounded.values() for part in parts)
+    assert comparison.references() == ("full_finetune", "head_only")
+
+
+def test_a_reference_role_is_held_once_and_only_by_a_baseline() -> None:
+    from dataclasses import dataclass
+
+    from methods.registry import MethodConfig, MethodConfigError, register
+
+    @dataclass
+    class SecondCeiling(MethodConfig):
+        name = "zz_second_ceiling"
+        baseline = True
+        reference = "ceiling"
+
+    @dataclass
+    class NotABaseline(MethodConfig):
+        name = "zz_not_a_baseline"
+        reference = "floor"
+
+    for cls, message in ((SecondCeiling, "already 'full_finetune'"), (NotABaseline, "on a baseline")):
+        with pytest.raises(MethodConfigError, match=message):
+            register(cls)
+        assert cls.name not in methods.METHODS
+
+
+def test_bench_names_no_method_and_methods_import_no_bench() -> None:
+    """Every list of methods in bench/ derives from the registry's declarations; methods/ stands alone."""
+    names = re.compile(r"\b(" + "|".join(methods.method_names()) + r")\b")
+    named = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "bench").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if names.search(line)
+    ]
+    assert named == []
+    importing = re.compile(r"^\s*(from bench\b|import bench\b)", re.MULTILINE)
+    assert [p.name for p in (ROOT / "methods").rglob("*.py") if importing.search(p.read_text(encoding="utf-8"))] == []

@@ -25,7 +25,7 @@ def test_objective_is_the_best_validation_score_of_the_primary_metric() -> None:
     assert objective(record) == 0.7
     assert objective({"metrics": {"primary": "f1", "final": {}, "best": {}}}) is None  # failed: a failed trial
     assert metric_direction("accuracy") == metric_direction("bleu") == "maximize"
-    assert metric_direction("eval_loss") == "minimize"
+    assert metric_direction("error_rate") == "minimize"  # declared in the metric registry
 
 
 @needs_optuna

@@ -166,8 +166,11 @@ def test_paired_ratio_and_overhead():
     assert speed.paired_ratio(times, {}, ("a", "b"))["value"] == 2.0
     assert speed.paired_ratio(times, {"c": "boom"}, ("a", "c")) == {"value": None, "na": "boom"}
     walls = {"head_only": 1.0, "prompt_tuning": 2.0, "prefix_tuning": 2.0, "p_tuning_v2": 2.5}
-    assert speed.ptv2_overhead(walls) == pytest.approx(0.75)
-    assert math.isnan(speed.ptv2_overhead({**walls, "prompt_tuning": 0.5, "prefix_tuning": 0.5}))
+    parts = ("prompt_tuning", "prefix_tuning")
+    assert speed.combined_overhead(walls, "p_tuning_v2", parts, "head_only") == pytest.approx(0.75)
+    slow = {**walls, "prompt_tuning": 0.5, "prefix_tuning": 0.5}
+    assert math.isnan(speed.combined_overhead(slow, "p_tuning_v2", parts, "head_only"))
+    assert speed.overhead_key("p_tuning_v2", parts) == "p_tuning_v2_overhead/(prompt+prefix)"  # the record's key
 
 
 def test_targets_are_data_with_a_direction():

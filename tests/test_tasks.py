@@ -872,14 +872,16 @@ def test_xsum_split_file_json_error_is_complete(tmp_path):
 def test_shared_constants_are_defined_once():
     import bench.data
     import methods.model
-    from bench.tasks import IGNORE_INDEX, constants
+    import vocab
+    from bench.tasks import IGNORE_INDEX
 
-    assert bench.data.IGNORE_INDEX is methods.model.IGNORE_INDEX is IGNORE_INDEX == -100
-    assert methods.model.TASK_KINDS is TASK_KINDS is constants.TASK_KINDS
+    assert bench.data.IGNORE_INDEX is methods.model.IGNORE_INDEX is IGNORE_INDEX is vocab.IGNORE_INDEX == -100
+    assert methods.model.TASK_KINDS is TASK_KINDS is vocab.TASK_KINDS
+    assert bench.data.choice_names is methods.model.choice_names is vocab.choice_names
     root = Path(__file__).resolve().parents[1]
-    sources = [p for d in ("bench", "methods") for p in (root / d).rglob("*.py")]
-    for name in ("IGNORE_INDEX", "TASK_KINDS", "HEAD_KINDS"):
+    sources = [p.relative_to(root).as_posix() for d in ("bench", "methods", "vocab") for p in (root / d).rglob("*.py")]
+    for name in ("IGNORE_INDEX", "TASK_KINDS", "HEAD_KINDS", "def choice_names"):
         # an assignment at the start of a line (module level), not a mention in a docstring
-        assignment = re.compile(rf"^{name}\s*(:[^=]*)?=", re.MULTILINE)
-        defined = [p.name for p in sources if assignment.search(p.read_text(encoding="utf-8"))]
-        assert defined == (["constants.py"] if name != "HEAD_KINDS" else []), name
+        assignment = re.compile(rf"^{name}\s*(:[^=]*)?[=(]", re.MULTILINE)
+        defined = [p for p in sources if assignment.search((root / p).read_text(encoding="utf-8"))]
+        assert defined == (["vocab/__init__.py"] if name != "HEAD_KINDS" else []), name

@@ -202,6 +202,8 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, name: 
     tables = _tables(df)
     paths = ReportPaths(out_dir=out, report=out / "report.md", unreadable=unreadable(df), records=len(df))
     for table_name, (table, caption, data) in tables.items():
+        # ``sign`` (which way the metric is better) is the metric registry's, not a number the table measured
+        data = data.drop(columns=["sign"], errors="ignore") if data is not None else None
         paths.tables[table_name] = write_table(table, out, table_name, caption, data)
     paths.figures = make_figures(df, out / "figures")
     paths.report.write_text(_report_page(tables, paths.figures, out, paths.unreadable, runs_dir), encoding="utf-8")

@@ -4,23 +4,41 @@ The first columns come from the methods' declarations (``methods.declarations()`
 and Parameter volume come from the records and get a qualitative label by the thresholds
 below.  Scores are the tuned ones by default: per method × model × task, the hparams chosen on
 validation, reported on test where a labelled test split exists (``bench.report.tables.cell_stats``).
-The claim "prompt < prefix < P-Tuning v2 ≈ full fine-tuning" is checked per task and answers
-"inconclusive" (with the reason) when the runs cannot decide it.
+The claim (``methods.CLAIM``, "prompt < prefix < P-Tuning v2 ≈ full fine-tuning") is checked per task
+and answers "inconclusive" (with the reason) when the runs cannot decide it.  Which methods are the
+references (the ceiling, full fine-tuning, and the floor, head-only) is what the methods registry declares
+(``MethodConfig.reference``); this module names no method.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from functools import cache
 
 import pandas as pd
 
 from bench.report.tables import _sort, cell_stats, cost_data, fmt_count, fmt_percent
 
-FULL, HEAD = "full_finetune", "head_only"
+
+@cache
+def references() -> tuple[str, str]:
+    """(ceiling, floor): the methods the registry declares as the quality references."""
+    from methods import reference_method
+
+    return reference_method("ceiling"), reference_method("floor")
+
+
+@cache
+def claim() -> tuple[tuple[str, str, str], ...]:
+    """The usual claim as a chain of pairwise relations (``methods.CLAIM``), checked per model × task."""
+    from methods import CLAIM
+
+    return CLAIM
+
 
 QUALITY_NEAR_FULL_R = 0.95
-"""Quality "≈ full FT": relative position r = (score − head_only)/(full_finetune − head_only) ≥ this …"""
+"""Quality "≈ full FT": relative position r = (score − floor)/(ceiling − floor) ≥ this …"""
 QUALITY_NEAR_FULL_POINTS = 1.0
 """… or the score is at most this many points (metric ×100) below full fine-tuning."""
 QUALITY_HIGH_R = 0.75
@@ -38,10 +56,6 @@ VOLUME_SMALL_PCT = 1.0
 VOLUME_MEDIUM_PCT = 10.0
 """Parameter volume "medium": < this %; "full" otherwise."""
 
-CLAIM = (("prompt_tuning", "<", "prefix_tuning"), ("prefix_tuning", "<", "p_tuning_v2"), ("p_tuning_v2", "≈", FULL))
-"""The usual claim as a chain of pairwise relations, checked per model × task.  It is a statement
-about these methods, so it stays data here; :func:`unregistered_claim_methods` checks it against
-the registry (tests/test_registry.py fails if a name here is not a registered method)."""
 CLAIM_NOISE_SE = 2.0
 """A relation is "inconclusive" when |Δ| ≤ this × the standard error of the difference of the two
 seed means, sqrt(s_a²/n_a + s_b²/n_b) (for "≈": when the gap is too large for ≈ but within this)."""
@@ -58,13 +72,13 @@ separates nothing (e.g. every method at chance) and "≈" would hold vacuously."
 
 
 def unregistered_claim_methods(registered: list[str] | None = None) -> list[str]:
-    """Names in :data:`CLAIM` and the quality references (:data:`FULL`, :data:`HEAD`) that are not
-    registered methods (default: ``methods.method_names()``); [] when the data is consistent."""
+    """Names in :func:`claim` that are not registered methods (default: ``methods.method_names()``);
+    [] when the data is consistent."""
     if registered is None:
         import methods
 
         registered = methods.method_names()
-    named = {FULL, HEAD} | {name for left, _, right in CLAIM for name in (left, right)}
+    named = {name for left, _, right in claim() for name in (left, right)}
     return sorted(named - set(registered))
 
 
@@ -72,23 +86,28 @@ NEAR_FULL = "≈ full FT"
 _EPS = 1e-9  # thresholds are inclusive; keep 0.80 - 0.79 = 1.0000000000000009 points "within 1 point"
 
 
-def relative_position(score: float, full: float, head: float) -> float:
-    """r = (score − head)/(full − head); NaN when a reference is missing or too close."""
-    if any(math.isnan(v) for v in (score, full, head)) or (full - head) * 100 < QUALITY_MIN_SPAN_POINTS:
+def relative_position(score: float, full: float, head: float, sign: float = 1.0) -> float:
+    """r = (score − head)/(full − head); NaN when a reference is missing or too close. ``sign`` is the
+    metric's direction (-1: lower is better), which decides whether full FT is above head-only."""
+    if any(math.isnan(v) for v in (score, full, head, sign)) or sign * (full - head) * 100 < QUALITY_MIN_SPAN_POINTS:
         return math.nan
     return (score - head) / (full - head)
 
 
-def quality_label(score: float, full: float, head: float) -> str:
-    """The Quality label of a score (all in [0, 1]) given the two reference scores."""
+def quality_label(score: float, full: float, head: float, sign: float = 1.0) -> str:
+    """The Quality label of a score (all in [0, 1]) given the two reference scores; ``sign`` = -1 for a
+    lower-is-better metric (the labels then read the scores negated)."""
+    if math.isnan(sign):
+        return "n/a (its tasks' metrics disagree on which way is better)"
+    score, full, head = score * sign, full * sign, head * sign
     if math.isnan(score):
         return "n/a (no usable runs)"
     if math.isnan(full):
-        return f"n/a (no {FULL} runs)"
+        return f"n/a (no {references()[0]} runs)"
     if (full - score) * 100 <= QUALITY_NEAR_FULL_POINTS + _EPS:
         return NEAR_FULL
     if math.isnan(head):
-        return f"n/a (no {HEAD} runs)"
+        return f"n/a (no {references()[1]} runs)"
     r = relative_position(score, full, head)
     if math.isnan(r):
         return "n/a (full FT ≈ head-only)"
@@ -124,16 +143,20 @@ def method_declarations() -> dict[str, dict[str, bool]]:
 
 
 def relative_scores(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
-    """Per method × model × task (the chosen hparams): mean score, the references, r, rank, label."""
+    """Per method × model × task (the chosen hparams): mean score, the references, r, rank (1 = best in
+    the primary metric's direction, ``sign``), label."""
     stats = cell_stats(df, variant).dropna(subset=["mean"])
-    refs = {name: stats[stats["method"] == name].set_index(["model", "task"])["mean"] for name in (FULL, HEAD)}
     index = pd.MultiIndex.from_frame(stats[["model", "task"]])
-    stats["full"] = refs[FULL].reindex(index).to_numpy()
-    stats["head"] = refs[HEAD].reindex(index).to_numpy()
-    stats["r"] = [relative_position(*v) for v in zip(stats["mean"], stats["full"], stats["head"])]
-    stats["label"] = [quality_label(*v) for v in zip(stats["mean"], stats["full"], stats["head"])]
+    for column, name in zip(("full", "head"), references()):
+        ref = stats[stats["method"] == name].set_index(["model", "task"])["mean"]
+        stats[column] = ref.reindex(index).to_numpy()
+    columns = (stats["mean"], stats["full"], stats["head"], stats["sign"])
+    stats["r"] = [relative_position(*v) for v in zip(*columns)]
+    stats["label"] = [quality_label(*v) for v in zip(*columns)]
     by_task = stats.groupby(["model", "task"])["mean"]
-    stats["rank"] = by_task.rank(ascending=False, method="min")
+    stats["rank"] = (
+        (stats["mean"] * stats["sign"]).groupby([stats["model"], stats["task"]]).rank(ascending=False, method="min")
+    )
     stats["n_methods"] = by_task.transform("count")
     return stats.drop(columns=["not_ok", "not_ok_detail"]).reset_index(drop=True)
 
@@ -147,15 +170,17 @@ def _aggregate_quality(rows: pd.DataFrame, has_full: bool, has_head: bool) -> di
         mask &= rows["head"].notna()
     used = rows[mask]
     score, full, head = (float(used[c].mean()) if len(used) else math.nan for c in ("mean", "full", "head"))
-    quality = quality_label(score, full, head)
+    signs = used["sign"].unique()
+    sign = float(signs[0]) if len(signs) == 1 else (1.0 if used.empty else math.nan)  # NaN: directions mixed
+    quality = quality_label(score, full, head, sign)
     if used.empty and rows["mean"].notna().any():
-        quality = f"n/a (no task shared with {FULL}/{HEAD})"
+        quality = f"n/a (no task shared with {'/'.join(references())})"
     return {
         "tasks": int(mask.sum()),
         "score": score,
         "full": full,
         "head": head,
-        "r": relative_position(score, full, head),
+        "r": relative_position(score, full, head, sign),
         "quality": quality,
         "mean_rank": float(used["rank"].mean()) if len(used) else math.nan,
         "n_methods": int(rows["n_methods"].max()) if len(rows) else 0,
@@ -173,8 +198,7 @@ def comparison_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     rows = []
     for (method, model), group in scores.groupby(["method", "model"]):
         model_rows = scores[scores["model"] == model]
-        has_full = bool((model_rows["method"] == FULL).any())
-        has_head = bool((model_rows["method"] == HEAD).any())
+        has_full, has_head = (bool((model_rows["method"] == name).any()) for name in references())
         rows.append({"method": method, "model": model, **_aggregate_quality(group, has_full, has_head)})
     data = pd.DataFrame(
         rows, columns=["method", "model", "tasks", "score", "full", "head", "r", "quality", "mean_rank", "n_methods"]
@@ -224,7 +248,7 @@ def _volume_cell(row: pd.Series) -> str:
 
 
 def relation_name(left: str, op: str, right: str) -> str:
-    """``"prompt_tuning < prefix_tuning"``."""
+    """``"<left> <op> <right>"``, e.g. the first relation of the claim."""
     return f"{left} {op} {right}"
 
 
@@ -241,9 +265,10 @@ def _doubts(row: pd.Series, name: str) -> list[str]:
 
 
 def _difference(a: pd.Series, b: pd.Series) -> tuple[float, float]:
-    """b − a of two rows of :func:`relative_scores` and the standard error of that difference."""
+    """b − a of two rows of :func:`relative_scores` (of one task) in the metric's direction (positive:
+    b is better, also for a lower-is-better metric) and the standard error of that difference."""
     se = math.sqrt(sum(0.0 if math.isnan(r["std"]) else r["std"] ** 2 / r["n"] for r in (a, b)))
-    return float(b["mean"] - a["mean"]), se
+    return float((b["mean"] - a["mean"]) * a["sign"]), se
 
 
 def _unseparated(full: pd.Series, head: pd.Series | None) -> str:
@@ -254,7 +279,10 @@ def _unseparated(full: pd.Series, head: pd.Series | None) -> str:
     diff, se = _difference(head, full)
     if diff > CLAIM_NOISE_SE * se and diff * 100 >= QUALITY_MIN_SPAN_POINTS:
         return ""
-    return f"{FULL} does not beat {HEAD} beyond noise (Δ {diff * 100:+.1f} ± {se * 100:.1f}): nothing to be ≈ to"
+    full_name, head_name = references()
+    return (
+        f"{full_name} does not beat {head_name} beyond noise (Δ {diff * 100:+.1f} ± {se * 100:.1f}): nothing to be ≈ to"
+    )
 
 
 def _verdict(
@@ -275,7 +303,7 @@ def _verdict(
     if doubts:
         return {"diff": diff, "se": se, "verdict": INCONCLUSIVE, "reason": "; ".join(doubts)}
     if op == "≈":
-        if quality_label(a["mean"], b["mean"], a["head"]) == NEAR_FULL:
+        if quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL:
             return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
     if abs(diff) <= CLAIM_NOISE_SE * se:
         few = min(int(a["n"]), int(b["n"])) < NOISE_MIN_SEEDS
@@ -291,15 +319,16 @@ def _verdict(
 
 
 def claim_check_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
-    """Per model × task × relation of :data:`CLAIM`: Δ = right − left (in [0, 1]), its standard
+    """Per model × task × relation of :func:`claim`: Δ = right − left (in [0, 1], negated for a
+    lower-is-better metric so that Δ > 0 always means right is better), its standard
     error, the verdict ("holds", "violated", "inconclusive", "n/a (no X runs)") and, when
     inconclusive, the reason."""
     scores = relative_scores(df, variant)
     rows = []
     for (model, task), group in scores.groupby(["model", "task"]):
         by_method = {r["method"]: r for _, r in group.iterrows()}
-        for left, op, right in CLAIM:
-            check = _verdict(op, by_method.get(left), by_method.get(right), left, right, by_method.get(HEAD))
+        for left, op, right in claim():
+            check = _verdict(op, by_method.get(left), by_method.get(right), left, right, by_method.get(references()[1]))
             rows.append({"model": model, "task": task, "relation": relation_name(left, op, right), **check})
     return pd.DataFrame(rows, columns=["model", "task", "relation", "diff", "se", "verdict", "reason"])
 
@@ -330,7 +359,7 @@ def _claim_summary(verdicts: list[str], relations: list[str]) -> str:
 def claim_check_table(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """One line per model × task: each relation of the claim with Δ (points) and the verdict."""
     data = claim_check_data(df, variant)
-    relations = [relation_name(*c) for c in CLAIM]
+    relations = [relation_name(*c) for c in claim()]
     rows = []
     for (model, task), group in data.groupby(["model", "task"]):
         cells = {r["relation"]: _claim_cell(r) for _, r in group.iterrows()}
@@ -342,7 +371,7 @@ def claim_check_table(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
 def _method_claims(claims: pd.DataFrame, method: str, model: str) -> str:
     """The relations of the claim a method takes part in, counted over the model's tasks."""
     parts = []
-    for relation in [relation_name(*c) for c in CLAIM if method in (c[0], c[2])]:
+    for relation in [relation_name(*c) for c in claim() if method in (c[0], c[2])]:
         rows = claims[(claims["model"] == model) & (claims["relation"] == relation)]
         rows = rows[~rows["verdict"].str.startswith("n/a")]
         if rows.empty:

@@ -187,9 +187,12 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 def pareto_points(df: pd.DataFrame) -> pd.DataFrame:
     """Per method × model: average final score over tasks, median trainable params, mean train time.
 
-    Rows missing a task of their model have no average (see ``main_averages``) and are left out.
+    Rows missing a task of their model have no average (see ``main_averages``) and are left out, and so
+    are rows whose tasks' metrics disagree on which way is better. ``oriented`` = average × sign: the
+    frontier keeps the largest, so a lower-is-better metric's frontier keeps its smallest averages.
     """
-    averages = main_averages(cell_stats(df, "final")).dropna(subset=["average"])
+    averages = main_averages(cell_stats(df, "final")).dropna(subset=["average", "sign"])
+    averages["oriented"] = averages["average"] * averages["sign"]
     costs = cost_data(df)[["method", "model", "trainable", "train_time_s_mean"]]
     return averages.merge(costs, on=["method", "model"], how="left")
 
@@ -212,7 +215,7 @@ def pareto(df: pd.DataFrame) -> Figure:
             ax.scatter(r[x], r["average"] * 100, color=method_color(r["method"]), marker=markers[r["model"]], s=40)
             ax.annotate(r["method"], (r[x], r["average"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
         for i, model in enumerate(models):
-            front = pareto_front(points[points["model"] == model], x, "average")
+            front = pareto_front(points[points["model"] == model], x, "oriented")
             ax.step(
                 front[x],
                 front["average"] * 100,

@@ -88,10 +88,12 @@ def time_to_fraction(
 ) -> float:
     """Seconds of training until validation ``metric`` first reaches ``fraction`` × the best.
 
-    The best is the record's ``metrics.best[metric]`` (the history maximum when absent).  An
+    The best is the record's ``metrics.best[metric]`` (the history's best when absent).  An
     entry's ``time_s`` is used when present; otherwise ``train_time_s × step / last_step``
-    with ``last_step`` the largest step in the history.  NaN when it cannot be told.
+    with ``last_step`` the largest step in the history.  NaN when it cannot be told.  For a
+    lower-is-better metric (:func:`direction_sign`) "reaches" means falls to the best / ``fraction``.
     """
+    higher = direction_sign(metric) > 0
     if not isinstance(history, list):
         return math.nan
     entries = [
@@ -102,16 +104,28 @@ def time_to_fraction(
     if not entries:
         return math.nan
     if not is_finite(best):
-        best = max(h[metric] for h in entries)
+        best = (max if higher else min)(h[metric] for h in entries)
     last_step = max(h["step"] for h in history if isinstance(h, dict) and is_finite(h.get("step")))
     for entry in sorted(entries, key=lambda h: h["step"]):
-        if entry[metric] >= fraction * best:
+        if entry[metric] >= fraction * best if higher else entry[metric] <= best / fraction:
             if is_finite(entry.get("time_s")):
                 return float(entry["time_s"])
             if is_finite(train_time_s) and last_step > 0:
                 return float(train_time_s) * entry["step"] / last_step
             return math.nan
     return math.nan
+
+
+def direction_sign(metric: Any) -> float:
+    """+1.0 where larger scores of ``metric`` are better, -1.0 where smaller are, as the metric registry
+    declares (bench.tasks.metrics); +1.0 for a key it does not know (a record from before the key was
+    registered, or none): every metric recorded before directions were declared was maximised."""
+    from bench.tasks.metrics import MINIMIZE, metric_direction
+
+    try:
+        return -1.0 if metric_direction(str(metric)) == MINIMIZE else 1.0
+    except ValueError:
+        return 1.0
 
 
 def _score(row: pd.Series, which: str) -> float:
@@ -154,6 +168,8 @@ def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
     df["score_best"] = df.apply(_score, axis=1, which="best")
     df["score_test"] = df.apply(_score, axis=1, which="test")
     df["score_heldout"] = df.apply(_score, axis=1, which="validation_heldout")
+    # which way the primary metric is better: every "best" in the tables is the largest score × sign
+    df["score_sign"] = [direction_sign(m) for m in df.get("metrics.primary", pd.Series(None, index=df.index))]
     df["hparams"] = [hparams_label(h) for h in df.get("hparams", pd.Series(None, index=df.index))]
     df["converged"] = [_flag(v) for v in df.get("diagnostics.converged", pd.Series(None, index=df.index))]
     df["collapsed"] = [_flag(v) for v in df.get("diagnostics.collapsed", pd.Series(None, index=df.index))]
@@ -249,6 +265,7 @@ IDENTITY_COLUMNS = (
     "score_best",
     "score_test",
     "score_heldout",
+    "score_sign",
 )
 """The first columns of :func:`load_runs`, in this order (those a frame has)."""
 SECTION_ORDER = ("metrics.", "params.", "throughput.", "diagnostics.", "declarations.", "adapter.", "provenance.")

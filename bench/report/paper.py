@@ -25,6 +25,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bench.reference import load_reference
+from bench.report.loading import direction_sign
 from bench.report.render import to_markdown, write_table
 from bench.report.tables import seed_matched_means
 
@@ -106,11 +107,12 @@ def _scored_runs(df: pd.DataFrame, metric: str, split: str, configs: dict[str, s
     return runs.dropna(subset=["reported"])
 
 
-def _best_point(matched: pd.DataFrame) -> pd.DataFrame:
-    """The runs of the hyperparameter point with the best validation score, compared on the seeds
-    every point has as the tuned table does (ties: first name)."""
-    means = seed_matched_means(matched, ["point"], "selection").set_index("point")["selection"].fillna(-math.inf)
-    best = sorted(means.index, key=lambda p: (-means[p], p))[0]
+def _best_point(matched: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The runs of the hyperparameter point with the best validation score of ``metric`` (in its declared
+    direction), compared on the seeds every point has as the tuned table does (ties: first name)."""
+    means = seed_matched_means(matched, ["point"], "selection").set_index("point")["selection"]
+    oriented = (means * direction_sign(metric)).fillna(-math.inf)
+    best = sorted(oriented.index, key=lambda p: (-oriented[p], p))[0]
     return matched[matched["point"] == best]
 
 
@@ -139,7 +141,7 @@ def paper_vs_measured_data(df: pd.DataFrame, reference: pd.DataFrame | None = No
             "command": "",
         }
         if len(matched):
-            chosen = _best_point(matched)
+            chosen = _best_point(matched, ref["metric"])
             row.update(
                 mean=float(chosen["reported"].mean()),
                 std=float(chosen["reported"].std()),

@@ -53,13 +53,17 @@ def task_metrics(df: pd.DataFrame) -> dict[str, str]:
 
 
 def _with_points(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with an ``hparams`` column ('' = the defaults) for frames built without one."""
-    return df if "hparams" in df else df.assign(hparams="")
+    """``df`` with an ``hparams`` column ('' = the defaults) and a ``score_sign`` column (+1: larger is
+    better, see bench.report.loading.direction_sign) for frames built without them."""
+    df = df if "hparams" in df else df.assign(hparams="")
+    return df if "score_sign" in df else df.assign(score_sign=1.0)
 
 
 def _stats(df: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
     """Per ``keys``: mean, std (ddof=1), n of usable runs with a finite ``column``, their diagnostic
-    flags (counts), and the runs left out (``not_ok`` count, ``not_ok_detail`` e.g. ``"1 diverged"``)."""
+    flags (counts), the primary metric's ``sign`` (+1 higher is better, -1 lower), and the runs left out
+    (``not_ok`` count, ``not_ok_detail`` e.g. ``"1 diverged"``)."""
+    df = _with_points(df)
     ok = df[df["usable"] & df[column].notna()]
     flags = ok.assign(
         not_converged=ok["converged"].eq(False), collapsed=ok["collapsed"].eq(True), unknown=ok["converged"].isna()
@@ -73,6 +77,7 @@ def _stats(df: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
             not_converged=("not_converged", "sum"),
             collapsed=("collapsed", "sum"),
             unknown=("unknown", "sum"),
+            sign=("score_sign", "first"),
         )
         .reset_index()
     )
@@ -113,16 +118,21 @@ def select_points(df: pd.DataFrame) -> pd.DataFrame:
     """Per method × model × task, the hparams with the best :data:`SELECTION` score, compared on the
     seeds every point has (:func:`seed_matched_means`).
 
-    Only validation scores are read, never test.  Ties go to more seeds, then to the first hparams
-    in sort order.  ``candidates`` counts the points compared.
+    Only validation scores are read, never test.  The best is the largest score of a higher-is-better
+    primary metric and the smallest of a lower-is-better one (``score_sign``).  Ties go to more seeds,
+    then to the first hparams in sort order.  ``candidates`` counts the points compared.
     """
     ok = _with_points(df)
     ok = ok[ok["usable"] & ok[SELECTION].notna()]
-    cells = [seed_matched_means(runs, POINT, SELECTION) for _, runs in ok.groupby(KEYS, sort=False)]
-    columns = POINT + ["selection", "selection_n", "seeds_matched"]
+    cells = [
+        seed_matched_means(runs, POINT, SELECTION).assign(sign=runs["score_sign"].iloc[0])
+        for _, runs in ok.groupby(KEYS, sort=False)
+    ]
+    columns = POINT + ["selection", "selection_n", "seeds_matched", "sign"]
     means = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame(columns=columns)
-    means = means.sort_values(["selection", "selection_n", "hparams"], ascending=[False, False, True])
-    chosen = means.drop_duplicates(KEYS).copy()
+    means["oriented"] = means["selection"] * means["sign"]
+    means = means.sort_values(["oriented", "selection_n", "hparams"], ascending=[False, False, True])
+    chosen = means.drop_duplicates(KEYS).drop(columns=["sign", "oriented"])
     chosen["candidates"] = chosen.set_index(KEYS).index.map(means.groupby(KEYS).size()).to_numpy()
     return chosen.reset_index(drop=True)
 
@@ -222,14 +232,18 @@ def _count_kinds(kinds: pd.Series) -> str:
 
 def main_averages(stats: pd.DataFrame, rows: tuple[str, ...] = ("method", "model")) -> pd.DataFrame:
     """Per row (method × model, or × hparams): mean over tasks of the per-task means, and how many
-    tasks it covers.
+    tasks it covers, and ``sign``: the direction its tasks' metrics share (+1 higher is better, -1 lower,
+    NaN when they differ: no average is better than another then).
 
     The average is only given (``average`` not NaN) when the row covers every task that has a
     usable run for that model; a partial average would compare rows over different tasks.
     """
     scored = stats.dropna(subset=["mean"])
     tasks_per_model = scored.groupby("model")["task"].nunique()
-    out = stats.groupby(list(rows)).agg(average=("mean", "mean"), tasks=("mean", "count")).reset_index()
+    signs = stats["sign"] if "sign" in stats else pd.Series(1.0, index=stats.index)
+    shared = lambda values: values.iloc[0] if values.nunique() == 1 else np.nan
+    grouped = stats.assign(sign=signs).groupby(list(rows))
+    out = grouped.agg(average=("mean", "mean"), tasks=("mean", "count"), sign=("sign", shared)).reset_index()
     out["model_tasks"] = out["model"].map(tasks_per_model).fillna(0).astype(int)
     out.loc[out["tasks"] < out["model_tasks"], "average"] = np.nan
     return out
@@ -272,14 +286,15 @@ def _fmt_average(average: float, tasks: int, model_tasks: int, best: bool) -> st
 
 
 def _is_best(values: pd.Series, groups: pd.Series) -> pd.Series:
-    """True where a value equals the maximum of its group (ties are all marked)."""
+    """True where a value equals the maximum of its group (ties are all marked); pass scores × their
+    ``sign`` so that the best of a lower-is-better metric is its minimum."""
     top = values.groupby(groups).transform("max")
     return pd.Series(np.isclose(values, top) & values.notna(), index=values.index)
 
 
 def main_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
     """Rows = method × model (× hparams when a sweep varied any), task columns: ``mean ± std (n=k)``
-    ×100 with diagnostic marks (:data:`MARKS`); best per column in bold.
+    ×100 with diagnostic marks (:data:`MARKS`); best per column in bold (in the primary metric's direction).
 
     ``variant="tuned"``: one row per method × model, each cell the chosen hparams' test score (see
     :func:`cell_stats`) followed by the hparams.  The best is marked among the methods of the same
@@ -290,7 +305,7 @@ def main_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
         return pd.DataFrame(columns=["Method", "Model", "Average"])
     tuned = variant == "tuned"
     rows = ["method", "model"] if tuned or not stats["hparams"].ne("").any() else ["method", "model", "hparams"]
-    stats["best"] = _is_best(stats["mean"], stats["model"] + "\0" + stats["task"])
+    stats["best"] = _is_best(stats["mean"] * stats["sign"], stats["model"] + "\0" + stats["task"])
     stats["tuned"] = tuned
     stats["cell"] = [_fmt_score(r, r.best) for r in stats.itertuples()]
     metrics = task_metrics(df)
@@ -298,10 +313,10 @@ def main_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
     table = stats.pivot(index=rows, columns="column", values="cell").fillna("")
     table = table[sorted(table.columns)].reset_index()
     averages = main_averages(stats, tuple(rows))
-    averages["best"] = _is_best(averages["average"], averages["model"])
+    averages["best"] = _is_best(averages["average"] * averages["sign"], averages["model"])
     table = table.merge(averages, on=rows, how="left")
     table["Average"] = [_fmt_average(r.average, r.tasks, r.model_tasks, r.best) for r in table.itertuples()]
-    table = _sort(table, rows).drop(columns=["average", "tasks", "model_tasks", "best"])
+    table = _sort(table, rows).drop(columns=["average", "tasks", "model_tasks", "sign", "best"])
     return table.rename(columns={"method": "Method", "model": "Model", "hparams": "Hparams"})
 
 

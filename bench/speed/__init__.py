@@ -29,7 +29,7 @@ from bench.speed.config import SpeedConfig, s2s_contenders, s2s_peft_pairs, soft
 from bench.speed.contenders import peft_methods
 from bench.speed.output import summarize_records
 from bench.speed.targets import TARGETS, Target, evaluate_targets
-from bench.speed.timing import paired_ratio, ptv2_overhead
+from bench.speed.timing import combined_overhead, overhead_key, paired_ratio
 
 __all__ = [
     "main",
@@ -46,5 +46,6 @@ __all__ = [
     "Target",
     "evaluate_targets",
     "paired_ratio",
-    "ptv2_overhead",
+    "combined_overhead",
+    "overhead_key",
 ]

@@ -148,13 +148,20 @@ def make_parser() -> argparse.ArgumentParser:
     add("--s2s-target-length", type=int, help="decoder target length of the s2s step (default 32)")
     for option in INT_OPTIONS:
         add(f"--{option}", type=int)
-    add("--lm-methods", help="comma list of our methods for the LM step (default prefix_tuning)")
+    add(
+        "--lm-methods",
+        help="comma list of our methods for the LM step (default: those PEFT implements with an attention prefix)",
+    )
     add("--gen-methods", help="comma list of our methods for generation (default: every non-baseline method)")
     add("--sections", help=f"comma list from {','.join(SECTIONS)} (default all)")
     add("--eval-data", help="CoNLL-2003 folder for the eval section (default ../shared/data/ner/conll2003)")
     add("--device", help="auto (default) | cpu | cuda | mps")
     add("--dtype", choices=("fp32", "bf16", "fp16"))
-    add("--profile", action="store_true", help="also profile prefix-tuning steps -> <out>/<name>/profile.txt")
+    add(
+        "--profile",
+        action="store_true",
+        help="also profile the LM step's first method (prefix tuning) on the cls model -> <out>/<name>/profile.txt",
+    )
     add("--quick", action="store_true", help="tiny models and shapes (a CI-safe smoke check, not a benchmark)")
     add("--out", help="output folder (default results/speed)")
     add("--name", help="record folder name (default <device>-<cls model>-<lm model>, or quick)")

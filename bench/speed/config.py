@@ -1,4 +1,9 @@
-"""The benchmark's settings, and its method lists, derived from the methods registry."""
+"""The benchmark's settings, and its method lists, derived from the methods registry.
+
+Which methods are the references (ceiling, floor), which PEFT method pairs with which of ours, and which
+costs bound P-Tuning v2's are declarations of the methods (``methods.registry.MethodConfig``): no
+method is named here.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,20 @@ from dataclasses import dataclass
 
 SPEED_SCHEMA = 1
 LR = 1e-5  # timing only: the learning rate does not change what a step costs
-# the two reference points every soft method is compared with (roles in the ratios, not a method list)
-FULL, FROZEN = "full_finetune", "head_only"
+
+
+def full_method() -> str:
+    """The ceiling reference (full fine-tuning): every soft method's step is compared with it."""
+    from methods import reference_method
+
+    return reference_method("ceiling")
+
+
+def frozen_method() -> str:
+    """The floor reference (head-only: a frozen backbone), whose step is the cost with no method at all."""
+    from methods import reference_method
+
+    return reference_method("floor")
 
 
 def soft_methods() -> tuple[str, ...]:
@@ -28,23 +45,34 @@ def step_methods() -> tuple[str, ...]:
 PEFT_SEQ2SEQ_PLACEMENT = "decoder"
 
 
+def peft_prefix_methods() -> tuple[str, ...]:
+    """Our soft methods whose PEFT counterpart prefixes attention (prefix tuning): timed at PEFT's placement."""
+    from methods import METHODS, peft_counterparts
+
+    return tuple(m for m in peft_counterparts() if m in soft_methods() and METHODS[m].attention_prefix)
+
+
 def s2s_contenders() -> dict[str, tuple[str, dict[str, str]]]:
     """The seq2seq section's contenders of ours: name -> (method, method overrides).
 
-    Every soft method at its default placement (prefixes in all three attention kinds), plus prefix
-    tuning at PEFT's placement, named ``prefix_tuning@decoder``: the pair PEFT's timing is compared with.
+    Every soft method at its default placement (prefixes in all three attention kinds), plus each method of
+    :func:`peft_prefix_methods` at PEFT's placement, named ``<method>@decoder``: the pair PEFT is timed with.
     """
     contenders: dict[str, tuple[str, dict[str, str]]] = {m: (m, {}) for m in soft_methods()}
-    contenders[f"prefix_tuning@{PEFT_SEQ2SEQ_PLACEMENT}"] = (
-        "prefix_tuning",
-        {"prefix_placement": PEFT_SEQ2SEQ_PLACEMENT},
-    )
+    for method in peft_prefix_methods():
+        contenders[f"{method}@{PEFT_SEQ2SEQ_PLACEMENT}"] = (method, {"prefix_placement": PEFT_SEQ2SEQ_PLACEMENT})
     return contenders
 
 
 def s2s_peft_pairs() -> dict[str, str]:
-    """Our seq2seq contender -> the PEFT method it is timed against (same placement, same N)."""
-    return {"prompt_tuning": "prompt_tuning", f"prefix_tuning@{PEFT_SEQ2SEQ_PLACEMENT}": "prefix_tuning"}
+    """Our seq2seq contender -> the PEFT method it is timed against (same placement, same N): each soft
+    method with a PEFT counterpart, the prefix ones at PEFT's placement."""
+    from methods import peft_counterparts
+
+    prefix = peft_prefix_methods()
+    return {
+        (f"{m}@{PEFT_SEQ2SEQ_PLACEMENT}" if m in prefix else m): m for m in peft_counterparts() if m in soft_methods()
+    }
 
 
 @dataclass
@@ -60,7 +88,7 @@ class SpeedConfig:
     virtual: int = 20
     lm_batch: int = 4  # SmolLM2's LM head alone is 49k x 576; 16 x 128 would take ~30 s a step on 2 cores
     lm_length: int = 128
-    lm_methods: tuple[str, ...] = ("prefix_tuning",)
+    lm_methods: tuple[str, ...] | None = None  # None: peft_prefix_methods() (prefix tuning)
     gen_methods: tuple[str, ...] | None = None  # None: every soft method
     gen_batch: int = 4
     prompt_length: int = 64
@@ -85,6 +113,10 @@ class SpeedConfig:
     name: str | None = None
     quick: bool = False
     sections: tuple[str, ...] = ("load", "data", "cls", "lm", "generation", "eval", "s2s", "s2s_generation")
+
+    def __post_init__(self) -> None:
+        if self.lm_methods is None:  # the LM step compares ours with PEFT where PEFT prefixes attention
+            self.lm_methods = peft_prefix_methods()
 
     def generation_methods(self) -> tuple[str, ...]:
         """Our methods timed in the generation section."""

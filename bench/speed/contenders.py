@@ -10,7 +10,7 @@ import torch
 
 from bench.measure import StepTimer
 from bench.models import load_model, model_config
-from bench.speed.config import LR, SpeedConfig
+from bench.speed.config import LR, SpeedConfig, soft_methods
 
 
 def synthetic_batch(
@@ -74,25 +74,28 @@ def _peft_prefix(task_type: str, cfg: SpeedConfig):
     )
 
 
-# our method name -> PEFT's equivalent at the same N: what PEFT implements as we define it
-PEFT_EQUIVALENTS: dict[str, Callable[[str, SpeedConfig], Any]] = {
-    "prompt_tuning": _peft_prompt,
-    "prefix_tuning": _peft_prefix,
+# PEFT method (PeftType, as a method declares its ``peft_counterpart``) -> its config at the same N as ours
+PEFT_BUILDERS: dict[str, Callable[[str, SpeedConfig], Any]] = {
+    "PROMPT_TUNING": _peft_prompt,
+    "PREFIX_TUNING": _peft_prefix,
 }
 
 
 def peft_methods() -> tuple[str, ...]:
-    """Registered methods that PEFT also implements (the PEFT contenders)."""
-    from methods import METHODS
+    """Our soft methods whose declared PEFT counterpart is built here (the PEFT contenders), in registry order."""
+    from methods import peft_counterparts
 
-    return tuple(name for name in PEFT_EQUIVALENTS if name in METHODS)
+    return tuple(m for m, peft in peft_counterparts().items() if peft in PEFT_BUILDERS and m in soft_methods())
 
 
 def peft_config(method: str, task_type: str, cfg: SpeedConfig):
-    """PEFT's config for our ``method``."""
-    if method not in PEFT_EQUIVALENTS:
-        raise ValueError(f"PEFT has no equivalent of {method!r}")
-    return PEFT_EQUIVALENTS[method](task_type, cfg)
+    """PEFT's config for our ``method`` (its declared counterpart)."""
+    from methods import peft_counterparts
+
+    counterpart = peft_counterparts().get(method)
+    if counterpart not in PEFT_BUILDERS:
+        raise ValueError(f"PEFT has no equivalent of {method!r} here (counterpart {counterpart!r})")
+    return PEFT_BUILDERS[counterpart](task_type, cfg)
 
 
 def build_peft_classifier(model_name: str, method: str, cfg: SpeedConfig, device: torch.device):

@@ -21,7 +21,7 @@ import torch
 from bench.data import Encoded, batch_indices, collate, encode_split, eval_batch_indices, padded_and_real, padding_waste
 from bench.models import load_model, model_config
 from bench.record import PROJECT_ROOT
-from bench.speed.config import FROZEN, SpeedConfig
+from bench.speed.config import SpeedConfig, frozen_method
 from bench.speed.contenders import build_ours, speed_runtime, trainer_step
 from bench.speed.timing import Contender, paired_ratio, round_robin, timing_results
 from bench.train import Splits, TrainResult, predict
@@ -117,7 +117,7 @@ def eval_vs_training(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype)
         task, loaded.tokenizer, "validation", int(task.config.get("max_length") or 128), loaded.decoder
     )
     splits = Splits({"validation": encoded}, loaded.tokenizer.pad_token_id, loaded.decoder)
-    model = build_ours(loaded, FROZEN, "token_classification", cfg, device, num_labels=len(task.label_names))
+    model = build_ours(loaded, frozen_method(), "token_classification", cfg, device, num_labels=len(task.label_names))
     evaluated = TrainResult()
     runtime = speed_runtime(device, dtype, eval_batch_size=cfg.eval_batch)
     run_eval = lambda: predict(model, task, encoded, splits, runtime, loaded.tokenizer, evaluated)
@@ -142,7 +142,7 @@ def eval_vs_training(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype)
         "methods": results,
         "eval_padding_waste": padding_waste(evaluated.eval_padded_tokens, evaluated.eval_tokens),
         "eval_padding_waste_file_order": order_padding_waste(encoded, splits, cfg.eval_batch),
-        "ratios": {"eval/head_only_train": paired_ratio(times, errors, ("train_epoch", "eval_pass"))},
+        "ratios": {f"eval/{frozen_method()}_train": paired_ratio(times, errors, ("train_epoch", "eval_pass"))},
     }
 
 

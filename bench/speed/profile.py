@@ -28,11 +28,12 @@ ORIGINS = (
 
 
 def profile_prefix(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype, path: Path) -> dict[str, Any]:
-    """Profile prefix-tuning steps on the classification model: torch ops, then Python frames (cProfile)."""
+    """Profile steps of the LM step's first method (prefix tuning by default) on the classification model:
+    torch ops, then Python frames (cProfile)."""
     from torch.profiler import ProfilerActivity, profile
 
     loaded = load_model(model_config(cfg.cls_model), "classification")
-    model = build_ours(loaded, "prefix_tuning", "classification", cfg, device)
+    model = build_ours(loaded, cfg.lm_methods[0], "classification", cfg, device)
     step = train_step(
         model, synthetic_batch(loaded.backbone.config.vocab_size, cfg.batch, cfg.length, device), device, dtype
     )
@@ -91,7 +92,7 @@ def python_profile(step: Callable[[], None], steps: int, device: torch.device) -
 def write_profile(path: Path, cfg: SpeedConfig, top_ops: list[dict], python: dict, table: str) -> None:
     """profile.txt: summary, the torch op table and the top Python frames by self time."""
     lines = [
-        f"# bench.speed --profile: prefix_tuning on {cfg.cls_model}, batch {cfg.batch}x{cfg.length}, "
+        f"# bench.speed --profile: {cfg.lm_methods[0]} on {cfg.cls_model}, batch {cfg.batch}x{cfg.length}, "
         f"N={cfg.virtual}, {cfg.profile_steps} steps, {torch.get_num_threads()} threads",
         f"# step wall under cProfile: {python['step_wall_ms']} ms (cProfile inflates Python-side costs)",
         "# Python self time per step by origin (ms): "

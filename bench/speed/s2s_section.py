@@ -1,7 +1,7 @@
 """The encoder-decoder sections: a text-to-text training step and greedy generation on one seq2seq model.
 
 ``s2s``: the trainer's step with an LM loss on decoder targets, for every soft method (prefixes in all
-three attention kinds), prefix tuning at PEFT's placement (``prefix_tuning@decoder``), full fine-tuning
+three attention kinds), prefix tuning at PEFT's placement (``<method>@decoder``), full fine-tuning
 and PEFT's ``SEQ_2_SEQ_LM`` prompt and prefix tuning.  ``s2s_generation``: one greedy ``generate`` with
 the KV cache per contender against the plain base model.  The model is ``--s2s-model`` (default the
 tiny random T5: the only encoder-decoder that loads offline; on a machine with the Hub, ``t5_base``).
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from bench.models import load_model, model_config
-from bench.speed.config import FULL, SpeedConfig, s2s_contenders, s2s_peft_pairs
+from bench.speed.config import SpeedConfig, full_method, s2s_contenders, s2s_peft_pairs
 from bench.speed.contenders import (
     build_ours,
     build_peft_lm,
@@ -46,13 +46,13 @@ def s2s_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> d
     def peft(method: str) -> Callable[[], float]:
         return train_step(build_peft_lm(cfg.s2s_model, method, cfg, device, SEQ2SEQ_PEFT_TASK), batch, device, dtype)
 
-    soft = s2s_contenders()
-    contenders = [guarded(name, lambda m=m, o=o: ours(m, o)) for name, (m, o) in {**soft, FULL: (FULL, {})}.items()]
+    soft, full = s2s_contenders(), full_method()
+    contenders = [guarded(name, lambda m=m, o=o: ours(m, o)) for name, (m, o) in {**soft, full: (full, {})}.items()]
     contenders += [guarded(f"peft_{m}", lambda m=m: peft(m)) for m in sorted(set(s2s_peft_pairs().values()))]
     times = round_robin(contenders, cfg.warmup, cfg.steps, cfg.repeats, device)
     results, errors = timing_results(contenders, times)
     pairs = [(ours_name, f"peft_{m}") for ours_name, m in s2s_peft_pairs().items()]
-    pairs += [(name, FULL) for name in soft]
+    pairs += [(name, full) for name in soft]
     ratios = {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in pairs}
     shapes = {
         "model": cfg.s2s_model,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from bench.models import load_model, model_config
-from bench.speed.config import FROZEN, FULL, SpeedConfig, soft_methods, step_methods
+from bench.speed.config import SpeedConfig, frozen_method, full_method, soft_methods, step_methods
 from bench.speed.contenders import (
     build_ours,
     build_peft_classifier,
@@ -28,7 +28,16 @@ from bench.speed.contenders import (
     synthetic_batch,
     train_step,
 )
-from bench.speed.timing import Contender, guarded, overhead_ratio, paired_ratio, round_robin, timed, timing_results
+from bench.speed.timing import (
+    Contender,
+    guarded,
+    overhead_key,
+    overhead_ratio,
+    paired_ratio,
+    round_robin,
+    timed,
+    timing_results,
+)
 
 
 def cls_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
@@ -53,12 +62,18 @@ def cls_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> d
 
 
 def cls_ratios(times: dict, errors: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Each soft method against full fine-tuning, head-only and PEFT; PEFT against full fine-tuning."""
+    """Each soft method against the references (full fine-tuning, head-only) and PEFT; PEFT against full
+    fine-tuning; each method declaring an ``overhead_bound`` against the methods it names."""
+    from methods import METHODS
+
+    full, frozen = full_method(), frozen_method()
     pairs = [(m, f"peft_{m}") for m in peft_methods()]
-    pairs += [(m, reference) for m in soft_methods() for reference in (FULL, FROZEN)]
-    pairs += [(FROZEN, FULL)] + [(f"peft_{m}", FULL) for m in peft_methods()]
+    pairs += [(m, reference) for m in soft_methods() for reference in (full, frozen)]
+    pairs += [(frozen, full)] + [(f"peft_{m}", full) for m in peft_methods()]
     ratios = {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in pairs}
-    ratios["p_tuning_v2_overhead/(prompt+prefix)"] = overhead_ratio(times, errors)
+    for method, cls in METHODS.items():
+        if cls.overhead_bound:
+            ratios[overhead_key(method, cls.overhead_bound)] = overhead_ratio(times, errors, method, cls.overhead_bound)
     return ratios
 
 
@@ -117,6 +132,8 @@ def generation_contenders(
     cfg: SpeedConfig, base, batch: dict, kwargs: dict, device: torch.device, dtype: torch.dtype
 ) -> list[Contender]:
     """The base model first, then our methods (on one shared frozen backbone), then PEFT's prefix methods."""
+    from methods import METHODS
+
     shared = load_model(model_config(cfg.lm_model), "generation")
     plain = {"returns_prompt": True}
     contenders = [
@@ -130,7 +147,7 @@ def generation_contenders(
             )
         )
     for method in peft_methods():
-        if method == "prompt_tuning":  # PEFT's prompt tuning generates exactly as ours does
+        if not METHODS[method].attention_prefix:  # PEFT's input-token methods generate exactly as ours do
             continue
         build = lambda m=method: build_peft_lm(cfg.lm_model, m, cfg, device)  # noqa: E731
         contenders.append(

@@ -138,28 +138,33 @@ def timing_results(contenders: list[Contender], times: dict) -> tuple[dict[str, 
     return results, errors
 
 
-def ptv2_overhead(walls: dict[str, float]) -> float:
-    """P-Tuning v2's cost over a frozen forward (head-only), over prompt's plus prefix's costs over it."""
-    head = walls["head_only"]
-    combined = (walls["prompt_tuning"] - head) + (walls["prefix_tuning"] - head)
-    return (walls["p_tuning_v2"] - head) / combined if combined > 0 else float("nan")
+def overhead_key(method: str, parts: tuple[str, ...]) -> str:
+    """The ratio's name: ``<method>_overhead/(<first word of each part>+...)``, e.g. P-Tuning v2's over
+    prompt tuning's plus prefix tuning's is ``..._overhead/(prompt+prefix)``."""
+    return f"{method}_overhead/({'+'.join(part.split('_')[0] for part in parts)})"
 
 
-def overhead_ratio(times: dict, errors: dict[str, str]) -> dict[str, Any]:
-    """:func:`ptv2_overhead` of the medians (differences of single steps are too noisy to pair)."""
-    needed = ("p_tuning_v2", "prompt_tuning", "prefix_tuning", "head_only")
+def combined_overhead(walls: dict[str, float], method: str, parts: tuple[str, ...], floor: str) -> float:
+    """``method``'s cost over a frozen forward (the floor: head-only), over the sum of ``parts``' costs over it."""
+    base = walls[floor]
+    combined = sum(walls[part] - base for part in parts)
+    return (walls[method] - base) / combined if combined > 0 else float("nan")
+
+
+def overhead_ratio(times: dict, errors: dict[str, str], method: str, parts: tuple[str, ...]) -> dict[str, Any]:
+    """:func:`combined_overhead` of the medians (differences of single steps are too noisy to pair)."""
+    from bench.speed.config import frozen_method
+
+    floor = frozen_method()
+    needed = (method, *parts, floor)
     missing = [name for name in needed if name not in times]
     if missing:
         return {"value": None, "na": errors.get(missing[0]) or f"{missing[0]} not run"}
-    value = ptv2_overhead({name: statistics.median(times[name]["wall"]) for name in needed})
+    value = combined_overhead({name: statistics.median(times[name]["wall"]) for name in needed}, method, parts, floor)
     if value != value:  # NaN: the methods' costs over head-only were not measurable
-        return {"value": None, "na": "prompt/prefix steps not slower than head-only here"}
-    per_round = [
-        v
-        for v in (
-            ptv2_overhead({n: times[n]["wall"][i] for n in needed}) for i in range(len(times["head_only"]["wall"]))
-        )
-        if v == v
-    ]
+        return {"value": None, "na": f"{'/'.join(parts)} steps not slower than {floor} here"}
+    rounds = range(len(times[floor]["wall"]))
+    per_round = [combined_overhead({n: times[n]["wall"][i] for n in needed}, method, parts, floor) for i in rounds]
+    per_round = [v for v in per_round if v == v]
     q1, _, q3 = quartiles(per_round) if per_round else (value, value, value)
-    return {"value": round(value, 4), "iqr": round(q3 - q1, 4), "n": len(times["head_only"]["wall"])}
+    return {"value": round(value, 4), "iqr": round(q3 - q1, 4), "n": len(times[floor]["wall"])}

@@ -7,12 +7,13 @@ examples with the hook named by ``cfg.loader`` (from the Hub, or from the origin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-from bench.tasks import generation, ner, superglue, synthetic
-from bench.tasks.base import Built, TaskData, TaskDataError, cap_eval_splits, finalize, plain_config
-from bench.tasks.constants import IGNORE_INDEX, TASK_KINDS
+# importing the loader modules registers their hooks (TASK_LOADERS, as importing methods registers methods)
+from bench.tasks import generation, ner, superglue, synthetic  # noqa: F401
+from bench.tasks.base import TASK_LOADERS, TaskData, TaskDataError, cap_eval_splits, finalize, plain_config
+from vocab import IGNORE_INDEX, TASK_KINDS
 
 __all__ = [
     "CONF_DIR",
@@ -28,16 +29,6 @@ __all__ = [
 ]
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
-
-# task config ``loader`` -> the hook that builds the splits (models have their own loaders)
-TASK_LOADERS: dict[str, Callable[[dict], Built]] = {
-    "superglue": superglue.build,
-    "conll": ner.build,
-    "e2e": generation.build,
-    "webnlg": generation.build,
-    "xsum": generation.build,
-    "synthetic": synthetic.build,
-}
 
 
 def load_task(cfg: Mapping) -> TaskData:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.tasks.constants import TASK_KINDS
 from bench.tasks.holdout import apply_holdout, split_validation
 from bench.tasks.metrics import METRICS, ScoringInput, score_split
+from vocab import TASK_KINDS
 
 SPLITS = ("train", "validation", "test")
 HELDOUT = "validation_heldout"
@@ -79,6 +79,22 @@ class Built:
     splits: dict[str, list[dict] | None]  # None: split absent (missing or unlabeled)
     rows_read: dict[str, int] = field(default_factory=dict)  # raw rows read per split
     extra_counts: dict[str, int] = field(default_factory=dict)  # e.g. skipped_<split>
+
+
+TASK_LOADERS: dict[str, Callable[[dict], Built]] = {}
+"""Task config ``loader`` -> the hook that builds its splits; each loader module registers its own."""
+
+
+def register_loader(name: str) -> Callable[[Callable[[dict], Built]], Callable[[dict], Built]]:
+    """Decorator: the hook for task configs with ``loader: <name>`` (as ``@register`` adds a method)."""
+
+    def add(hook: Callable[[dict], Built]) -> Callable[[dict], Built]:
+        if name in TASK_LOADERS:
+            raise TaskDataError(f"task loader {name!r} registered twice")
+        TASK_LOADERS[name] = hook
+        return hook
+
+    return add
 
 
 @dataclass

@@ -15,6 +15,7 @@ import csv
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from bench.tasks.base import (
     load_hub_dataset,
     parse_json,
     read_split_files,
+    register_loader,
     utf8,
     warn,
 )
@@ -192,25 +194,41 @@ def _hub_row(row: dict, where: str, cfg: dict) -> dict:
     return {"source": source, "references": refs}
 
 
-def _file_rows(cfg: dict) -> tuple[dict[str, list[RawRow] | None], dict[str, int]]:
-    """Rows per split from the files in data_dir (None: split absent) and the readers' notes."""
-    if cfg["loader"] == "xsum":
-        return read_xsum_dir(data_dir(cfg), cfg)
-    if cfg["loader"] == "e2e":
-        reader = partial(read_e2e_csv, columns=cfg.get("columns") or {"source": "mr", "reference": "ref"})
-    else:
-        reader = read_webnlg_dir
+SplitRows = tuple[dict[str, list[RawRow] | None], dict[str, int]]
+"""Rows per split from the files in data_dir (None: split absent) and the readers' notes."""
+
+
+def _split_rows(cfg: dict, reader, empty_is_absent: bool = False) -> SplitRows:
     files, _counts, notes = read_split_files(cfg, reader)
-    # WebNLG: a split whose files are all input-only (no <lex>) is absent, not empty
-    absent = [split for split, found in files.items() if found is None or (not found[0] and cfg["loader"] == "webnlg")]
+    absent = [split for split, found in files.items() if found is None or (empty_is_absent and not found[0])]
     return {split: None if split in absent else files[split][0] for split in files}, notes
 
 
-def build(cfg: dict) -> Built:
-    """Loader hook for ``loader: e2e | webnlg | xsum`` (original files in data_dir, else the Hub)."""
+@register_loader("e2e")
+def build_e2e(cfg: dict) -> Built:
+    """Loader hook for ``loader: e2e`` (the CSV files in data_dir, else the Hub)."""
+    columns = cfg.get("columns") or {"source": "mr", "reference": "ref"}
+    return build(cfg, lambda: _split_rows(cfg, partial(read_e2e_csv, columns=columns)))
+
+
+@register_loader("webnlg")
+def build_webnlg(cfg: dict) -> Built:
+    """Loader hook for ``loader: webnlg`` (the XML folders in data_dir, else the Hub)."""
+    # a split whose files are all input-only (no <lex>) is absent, not empty
+    return build(cfg, lambda: _split_rows(cfg, read_webnlg_dir, empty_is_absent=True))
+
+
+@register_loader("xsum")
+def build_xsum(cfg: dict) -> Built:
+    """Loader hook for ``loader: xsum`` (the split ids and .summary files in data_dir, else the Hub)."""
+    return build(cfg, lambda: read_xsum_dir(data_dir(cfg), cfg))
+
+
+def build(cfg: dict, file_rows: Callable[[], SplitRows]) -> Built:
+    """Splits of a generation task: ``file_rows()`` when data_dir is set, else the Hub rows."""
     extra: dict[str, int] = {}
     if cfg["data_dir"]:
-        sources, extra = _file_rows(cfg)
+        sources, extra = file_rows()
     else:
         sources = {
             split: [(w, _hub_row(row, w, cfg)) for w, row in rows]

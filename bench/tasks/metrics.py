@@ -3,6 +3,10 @@
 scikit-learn (accuracy, F1), seqeval (entity-level F1), sacrebleu (corpus BLEU) and rouge-score
 (ROUGE) are called directly: ``evaluate.load`` would fetch the metric scripts from the Hub.
 Every value is a float in [0, 1]; BLEU is sacrebleu's score / 100.
+
+The registry (:data:`METRICS`) is the one place a metric's direction is declared: checkpoint selection,
+convergence stopping, the protocol's choice, the Optuna objective and the report all ask
+:func:`metric_direction` / :func:`orient` which way is better.
 """
 
 from __future__ import annotations
@@ -121,12 +125,26 @@ class ScoringInput:
         return [example[key] for example in self.examples]
 
 
+MAXIMIZE, MINIMIZE = "maximize", "minimize"
+DIRECTIONS = (MAXIMIZE, MINIMIZE)
+"""Which way a metric is better (the words Optuna's ``direction`` takes)."""
+AGGREGATIONS = ("mean",)
+"""How scores of one metric combine over seeds and tasks: the arithmetic mean (the only one in use)."""
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A metric a task config can name: the result keys it produces and how to compute them."""
+    """A metric a task config can name: the result keys it produces, how to compute them, which way
+    every one of those keys is better and how its scores combine over seeds and tasks."""
 
     keys: tuple[str, ...]
     score: Callable[[ScoringInput], dict[str, float]]
+    direction: str = MAXIMIZE
+    aggregation: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS or self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"metric {self.keys}: direction {self.direction!r} / aggregation {self.aggregation!r}")
 
 
 def _choice_texts(given: ScoringInput) -> list[str]:
@@ -164,6 +182,10 @@ def _rouge_metric(name: str) -> Metric:
 # The only list of metrics: a task config's ``metric`` entries are keys of this registry.
 METRICS: dict[str, Metric] = {
     "accuracy": Metric(("accuracy",), lambda g: {"accuracy": accuracy(g.predictions, g.column("label"))}),
+    # 1 - accuracy: the error rate some papers report; lower is better
+    "error_rate": Metric(
+        ("error_rate",), lambda g: {"error_rate": 1 - accuracy(g.predictions, g.column("label"))}, MINIMIZE
+    ),
     "f1_macro": Metric(("f1_macro",), lambda g: {"f1_macro": f1_macro(g.predictions, g.column("label"))}),
     "multirc": Metric(("f1a", "em"), lambda g: multirc_f1a_em(g.predictions, g.column("label"), g.column("group"))),
     "record": Metric(("f1", "em"), lambda g: record_f1_em(_choice_texts(g), g.column("answers"))),
@@ -171,6 +193,32 @@ METRICS: dict[str, Metric] = {
     "bleu": Metric(("bleu",), lambda g: {"bleu": bleu(g.predictions, g.column("references"))}),
     **{name: _rouge_metric(name) for name in ("rouge1", "rouge2", "rougeL")},
 }
+
+
+def metric_of(key: str) -> Metric:
+    """The registered metric producing result key ``key`` (e.g. ``"f1"``, ``"rougeL"``).
+
+    Raises ValueError naming the known keys when none does, or when two metrics that produce it
+    disagree on its direction or aggregation (the registry must declare each key one way).
+    """
+    owners = [metric for metric in METRICS.values() if key in metric.keys]
+    if not owners:
+        known = sorted({k for metric in METRICS.values() for k in metric.keys})
+        raise ValueError(f"unknown metric key {key!r} (known: {known})")
+    if len({(m.direction, m.aggregation) for m in owners}) > 1:
+        raise ValueError(f"metric key {key!r}: registered with different directions or aggregations")
+    return owners[0]
+
+
+def metric_direction(key: str) -> str:
+    """``"maximize"`` or ``"minimize"``: which way result key ``key`` is better (see :func:`metric_of`)."""
+    return metric_of(key).direction
+
+
+def orient(key: str, value: float) -> float:
+    """``value`` turned so that larger is better for ``key``: itself, or its negative for a lower-is-better
+    key. Every "best" in the harness is the maximum of oriented scores."""
+    return value if metric_direction(key) == MAXIMIZE else -value
 
 
 def score_split(metric_names: Sequence[str], given: ScoringInput) -> dict[str, float]:

@@ -26,6 +26,7 @@ from bench.tasks.base import (
     label_id,
     load_hub_dataset,
     read_split_files,
+    register_loader,
     remap_ids,
     utf8,
 )
@@ -124,6 +125,7 @@ def _from_hub_spans(row: dict, where: str, cfg: dict, hub_names) -> Iterable[Ite
     yield where, {"tokens": list(tokens), "tags": ids}, True
 
 
+@register_loader("conll")
 def build(cfg: dict) -> Built:
     """Loader hook for ``loader: conll`` (column files in data_dir, else the Hub)."""
     names = cfg.get("label_names")

@@ -22,6 +22,7 @@ from bench.tasks.base import (
     normalize_word,
     read_jsonl,
     read_split_files,
+    register_loader,
 )
 
 COPA_CONNECTIVE = {"cause": "because", "effect": "so"}
@@ -251,6 +252,7 @@ def _source_records(cfg: dict) -> tuple[dict[str, tuple[list[RawRow], list[str] 
     return out, counts
 
 
+@register_loader("superglue")
 def build(cfg: dict) -> Built:
     """Loader hook for ``loader: superglue`` (``subset`` picks the task)."""
     subset = cfg.get("subset")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Hashable
 
-from bench.tasks.base import Built, TaskDataError
+from bench.tasks.base import Built, TaskDataError, register_loader
 
 NAMES = [
     "Anna",
@@ -313,6 +313,7 @@ def _generate(make: Callable, key: Callable, n: int, n_classes: int, rng: random
     return out
 
 
+@register_loader("synthetic")
 def build(cfg: dict) -> Built:
     """Loader hook for ``loader: synthetic`` (``generator``: cls | ner | d2t)."""
     if cfg.get("generator") not in GENERATORS:
