@@ -14,7 +14,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-e
     resolve_dtype,
 )
 from bench.tasks.base import REPORT_SPLITS
+from bench.tasks.buckets import input_length, score_by_length
 from bench.tracking import SafeTracker, make_tracker
 from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
 from methods.seq2seq import count_invalid
@@ -386,6 +387,7 @@ class _LastValidation:
 
     predictions: list | None = None
     prefix: dict[str, Any] | None = None
+    reported: dict[str, list] = field(default_factory=dict)  # predictions of each reported split
 
 
 def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) -> TrainResult:
@@ -405,6 +407,8 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
             predictions, loss = predict(model, task, encoded, splits, runtime, tokenizer, result, feature_cache=kept)
         if split == "validation":  # the last validation pass describes the end of training
             last.predictions, last.prefix = predictions, probe.summary() if probe else None
+        else:
+            last.reported[split] = predictions
         words = getattr(model, "label_words", None)
         metrics = task.compute_metrics(predictions, split, len(words) if words is not None else None)
         if words is not None:  # text-to-text: generations that matched no label
@@ -419,7 +423,19 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
     for split in REPORT_SPLITS:  # scored once, at the best validation checkpoint
         if split in splits.encoded:
             trained.reported[split] = evaluate(split)
+            trained.by_length[split] = _by_length(model, task, splits, runtime, split, last.reported[split])
     return trained
+
+
+def _by_length(model, task, splits: Splits, runtime: Runtime, split: str, predictions: list) -> dict | None:
+    """``metrics.by_length[split]``: the split's predictions scored per input-length bucket (None: off)."""
+    count = runtime.settings.length_buckets
+    if not count:
+        return None
+    words = getattr(model, "label_words", None)
+    invalid = len(words) if words is not None else None
+    lengths = [input_length(feature) for feature in splits.encoded[split].features]
+    return score_by_length(lengths, count, lambda kept: task.compute_metrics(predictions, split, invalid, kept))
 
 
 def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
@@ -431,6 +447,7 @@ def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
         history=result.history,
         **{split: result.reported.get(split) for split in REPORT_SPLITS},
         best_is_checkpoint=True,
+        by_length={split: value for split, value in result.by_length.items() if value is not None} or None,
     )
     record["diagnostics"] = result.diagnostics
     record["throughput"].update(

@@ -85,6 +85,9 @@ class TrainerConfig:
     eval_feature_cache_mb: float = _setting(
         1024.0, float, "a number >= 0 (0 disables the cache)", lambda v: v >= 0, computes=False
     )
+    # scores by input length (bench.tasks.buckets): the reported splits' predictions re-scored per
+    # length quantile; reads predictions already made, so it changes nothing a run computes
+    length_buckets: int = _setting(3, int, "an integer >= 0 (0: no scores by length)", lambda v: v >= 0, computes=False)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
