@@ -65,6 +65,7 @@ class TrainResult:
     best_step: int | None = None
     reported: dict[str, dict[str, float]] = field(default_factory=dict)  # test / held-out validation scores
     by_length: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # reported split -> by-length scores
+    wording: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # split -> perturbation -> metrics
     timer: StepTimer | None = None
     eval_time_s: float = 0.0
     eval_tokens: int = 0

@@ -38,12 +38,20 @@ def _run(runs: Path, method: str, task: str, seed: int, score: float, model: str
     if "by_length" in extra:
         buckets = [{"n": 10, "metrics": {"accuracy": s}} for s in extra["by_length"]]
         record["metrics"]["by_length"] = {"test": {"count": len(buckets), "buckets": buckets}}
+    if "wording" in extra:  # drops under two rewrites
+        clean = record["metrics"]["test"]["accuracy"]
+        rewrites = {
+            name: {"accuracy": clean - drop} for name, drop in zip(("lowercase", "uppercase"), extra["wording"])
+        }
+        record["metrics"]["wording"] = {"test": {"clean": {"accuracy": clean}, **rewrites}}
     write_record(runs, record)
 
 
 def _cell(runs: Path, method: str, task: str, score: float, offsets=THREE, **extra) -> None:
     for seed, offset in enumerate(offsets):
-        per_seed = {k: (v[seed] if isinstance(v, list) and k != "by_length" else v) for k, v in extra.items()}
+        per_seed = {
+            k: (v[seed] if isinstance(v, list) and k not in ("by_length", "wording") else v) for k, v in extra.items()
+        }
         _run(runs, method, task, seed, score + offset, **per_seed)
 
 
@@ -224,3 +232,23 @@ def test_the_report_writes_the_claims_table(tmp_path):
     paths = report.write_report(tmp_path / "runs", tmp_path / "out")
     assert paths.tables["claims"]["md"].read_text(encoding="utf-8").count("| m ") == len(claims.STATEMENTS)
     assert "## Claims:" in paths.report.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("prompt_drops", "verdict"),
+    [((0.10, 0.20), "holds"), ((0.01, 0.03), "within noise"), ((0.0, 0.0), "violated")],
+)
+def test_wording_compares_the_drop_under_rewrites_with_full_finetunings(tmp_path, prompt_drops, verdict):
+    _cell(tmp_path, "full_finetune", "rte", 0.80, wording=(0.01, 0.03))
+    _cell(tmp_path, "prompt_tuning", "rte", 0.60, wording=prompt_drops)
+    row = _row(_verdicts(tmp_path), "prompt_tuning", "wording")
+    assert row["verdict"] == verdict
+    drop = sum(prompt_drops) / 2 * 100
+    assert f"rte: prompt_tuning {drop:+.1f} ± 0.0 vs full_finetune +2.0 ± 0.0 (n 3/3)" in row["evidence"]
+
+
+def test_wording_without_perturbation_scores_is_inconclusive(tmp_path):
+    _cell(tmp_path, "full_finetune", "rte", 0.80)
+    _cell(tmp_path, "prompt_tuning", "rte", 0.60)
+    row = _row(_verdicts(tmp_path), "prompt_tuning", "wording")
+    assert row["verdict"] == "inconclusive" and "metrics.wording" in row["reason"]

@@ -83,7 +83,7 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement(PROMPT, "uses no MLP", "mechanism", (("reparameterized", False),)),
     Statement(PROMPT, "fine on simple tasks (≈ full FT on the easiest task)", "easy_task"),
     Statement(PROMPT, "low quality on complex tasks (gap to full FT grows with difficulty)", "hard_task"),
-    Statement(PROMPT, "depends on the exact wording of the input", "not_measured", ("no wording-perturbation scores",)),
+    Statement(PROMPT, "depends on the exact wording of the input (drops more than full FT)", "wording"),
     Statement(PREFIX, "acts on attention directly (K/V prefixes)", "mechanism", (("attention_prefix", True),)),
     Statement(
         PREFIX, "does not touch the input embedding", "mechanism", (("input_tokens", False), ("trains_backbone", False))
@@ -347,63 +347,104 @@ def check_hard_task(ctx: Context, statement: Statement, model: str) -> Result:
     return measurement, evidence, verdict, reason
 
 
-REPORTED_BY_LENGTH = {"test": "test", "validation (held-out part)": HELDOUT}
-"""The split a tuned score comes from (:func:`bench.report.tables.cell_stats`) → its ``metrics.by_length`` key."""
+REPORTED_KEYS = {"test": "test", "validation (held-out part)": HELDOUT}
+"""The split a tuned score comes from (:func:`bench.report.tables.cell_stats`) → its key in the record's
+per-split fields (``metrics.by_length``, ``metrics.wording``)."""
 
 
-def _length_change(by_length: object, split: object, primary: object) -> float:
+def _scored(field: object, split: object) -> dict | None:
+    """The record field's entry for the split the tuned score comes from (None when absent)."""
+    key = REPORTED_KEYS.get(str(split))
+    entry = field.get(key) if isinstance(field, dict) and key else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def length_change(by_length: object, split: object, primary: object) -> float:
     """Primary metric on the longest bucket − on the shortest (NaN without two scored buckets)."""
-    key = REPORTED_BY_LENGTH.get(str(split))
-    scored = by_length.get(key) if isinstance(by_length, dict) and key else None
-    buckets = scored.get("buckets") if isinstance(scored, dict) else None
+    buckets = (_scored(by_length, split) or {}).get("buckets")
     if not isinstance(buckets, list) or len(buckets) < 2:
         return math.nan
-    first, last = (b.get("metrics", {}).get(primary) for b in (buckets[0], buckets[-1]))
-    return float(last - first) if isinstance(first, (int, float)) and isinstance(last, (int, float)) else math.nan
+    first, last = (_number((b.get("metrics") or {}).get(primary)) for b in (buckets[0], buckets[-1]))
+    return last - first
 
 
-def length_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method × model × task, over the tuned point's runs: mean/std/n of the long−short change of the
-    primary metric on the split the tuned score comes from (``metrics.by_length``)."""
+def wording_drop(wording: object, split: object, primary: object) -> float:
+    """Clean primary metric − its mean over the wording perturbations (NaN without both)."""
+    scores = _scored(wording, split) or {}
+    clean = _number((scores.get("clean") or {}).get(primary))
+    perturbed = [_number((v or {}).get(primary)) for k, v in scores.items() if k != "clean" and isinstance(v, dict)]
+    return clean - sum(perturbed) / len(perturbed) if perturbed else math.nan
+
+
+PER_RUN = {"length_change": ("metrics.by_length", length_change), "wording_drop": ("metrics.wording", wording_drop)}
+"""Per-run quantities the claims compare across methods: name → (record field, how to read it)."""
+
+
+def run_quantity_stats(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Per method × model × task over the tuned point's runs: mean/std/n (and the convergence counts the
+    noise rule reads) of a :data:`PER_RUN` quantity, on the split the tuned score comes from."""
+    column, read = PER_RUN[name]
     runs = _tuned_scores(selected_runs(df))
-    by_length = runs.get("metrics.by_length", pd.Series(None, index=runs.index))
-    runs = runs.assign(
-        length_change=[_length_change(b, s, p) for b, s, p in zip(by_length, runs["split"], runs["metrics.primary"])]
-    )
-    stats = _stats(runs, "length_change", KEYS)
+    fields = runs.get(column, pd.Series(None, index=runs.index))
+    runs = runs.assign(**{name: [read(f, s, p) for f, s, p in zip(fields, runs["split"], runs["metrics.primary"])]})
+    stats = _stats(runs, name, KEYS)
     return stats[stats["n"] > 0] if len(stats) else stats
 
 
-def _length_verdict(full: pd.Series | None, mine: pd.Series | None, method: str) -> dict:
-    """ "Drop no larger than full FT's, within noise": the claim check's "<" on the long−short change,
-    a tie counting for the statement (it asks for no larger a drop, not a smaller one)."""
-    check = _verdict("<", full, mine, FULL, method)
-    if check["verdict"] == WITHIN_NOISE:
-        check.update(verdict=HOLDS, reason="drops equal within noise")
-    return check
-
-
-def check_long_inputs(ctx: Context, statement: Statement, model: str) -> Result:
-    """ "Works on long inputs": per task, the method's change from the shortest to the longest length
-    bucket against full fine-tuning's, combined over tasks by :func:`over_tasks`."""
-    stats = length_stats(ctx.df)
+def _against_full(ctx: Context, model: str, method: str, name: str, decide: Callable) -> tuple[dict, str]:
+    """Per task, ``decide(full_row, method_row)`` on a :data:`PER_RUN` quantity; the evidence text."""
+    stats = run_quantity_stats(ctx.df, name)
     stats = stats[stats["model"] == model]
-    measurement = f"score change shortest → longest input-length bucket vs {FULL}'s (metrics.by_length, points)"
-    if stats.empty:
-        return measurement, "-", INCONCLUSIVE, "no run recorded metrics.by_length (trainer.length_buckets)"
     rows = {(r["method"], r["task"]): r for _, r in stats.iterrows()}
     checks, parts = {}, []
     for task in sorted(stats["task"].unique()):
-        full, mine = rows.get((FULL, task)), rows.get((statement.method, task))
-        checks[task] = _length_verdict(full, mine, statement.method)
+        full, mine = rows.get((FULL, task)), rows.get((method, task))
+        checks[task] = decide(full, mine)
         if full is not None and mine is not None:
             parts.append(
-                f"{task}: {statement.method} {mine['mean'] * 100:+.1f} ± {mine['std'] * 100:.1f} vs {FULL} "
+                f"{task}: {method} {mine['mean'] * 100:+.1f} ± {mine['std'] * 100:.1f} vs {FULL} "
                 f"{full['mean'] * 100:+.1f} ± {full['std'] * 100:.1f} (n {int(mine['n'])}/{int(full['n'])}) "
                 f"→ {checks[task]['verdict']}"
             )
-    verdict, reason = over_tasks(checks)
-    return measurement, "; ".join(parts) or "-", verdict, reason
+    return checks, "; ".join(parts) or "-"
+
+
+def check_long_inputs(ctx: Context, statement: Statement, model: str) -> Result:
+    """ "Works on long inputs": per task, the method's change from the shortest to the longest length bucket
+    against full fine-tuning's (the claim check's "<"); a tie counts for the statement, which asks for no
+    larger a drop, not a smaller one.  Combined over tasks by :func:`over_tasks`."""
+
+    def decide(full: pd.Series | None, mine: pd.Series | None) -> dict:
+        check = _verdict("<", full, mine, FULL, statement.method)
+        if check["verdict"] == WITHIN_NOISE:
+            check.update(verdict=HOLDS, reason="drops equal within noise")
+        return check
+
+    measurement = f"score change shortest → longest input-length bucket vs {FULL}'s (metrics.by_length, points)"
+    checks, evidence = _against_full(ctx, model, statement.method, "length_change", decide)
+    if not checks:
+        return measurement, "-", INCONCLUSIVE, "no run recorded metrics.by_length (trainer.length_buckets)"
+    return measurement, evidence, *over_tasks(checks)
+
+
+def check_wording(ctx: Context, statement: Statement, model: str) -> Result:
+    """ "Depends on the exact wording": per task, the method's mean drop under the wording perturbations is
+    larger than full fine-tuning's (the claim check's "<" on the drop).  Combined over tasks."""
+    measurement = f"mean score drop under meaning-preserving rewrites vs {FULL}'s (metrics.wording, points)"
+    checks, evidence = _against_full(
+        ctx,
+        model,
+        statement.method,
+        "wording_drop",
+        lambda full, mine: _verdict("<", full, mine, FULL, statement.method),
+    )
+    if not checks:
+        return measurement, "-", INCONCLUSIVE, "no run recorded metrics.wording (trainer.wording_perturbations=true)"
+    return measurement, evidence, *over_tasks(checks)
 
 
 CHECKS: dict[str, Callable[[Context, Statement, str], Result]] = {
@@ -415,6 +456,7 @@ CHECKS: dict[str, Callable[[Context, Statement, str], Result]] = {
     "easy_task": check_easy_task,
     "hard_task": check_hard_task,
     "long_inputs": check_long_inputs,
+    "wording": check_wording,
     "not_measured": check_not_measured,
 }
 """How each kind of statement is measured (:attr:`Statement.check` names one)."""

@@ -27,7 +27,7 @@ TIME_TO_BEST_FRACTION = 0.95
 
 # Nested values kept whole: lists and free-form configs would explode into hundreds of columns.
 _KEEP_WHOLE = frozenset(
-    {"metrics.history", "metrics.by_length", "provenance.config", "provenance.overrides", "hparams"}
+    {"metrics.history", "metrics.by_length", "metrics.wording", "provenance.config", "provenance.overrides", "hparams"}
 )
 # <method>/<model>/<task>/[<hparams slug, which always holds "=">/]seed=<n>/result.json
 _PATH_LAYOUT = re.compile(
