@@ -85,7 +85,7 @@ def test_ordering_rows_follow_the_claim_check_task_by_task(tmp_path):
         _cell(tmp_path, method, "cb", score if method != "prefix_tuning" else 0.55)  # prefix < prompt on cb
     data = _verdicts(tmp_path)
     first = data.loc[("prompt_tuning", "prompt_tuning < prefix_tuning")]
-    assert first["verdict"] == "violated" and first["reason"].startswith("violated on cb of 2 task(s)")
+    assert first["verdict"] == "violated" and first["reason"] == "on cb of 2 task(s)"
     se = math.sqrt(2 * np.var(THREE, ddof=1) / 3) * 100  # two sides of 3 seeds each
     assert f"rte: Δ +10.0 ± {se:.1f}, n 3/3 → holds" in first["evidence"]
     assert data.loc[("p_tuning_v2", "p_tuning_v2 ≈ full_finetune"), "verdict"] == "holds"
@@ -101,7 +101,7 @@ def test_over_tasks_puts_violated_before_inconclusive_before_within_noise():
     assert claims.over_tasks({"a": c("holds"), "b": c("within noise", "x")})[0] == "within noise"
     assert claims.over_tasks({"a": c("inconclusive", "1 seed"), "b": c("within noise")})[0] == "inconclusive"
     verdict, reason = claims.over_tasks({"a": c("violated"), "b": c("inconclusive", "1 seed"), "c": c("holds")})
-    assert verdict == "violated" and reason == "violated on a of 3 task(s)"
+    assert verdict == "violated" and reason == "on a of 3 task(s)"
     assert claims.over_tasks({"a": c("n/a (no x runs)")}) == ("inconclusive", "no task has runs of both sides")
 
 

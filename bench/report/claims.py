@@ -140,9 +140,7 @@ def over_tasks(checks: dict[str, dict]) -> tuple[str, str]:
         tasks = sorted(t for t, c in decided.items() if c["verdict"] == verdict)
         if tasks:
             why = [f"{t}: {decided[t]['reason']}" for t in tasks if decided[t]["reason"]]
-            return verdict, f"{verdict} on {', '.join(tasks)} of {len(decided)} task(s)" + (
-                f" ({'; '.join(why)})" if why else ""
-            )
+            return verdict, f"on {', '.join(tasks)} of {len(decided)} task(s)" + (f" — {'; '.join(why)}" if why else "")
     return HOLDS, f"holds on all {len(decided)} task(s)"
 
 
