@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.checkpoint import CHECKPOINT_DIR, Checkpoints, Interrupted, Signals
-from bench.data import padding_waste
+from bench.data import encode_split, padding_waste
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.eval_cache import EvalFeatureCache
 from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, config_hash, slug
@@ -37,6 +38,8 @@ from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-e
     resolve_dtype,
 )
 from bench.tasks.base import REPORT_SPLITS
+from bench.tasks.buckets import input_length, score_by_length
+from bench.tasks.wording import perturb_split, perturbations_for
 from bench.tracking import SafeTracker, make_tracker
 from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
 from methods.seq2seq import count_invalid
@@ -300,7 +303,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     record["metrics"]["data"] = _data_counts(task, splits)
     record["metrics"]["primary"] = task.primary_metric
     runtime = Runtime(settings, checked.device, checked.dtype, seed)
-    result = _train_and_test(model, task, splits, runtime, loaded.tokenizer)
+    result = _train_and_test(model, task, splits, runtime, loaded.tokenizer, _encoder(task, loaded))
     record["provenance"]["optimizer_groups"] = result.optimizer_groups
     _fill_record(record, result, task)
     record["provenance"]["base_weights_sha256"] = {"before": before, "after": base_weights_sha256(model)}
@@ -411,6 +414,12 @@ def _encode(task, loaded, max_length: int, config: Mapping[str, Any]) -> Splits:
     return Splits(encoded, loaded.tokenizer.pad_token_id, loaded.tokenizer.padding_side == "left")
 
 
+def _encoder(task, loaded):
+    """Tokenise a split of a task view as the run's splits were (uncached: perturbed inputs are seen once)."""
+    max_length = int(task.config.get("max_length") or 256)
+    return lambda view, split: encode_split(view, loaded.tokenizer, split, max_length, loaded.decoder, loaded.seq2seq)
+
+
 def _data_counts(task, splits: Splits) -> dict[str, Any]:
     counts = {split: len(examples) for split, examples in task.splits.items()}
     counts["truncated"] = sum(e.truncated for e in splits.encoded.values())
@@ -426,9 +435,10 @@ class _LastValidation:
 
     predictions: list | None = None
     prefix: dict[str, Any] | None = None
+    reported: dict[str, list] = field(default_factory=dict)  # predictions of each reported split
 
 
-def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) -> TrainResult:
+def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer, encode=None) -> TrainResult:
     """Train with validation passes, diagnose the run, then score the best checkpoint on test."""
     reset_peak_memory(runtime.device)
     result = TrainResult()
@@ -445,6 +455,8 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
             predictions, loss = predict(model, task, encoded, splits, runtime, tokenizer, result, feature_cache=kept)
         if split == "validation":  # the last validation pass describes the end of training
             last.predictions, last.prefix = predictions, probe.summary() if probe else None
+        else:
+            last.reported[split] = predictions
         words = getattr(model, "label_words", None)
         metrics = task.compute_metrics(predictions, split, len(words) if words is not None else None)
         if words is not None:  # text-to-text: generations that matched no label
@@ -459,6 +471,10 @@ def _train_and_test(model, task, splits: Splits, runtime: Runtime, tokenizer) ->
     for split in REPORT_SPLITS:  # scored once, at the best validation checkpoint
         if split in splits.encoded:
             trained.reported[split] = evaluate(split)
+            trained.by_length[split] = _by_length(model, task, splits, runtime, split, last.reported[split])
+            if runtime.settings.wording_perturbations and encode is not None:
+                scores = _wording(model, task, splits, runtime, tokenizer, encode, split)
+                trained.wording[split] = {"clean": trained.reported[split], **scores}
     return trained
 
 
@@ -470,6 +486,32 @@ def _checkpoints(runtime: Runtime) -> Checkpoints | None:
     return hook
 
 
+def _wording(model, task, splits: Splits, runtime: Runtime, tokenizer, encode, split: str) -> dict[str, dict]:
+    """``metrics.wording[split]``: the trained model's metrics on each perturbation of the split's inputs
+    (bench.tasks.wording), predicted into a scratch result so no throughput figure of the run changes."""
+    words = getattr(model, "label_words", None)
+    invalid = len(words) if words is not None else None
+    scores = {}
+    for name in perturbations_for(task.kind):
+        view = dataclasses.replace(
+            task, splits={**task.splits, split: perturb_split(task.splits[split], task.kind, name)}
+        )
+        predictions, _ = predict(model, view, encode(view, split), splits, runtime, tokenizer, TrainResult())
+        scores[name] = view.compute_metrics(predictions, split, invalid)
+    return scores
+
+
+def _by_length(model, task, splits: Splits, runtime: Runtime, split: str, predictions: list) -> dict | None:
+    """``metrics.by_length[split]``: the split's predictions scored per input-length bucket (None: off)."""
+    count = runtime.settings.length_buckets
+    if not count:
+        return None
+    words = getattr(model, "label_words", None)
+    invalid = len(words) if words is not None else None
+    lengths = [input_length(feature) for feature in splits.encoded[split].features]
+    return score_by_length(lengths, count, lambda kept: task.compute_metrics(predictions, split, invalid, kept))
+
+
 def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
     timer = result.timer
     record["metrics"].update(
@@ -479,6 +521,8 @@ def _fill_record(record: dict[str, Any], result: TrainResult, task) -> None:
         history=result.history,
         **{split: result.reported.get(split) for split in REPORT_SPLITS},
         best_is_checkpoint=True,
+        by_length={split: value for split, value in result.by_length.items() if value is not None} or None,
+        wording=result.wording or None,
     )
     record["diagnostics"] = result.diagnostics
     record["throughput"].update(

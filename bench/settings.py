@@ -90,6 +90,12 @@ class TrainerConfig:
     checkpoint_every: int | None = _setting(
         None, int, "an integer >= 1 (validation passes), or null", lambda v: v >= 1, True, computes=False
     )
+    # scores by input length (bench.tasks.buckets): the reported splits' predictions re-scored per
+    # length quantile; reads predictions already made, so it changes nothing a run computes
+    length_buckets: int = _setting(3, int, "an integer >= 0 (0: no scores by length)", lambda v: v >= 0, computes=False)
+    # wording sensitivity (bench.tasks.wording): the best checkpoint evaluated again on each meaning-preserving
+    # rewrite of the reported splits' inputs; adds evaluations, changes no score the run already computes
+    wording_perturbations: bool = _setting(False, bool, "true or false", computes=False)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:

@@ -66,6 +66,8 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)
     best_step: int | None = None
     reported: dict[str, dict[str, float]] = field(default_factory=dict)  # test / held-out validation scores
+    by_length: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # reported split -> by-length scores
+    wording: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # split -> perturbation -> metrics
     timer: StepTimer | None = None
     eval_time_s: float = 0.0
     eval_tokens: int = 0

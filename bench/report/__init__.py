@@ -10,6 +10,7 @@ Public API::
     cost_table(df)                         # parameters, throughput, memory, time to 95 % of best
     comparison_table(df)                   # declarations beside measured quality / volume
     claim_check_table(df)                  # prompt < prefix < P-Tuning v2 ≈ full FT, per task
+    claims_table(df)                       # every statement of the comparison, measured, one verdict each
     failures_table(df)                     # every run left out of the averages
     make_figures(df, out_dir)              # PNG + PDF figures, returns their paths
     write_report(runs_dir, out_dir)        # all of the above on disk, returns ReportPaths
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.report.claims import STATEMENTS, claims_data, claims_table
 from bench.report.comparison import (
     claim_check_data,
     claim_check_table,
@@ -53,11 +55,14 @@ __all__ = [
     "FIGURE_NAMES",
     "REGENERATE_PREFIX",
     "LEGEND",
+    "STATEMENTS",
     "ReportError",
     "ReportPaths",
     "cell_stats",
     "claim_check_data",
     "claim_check_table",
+    "claims_data",
+    "claims_table",
     "comparison_data",
     "comparison_table",
     "cost_data",
@@ -158,6 +163,13 @@ def _tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, pd.DataFrame
             "< 2 seeds or unconverged runs, or |Δ| ≤ 2 standard errors at < 3 seeds; within noise when "
             "|Δ| ≤ 2 standard errors with converged runs and ≥ 3 seeds a side)",
             claim_check_data(df),
+        ),
+        "claims": (
+            claims_table(df),
+            "Claims: every statement of the comparison, its measurement and a verdict (holds / violated / "
+            "within noise / inconclusive with the reason) under the claim check's rules; Δ in points ± its "
+            "standard error, n = seeds a side (docs/CLAIMS.md)",
+            claims_data(df),
         ),
         "quality_by_task": (quality_by_task(df), "Quality per task relative to head-only and full fine-tuning", None),
         "run_counts": (run_counts(df), "Runs per method and model by outcome", None),

@@ -1,7 +1,7 @@
 """``python -m bench.report RUNS_DIR [--out DIR] [--name NAME]``.
 
 Prints the tuned main table, the tables of every sweep point, the cost table, the runs left out and
-the flagged runs (if any), the comparison table with the per-task claim check, the paper-vs-measured
+the flagged runs (if any), the comparison table with the per-task claim check, the claims table, the paper-vs-measured
 table and, last, the figure paths.  Exit code 2 with a one-line error when RUNS_DIR is missing or holds
 no record, and also when a record is malformed: that record is named on stderr and listed as
 unreadable, while every other record is still reported.
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         ("Flagged runs (diagnostics)", "flagged"),
         ("Comparison", "comparison"),
         ("Claim check", "claim_check"),
-    ]  # comparison last: `make demo` ends on it
+        ("Claims", "claims"),
+    ]  # comparison, claim check and claims last: `make demo` ends on them
     for title, name in sections:
         if name not in ("failures", "flagged") or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
             print(_section(title, paths.tables[name]["md"]), end="")

@@ -300,22 +300,26 @@ def _verdict(
     diff, se = _difference(a, b)
     vacuous = _unseparated(b, head) if op == "≈" else ""
     doubts = _doubts(a, left) + _doubts(b, right) + ([vacuous] if vacuous else [])
+    if op == "≈" and not doubts and quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL:
+        return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
+    verdict, reason = noise_verdict(diff, se, min(int(a["n"]), int(b["n"])), doubts, op)
+    return {"diff": diff, "se": se, "verdict": verdict, "reason": reason}
+
+
+def noise_verdict(diff: float, se: float, seeds: int, doubts: list[str], op: str = "<") -> tuple[str, str]:
+    """(verdict, reason) of "a op b" from Δ = b − a and its standard error — the rule every claim shares:
+    inconclusive when a side cannot support a verdict (``doubts``); for |Δ| ≤ :data:`CLAIM_NOISE_SE`
+    standard errors, within noise at ≥ :data:`NOISE_MIN_SEEDS` seeds a side (``seeds``: the fewest),
+    inconclusive below; otherwise "<" holds for Δ > 0 and is violated for Δ < 0, and "≈" is violated
+    (its "holds" is the caller's: the gap is small, not only unresolved)."""
     if doubts:
-        return {"diff": diff, "se": se, "verdict": INCONCLUSIVE, "reason": "; ".join(doubts)}
-    if op == "≈":
-        if quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL:
-            return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
+        return INCONCLUSIVE, "; ".join(doubts)
     if abs(diff) <= CLAIM_NOISE_SE * se:
-        few = min(int(a["n"]), int(b["n"])) < NOISE_MIN_SEEDS
-        return {
-            "diff": diff,
-            "se": se,
-            "verdict": INCONCLUSIVE if few else WITHIN_NOISE,
-            "reason": f"|Δ| within {CLAIM_NOISE_SE:g} standard errors"
-            + (f" at fewer than {NOISE_MIN_SEEDS} seeds: run more seeds" if few else ""),
-        }
-    verdict = "violated" if op == "≈" or diff < 0 else "holds"
-    return {"diff": diff, "se": se, "verdict": verdict, "reason": ""}
+        reason = f"|Δ| within {CLAIM_NOISE_SE:g} standard errors"
+        if seeds < NOISE_MIN_SEEDS:
+            return INCONCLUSIVE, reason + f" at fewer than {NOISE_MIN_SEEDS} seeds: run more seeds"
+        return WITHIN_NOISE, reason
+    return ("violated" if op == "≈" or diff < 0 else "holds"), ""
 
 
 def claim_check_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:

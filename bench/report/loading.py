@@ -26,7 +26,9 @@ TIME_TO_BEST_FRACTION = 0.95
 """Cost table: time until validation first reaches this fraction of the run's best score."""
 
 # Nested values kept whole: lists and free-form configs would explode into hundreds of columns.
-_KEEP_WHOLE = frozenset({"metrics.history", "provenance.config", "provenance.overrides", "hparams"})
+_KEEP_WHOLE = frozenset(
+    {"metrics.history", "metrics.by_length", "metrics.wording", "provenance.config", "provenance.overrides", "hparams"}
+)
 # <method>/<model>/<task>/[<hparams slug, which always holds "=">/]seed=<n>/result.json
 _PATH_LAYOUT = re.compile(
     r"(?P<method>[^/=]+)/(?P<model>[^/=]+)/(?P<task>[^/=]+)/(?:[^/]*=[^/]*/)?"

@@ -15,7 +15,7 @@ import json
 import random
 import string
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,14 +122,20 @@ class TaskData:
             return max((len(ex["pairs"]) for examples in self.splits.values() for ex in examples), default=None)
         return len(self.label_names or []) or None
 
-    def compute_metrics(self, predictions: list, split: str, invalid: int | None = None) -> dict[str, float]:
+    def compute_metrics(
+        self, predictions: list, split: str, invalid: int | None = None, indices: Sequence[int] | None = None
+    ) -> dict[str, float]:
         """Score ``predictions`` (one per example of ``split``, in order) with the task's metrics.
 
         ``invalid``: the prediction that stands for a text-to-text generation naming no label (wrong).
+        ``indices``: score only these examples of the split (e.g. one length bucket).
         """
         if split not in self.splits:
             raise ValueError(f"task {self.name}: no labeled split {split!r} (have {sorted(self.splits)})")
-        given = ScoringInput(list(predictions), self.splits[split], self.label_names, self.name, invalid)
+        examples = self.splits[split]
+        if indices is not None:
+            predictions, examples = [predictions[i] for i in indices], [examples[i] for i in indices]
+        given = ScoringInput(list(predictions), examples, self.label_names, self.name, invalid)
         return score_split(self.config["metric"], given)
 
 
