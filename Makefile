@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# one screen: Hydra's line per run, then the report's summary (the whole report is written to results/reports/demo)
 demo: $(STAMP)
-	$(PY) -m bench sweep=demo
-	$(PY) -m bench.report results/runs/demo
+	HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m bench sweep=demo
+	$(PY) -m bench.report results/runs/demo --summary
 
 # lint first: `ruff check` (rules in pyproject.toml) and `ruff format --check` fail fast, before the slow tests.
 # Two workers (pytest-xdist), one per core, a test file per worker at a time so module-scoped models load once;

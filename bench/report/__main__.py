@@ -1,8 +1,9 @@
-"""``python -m bench.report RUNS_DIR [--out DIR] [--name NAME]``.
+"""``python -m bench.report RUNS_DIR [--out DIR] [--name NAME] [--summary]``.
 
-Prints the tuned main table, the tables of every sweep point, the cost table, the runs left out and
-the flagged runs (if any), the comparison table with the per-task claim check, the claims table, the paper-vs-measured
-table and, last, the figure paths.  Exit code 2 with a one-line error when RUNS_DIR is missing or holds
+Writes the whole report either way. Prints the tuned main table, the tables of every sweep point, the
+cost table, the runs left out and the flagged runs (if any), the comparison table with the per-task
+claim check, the claims table, the paper-vs-measured table and, last, the figure paths; with ``--summary``, one screen
+instead (bench/report/summary.py).  Exit code 2 with a one-line error when RUNS_DIR is missing or holds
 no record, and also when a record is malformed: that record is named on stderr and listed as
 unreadable, while every other record is still reported.
 """
@@ -21,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("runs_dir", type=Path, help="folder searched for **/result.json")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/reports/<NAME>/)")
     parser.add_argument("--name", default=None, help="report name (default: basename of RUNS_DIR)")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print one screen: tuned table, claim check, convergence, where the rest is (make demo)",
+    )
     return parser
 
 
@@ -48,6 +54,30 @@ def _paper_vs_measured(runs_dir: Path, paths) -> str:
     return _section("Paper vs measured", written["md"]).rstrip("\n")
 
 
+def _print_full(paths, paper: str) -> None:
+    """Every table (the failures and flagged ones when not empty), then the figure paths."""
+    sections = [
+        ("Main table, tuned (hparams chosen on validation)", "main_tuned"),
+        ("Every sweep point, final score", "main_final"),
+        ("Every sweep point, best-epoch score", "main_best"),
+        ("Cost", "cost"),
+        ("Runs left out of every average", "failures"),
+        ("Flagged runs (diagnostics)", "flagged"),
+        ("Comparison", "comparison"),
+        ("Claim check", "claim_check"),
+        ("Claims", "claims"),
+    ]  # comparison, claim check and claims last: the tables end on them
+    for title, name in sections:
+        if name not in ("failures", "flagged") or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
+            print(_section(title, paths.tables[name]["md"]), end="")
+    print(paper)
+    print(_left_out(paths))
+    print(f"Report: {paths.report}")
+    print("Figures:")
+    for path in paths.figures:
+        print(f"  {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -59,26 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{paths.records} record(s) from {args.runs_dir} -> {paths.out_dir}")
-    sections = [
-        ("Main table, tuned (hparams chosen on validation)", "main_tuned"),
-        ("Every sweep point, final score", "main_final"),
-        ("Every sweep point, best-epoch score", "main_best"),
-        ("Cost", "cost"),
-        ("Runs left out of every average", "failures"),
-        ("Flagged runs (diagnostics)", "flagged"),
-        ("Comparison", "comparison"),
-        ("Claim check", "claim_check"),
-        ("Claims", "claims"),
-    ]  # comparison, claim check and claims last: `make demo` ends on them
-    for title, name in sections:
-        if name not in ("failures", "flagged") or pd.read_csv(paths.tables[name]["csv"]).shape[0]:
-            print(_section(title, paths.tables[name]["md"]), end="")
-    print(_paper_vs_measured(args.runs_dir, paths))
-    print(_left_out(paths))
-    print(f"Report: {paths.report}")
-    print("Figures:")
-    for path in paths.figures:
-        print(f"  {path}")
+    paper = _paper_vs_measured(args.runs_dir, paths)
+    if args.summary:
+        from bench.report import load_runs
+        from bench.report.summary import summary_lines
+
+        print("\n".join(summary_lines(load_runs(args.runs_dir), paths, _left_out(paths))))
+    else:
+        _print_full(paths, paper)
     for error in paths.unreadable:
         print(f"error: unreadable record {error}", file=sys.stderr)
     return 2 if paths.unreadable else 0
