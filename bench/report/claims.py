@@ -2,7 +2,7 @@
 
 The comparison our users bring states, besides the ordering "prompt < prefix < P-Tuning v2 ≈ full
 fine-tuning", what each method acts on, its parameter volume and where it works well.  Each statement
-is one entry of :data:`STATEMENTS` (the ordering's come from :data:`bench.report.comparison.CLAIM`);
+is one entry of :data:`STATEMENTS` (the ordering's come from :func:`bench.report.comparison.claim`);
 its ``check`` names the measurement (a key of :data:`CHECKS`).  Every verdict that compares scores uses
 the claim check's rule (:func:`bench.report.comparison.noise_verdict`: converged runs, ≥ 2 seeds a side,
 |Δ| against 2 standard errors, a tie "within noise" only at ≥ 3 seeds), so one statement never passes on
@@ -18,16 +18,15 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.report.comparison import (
-    CLAIM,
     CLAIM_NOISE_SE,
-    FULL,
-    HEAD,
     INCONCLUSIVE,
     WITHIN_NOISE,
     _difference,
     _doubts,
     _verdict,
+    claim,
     noise_verdict,
+    references,
     relation_name,
     relative_scores,
     volume_label,
@@ -44,7 +43,9 @@ from bench.report.tables import (
 )
 from bench.tasks.base import HELDOUT
 
-PROMPT, PREFIX, PT2 = "prompt_tuning", "prefix_tuning", "p_tuning_v2"
+CLAIM = claim()
+FULL, HEAD = references()
+PROMPT, PREFIX, PT2 = (left for left, _, _ in CLAIM)  # the chain's order: prompt < prefix < P-Tuning v2 ≈ full
 FEW_SHOT_MAX_TRAIN = 64
 """A task counts as few-shot when its runs trained on at most this many examples (``metrics.data.train``):
 FewGLUE's 32, or k_shot ≤ 16 per class of a 3–4-class task."""
