@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# one screen: Hydra's line per run, then the report's summary (the whole report is written to results/reports/demo)
+# one screen: Hydra's line per run, then the report's summary (the whole report is written to results/reports/demo).
+# The preset runs two runs at a time (joblib); one thread each, since a 2-thread run stalls whenever another
+# process holds a core (docs/PERFORMANCE.md, "Noise").
 demo: $(STAMP)
-	HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m bench sweep=demo
+	OMP_NUM_THREADS=1 HF_HUB_DISABLE_PROGRESS_BARS=1 $(PY) -m bench sweep=demo
 	$(PY) -m bench.report results/runs/demo --summary
 
 # lint first: `ruff check` (rules in pyproject.toml) and `ruff format --check` fail fast, before the slow tests.
