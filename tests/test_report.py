@@ -783,6 +783,20 @@ def test_an_unreadable_record_in_a_point_folder_is_placed_by_its_path(tmp_path):
     )
 
 
+def test_a_record_of_an_unknown_schema_is_listed_and_never_averaged_or_chosen(tmp_path):
+    """A newer writer's record may mean other things by the same fields: it is listed as unreadable
+    (schema named), and the tuned table is built from the records this report understands."""
+    runs = tmp_path / "runs"
+    for lr, score, schema in ((0.01, 0.6, 1), (0.1, 0.99, 99)):
+        record = make_record("lora", "minilm", "rte", 0, score) | {"hparams": {"trainer.lr": lr}, "schema": schema}
+        write_record(runs, record)
+    df = report.load_records(runs)
+    future = df[df["status"] == "unreadable"]
+    assert len(future) == 1 and "unknown schema 99" in future["error"].item() and "lr=0.1" in future["error"].item()
+    tuned = report.main_table(df, variant="tuned")
+    assert "60.0" in tuned.to_string() and "99.0" not in tuned.to_string()
+
+
 def test_selection_compares_points_on_their_shared_seeds():
     """A 1-seed lucky point must not beat a point whose shared-seed score is higher but whose 3-seed
     mean is lower: the protocol's grid seed decides, as `bench.protocol` chose."""

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.record import SCHEMA_VERSION
+
 REQUIRED_KEYS = ("status", "method", "model", "task", "seed", "metrics")
 """Top-level keys without which a record cannot be placed in any table."""
 
@@ -78,6 +80,9 @@ def read_report_row(path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in record]
     if missing or not isinstance(record.get("metrics"), dict):
         return _unreadable(path, f"missing key(s) {missing or ['metrics (object)']}")
+    if record.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+        # a newer writer's fields may mean something else: listed, never averaged or chosen
+        return _unreadable(path, f"unknown schema {record['schema']!r} (this report reads {SCHEMA_VERSION})")
     return flatten(record)
 
 
