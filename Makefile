@@ -31,9 +31,10 @@ demo: $(STAMP)
 
 # lint first: `ruff check` (rules in pyproject.toml) and `ruff format --check` fail fast, before the slow tests.
 # Two workers (pytest-xdist), one per core, a test file per worker at a time so module-scoped models load once;
-# the ten slowest tests are printed so a slow one is noticed when it lands.
+# the ten slowest tests are printed so a slow one is noticed when it lands. One thread per worker (and per
+# run a test starts): two 2-thread workers on 2 cores spin-wait on each other and run several times slower.
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
