@@ -26,6 +26,7 @@ import torch
 
 from bench.checkpoint import CHECKPOINT_DIR, Checkpoints, Interrupted, Signals
 from bench.data import encode_split, padding_waste
+from bench.data_checks import degenerate_data
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.eval_cache import EvalFeatureCache
 from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, config_hash, slug
@@ -37,7 +38,7 @@ from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-e
     resolve_device,
     resolve_dtype,
 )
-from bench.tasks.base import REPORT_SPLITS
+from bench.tasks.base import REPORT_SPLITS, warn
 from bench.tasks.buckets import input_length, score_by_length
 from bench.tasks.wording import perturb_split, perturbations_for
 from bench.tracking import SafeTracker, make_tracker
@@ -426,6 +427,10 @@ def _data_counts(task, splits: Splits) -> dict[str, Any]:
     counts["truncated_by_split"] = {split: e.truncated for split, e in splits.encoded.items()}
     counts["absent_splits"] = list(getattr(task, "absent_splits", []))
     counts["loaded"] = dict(getattr(task, "counts", {}))
+    cut = {split: (e.truncated, len(e.features)) for split, e in splits.encoded.items()}
+    counts["warnings"] = degenerate_data(task, cut)
+    for line in counts["warnings"]:
+        warn(line)
     return counts
 
 
