@@ -81,7 +81,7 @@ def test_rouge_hand_checked_and_multi_reference():
 # ---------------------------------------------------------------- the registry
 def perfect_input(name: str) -> metrics.ScoringInput:
     """Gold predictions for an example schema that metric ``name`` scores."""
-    if name in ("accuracy", "f1_macro", "multirc"):
+    if name in ("accuracy", "error_rate", "f1_macro", "multirc"):
         examples = [{"label": 1, "group": "q1"}, {"label": 0, "group": "q1"}, {"label": 1, "group": "q2"}]
         return metrics.ScoringInput([1, 0, 1], examples, None, "t")
     if name == "record":
@@ -98,7 +98,8 @@ def perfect_input(name: str) -> metrics.ScoringInput:
 def test_each_registered_metric_produces_exactly_its_declared_keys(name):
     result = metrics.score_split([name], perfect_input(name))
     assert tuple(result) == metrics.METRICS[name].keys
-    assert all(value == pytest.approx(1.0) for value in result.values())
+    perfect = 1.0 if metrics.METRICS[name].direction == metrics.MAXIMIZE else 0.0  # an error rate's best is 0
+    assert all(value == pytest.approx(perfect) for value in result.values())
 
 
 def test_score_split_errors_name_the_task():
