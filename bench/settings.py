@@ -71,7 +71,10 @@ def _one_of(default: Any, choices: Collection[str] | Callable[[], Collection[str
     """A string setting whose value is one of ``choices`` (a tuple, a registry, or a function returning
     one when reading it at import time would load too much); errors list them as ``a|b|c``."""
     live = choices if callable(choices) else lambda: choices
-    allowed = lambda: "one of " + "|".join(live()) + (", or null" if nullable else "")  # noqa: E731
+
+    def allowed() -> str:
+        return "one of " + "|".join(live()) + (", or null" if nullable else "")
+
     return _setting(default, str, allowed, lambda v: v in live(), nullable)
 
 
@@ -126,7 +129,7 @@ class TrainerConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
         """Build from a (Hydra) mapping; unknown keys and bad values raise :class:`TrainerConfigError`."""
-        known = _typed_field_names(cls)
+        known = _declared_fields(cls)
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise TrainerConfigError(f"trainer: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -191,7 +194,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
         """Build from a (Hydra) mapping; a bad value raises :class:`ModelConfigError` in one line."""
-        known = _typed_field_names(cls)
+        known = _declared_fields(cls)
         extra = {key: value for key, value in values.items() if key not in known}
         return cls(**_typed_fields(cls, values, "model", ModelConfigError), extra=extra)
 
@@ -243,12 +246,12 @@ class TaskConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TaskConfig:
         """Build from a (Hydra) mapping; a bad value raises :class:`TaskConfigError` in one line."""
-        known = _typed_field_names(cls)
+        known = _declared_fields(cls)
         extra = {key: value for key, value in values.items() if key not in known}
         return cls(**_typed_fields(cls, values, "task", TaskConfigError), extra=extra)
 
 
-def _typed_field_names(cls: type) -> dict[str, dataclasses.Field]:
+def _declared_fields(cls: type) -> dict[str, dataclasses.Field]:
     """The fields of a typed config declared with :func:`_setting` (an ``extra`` mapping is not one)."""
     return {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
 
@@ -256,7 +259,7 @@ def _typed_field_names(cls: type) -> dict[str, dataclasses.Field]:
 def _typed_fields(cls: type, values: Mapping[str, Any], prefix: str, error: type[SettingsError]) -> dict[str, Any]:
     """The declared fields of ``values``, each converted and checked; a missing required one, or a bad
     value, raises ``error`` in one line naming ``prefix.field``, the value and what is allowed."""
-    fields = _typed_field_names(cls)
+    fields = _declared_fields(cls)
     for name, spec in fields.items():
         if spec.default is REQUIRED and name not in values:
             raise error(f"{prefix}.{name} is missing; allowed: {_allowed(spec.metadata)}")
