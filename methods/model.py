@@ -25,7 +25,7 @@ from methods.injection import find_attention_sites, select_sites, set_prefixes
 from methods.registry import MethodConfig, MethodConfigError, NothingToTrainError
 from methods.seq2seq import invalid_beyond, label_targets, label_word_ids, map_generations
 from methods.virtual import BackboneSpec, SoftPrompt
-from vocab import IGNORE_INDEX, TASK_KINDS, choice_names
+from vocab import IGNORE_INDEX, POOLING, TASK_KINDS, choice_names
 
 # placeholder tokens that never occur in text: [unused7] (BERT), <unused7>, <|im_start|>-style control tokens
 _PLACEHOLDER = re.compile(r"\[unused\d+\]|<unused\d+>|<\|.*\|>")
@@ -80,10 +80,6 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None, prefixed_layers: i
         embed=lambda ids: embeddings(ids.to(embeddings.weight.device)),
         tokenize=tokenize,
     )
-
-
-POOLING = ("auto", "first", "last", "mean", "pooler")
-"""Classification pooling choices (``model.pooling``); see :meth:`AdaptedModel.pool`."""
 
 
 def absolute_position_embedding(backbone: nn.Module) -> nn.Embedding | None:

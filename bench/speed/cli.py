@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bench.models import model_config
+from bench.models import model_spec
 from bench.record import write_record
 from bench.speed.config import QUICK, SpeedConfig
 from bench.speed.eval_section import eval_section
@@ -43,7 +43,7 @@ def section_model(needs: str, cfg: SpeedConfig) -> str | None:
     model = {"cls": cfg.cls_model, "lm": cfg.lm_model, "s2s": cfg.s2s_model}[needs]
     if model and needs in _MODEL_NEEDS:
         key, noun, option = _MODEL_NEEDS[needs]
-        if not model_config(model).get(key):
+        if not getattr(model_spec(model), key):
             raise ValueError(f"model {model!r} is not {noun}; this section needs {noun} ({option})")
     return model
 
@@ -175,10 +175,10 @@ def parse_args(argv: list[str] | None = None) -> SpeedConfig:
     cfg = SpeedConfig(**(QUICK if quick else {}), quick=quick)
     model = args.pop("model")
     if model:
-        kind = model_config(model)
-        cfg.cls_model = None if kind.get("seq2seq") else model
-        cfg.lm_model = model if kind.get("decoder") else None
-        cfg.s2s_model = model if kind.get("seq2seq") else None
+        spec = model_spec(model)
+        cfg.cls_model = None if spec.seq2seq else model
+        cfg.lm_model = model if spec.decoder else None
+        cfg.s2s_model = model if spec.seq2seq else None
     for key, value in args.items():
         if value is None or value is False:
             continue

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bench.data import Encoded, batch_indices, collate, encode_split, eval_batch_indices, padded_and_real, padding_waste
-from bench.models import load_model, model_config
+from bench.models import load_model, model_config, model_spec
 from bench.record import PROJECT_ROOT
 from bench.speed.config import SpeedConfig, frozen_method
 from bench.speed.contenders import build_ours, speed_runtime, trainer_step
@@ -46,7 +46,7 @@ CONLL_DEV_WORDS = (
 def eval_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Evaluation vs head-only training (encoder), then sorted vs file-order generation (decoder)."""
     body = eval_vs_training(cfg, device, dtype)
-    if cfg.lm_model and model_config(cfg.lm_model).get("decoder"):
+    if cfg.lm_model and model_spec(cfg.lm_model).decoder:
         generation = sorted_generation(cfg, device, dtype)
         body["ratios"].update(generation.pop("ratios"))
         body["methods"].update(generation.pop("methods"))
