@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# one screen: Hydra's line per run, then the report's summary (the whole report is written to results/reports/demo).
+# one screen: a line per run, then the report's summary (the whole report is written to results/reports/demo).
 # The preset runs two runs at a time (joblib); one thread each, since a 2-thread run stalls whenever another
 # process holds a core (docs/PERFORMANCE.md, "Noise").
 demo: $(STAMP)
