@@ -256,6 +256,27 @@ def test_optimizer_choices() -> None:
         make_optimizer(groups([]), "adamw")
 
 
+def test_adamw_is_fused_where_torch_allows_and_matches_the_loop() -> None:
+    import torch
+
+    from bench.train import make_optimizer
+
+    def trained(fused_allowed: bool) -> torch.Tensor:
+        weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 64))
+        optimizer = make_optimizer([{"params": [weight], "lr": 0.1, "weight_decay": 0.01}], "adamw")
+        assert optimizer.defaults["fused"] is True  # one CPU device, floating point
+        if not fused_allowed:
+            optimizer.defaults["fused"] = None
+            optimizer.param_groups[0]["fused"] = None
+        for step in range(5):
+            weight.grad = torch.cos(weight.detach() * (step + 1))
+            optimizer.step()
+        return weight.detach()
+
+    # the fused kernel is an implementation of the same update: equal to the per-tensor loop up to rounding
+    torch.testing.assert_close(trained(True), trained(False), rtol=1e-6, atol=1e-7)
+
+
 # ---- run identity: one folder and one record per grid point -----------------------------------------------
 
 
