@@ -22,12 +22,15 @@ import random
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from bench.identity import config_hash
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -91,6 +94,9 @@ class Checkpoints:
 
     folder: Path
     digest: str  # the run's config_hash: a checkpoint of another computation is never resumed
+    # the run's resolved config, stored beside the tensors: a later version of the code recomputes the hash
+    # from it, so a setting added since (whose default keeps the old behaviour) does not orphan the checkpoint
+    config: Mapping[str, Any] | None = None
     signals: Signals | None = None
     every: int | None = None  # validation passes between checkpoints (None: only when a signal stops the run)
     resumed_from: int | None = None  # the step a resumed run started from
@@ -136,7 +142,8 @@ class Checkpoints:
         temp = self.folder / f".{name}.tmp"
         save_file(tensors, str(temp))
         os.replace(temp, self.folder / name)
-        _write_json(self.folder / STATE_FILE, {"format": FORMAT, "config_hash": self.digest, "tensors": name, **state})
+        body = {"format": FORMAT, "config_hash": self.digest, "config": self.config, "tensors": name, **state}
+        _write_json(self.folder / STATE_FILE, body)
         for old in self.folder.glob("tensors-*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -175,7 +182,10 @@ class Checkpoints:
 def _mismatch(state: dict[str, Any], digest: str) -> str | None:
     if state.get("format") != FORMAT:
         return f"checkpoint format {state.get('format')!r}, this version reads {FORMAT}"
-    if state.get("config_hash") != digest:
+    stored = state.get("config")
+    # recomputed from the stored config where there is one (as a finished record's is: bench.runner)
+    written_for = config_hash(stored) if isinstance(stored, Mapping) else state.get("config_hash")
+    if written_for != digest:
         return f"a checkpoint of another computation (config_hash {state.get('config_hash')}, this run {digest})"
     return None
 

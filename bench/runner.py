@@ -150,7 +150,7 @@ def _execute(
     record = _new_record(config, overrides, hparams, digest)
     error_log = run_dir / "error.log"
     tracker = None
-    checkpoints = Checkpoints(run_dir / CHECKPOINT_DIR, digest)
+    checkpoints = Checkpoints(run_dir / CHECKPOINT_DIR, digest, config=config)
     with Signals() as checkpoints.signals:
         try:
             tracker = make_tracker(config)  # an unknown logger or a missing library fails here, before training

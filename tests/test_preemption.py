@@ -88,10 +88,27 @@ def test_a_checkpoint_of_another_computation_is_named_and_ignored(
         execute(run_config(POINT), tmp_path)
     state_file = tmp_path / "checkpoint" / "state.json"
     state = json.loads(state_file.read_text())
-    state_file.write_text(json.dumps({**state, "config_hash": "0" * 16}))
+    state["config"]["method"]["r"] = 4  # written for another LoRA rank
+    state_file.write_text(json.dumps(state))
     rerun = execute(run_config(POINT), tmp_path)
     assert rerun["status"] == "ok" and rerun["provenance"]["resumed_from_step"] is None
     assert f"warning: {state_file}: a checkpoint of another computation" in capsys.readouterr().err
+
+
+def test_a_checkpoint_resumes_after_a_setting_was_added_with_the_old_behaviour_as_default(
+    tmp_path: Path, monkeypatch, one_thread
+) -> None:
+    with monkeypatch.context() as patch:
+        _signal_after_first_validation(patch, signal.SIGTERM)
+        execute(run_config(POINT), tmp_path)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    # as an older version of the code wrote it: without two settings added since, whose defaults keep the
+    # behaviour it had, and with the hash that version computed
+    del state["config"]["method"]["dropout"], state["config"]["trainer"]["checkpoint_every"]
+    state_file.write_text(json.dumps({**state, "config_hash": "0" * 16}))
+    resumed = execute(run_config(POINT), tmp_path)
+    assert resumed["status"] == "ok" and resumed["provenance"]["resumed_from_step"] == 2
 
 
 def test_checkpoint_every_does_not_change_what_a_run_is() -> None:
