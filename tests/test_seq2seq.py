@@ -154,7 +154,8 @@ def test_prefix_masked_out_equals_base_model(family: str, placement: str, projec
 
 def test_t5_prefix_keys_get_zero_bias_and_real_keys_keep_theirs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The rule: prefix keys are position-less (bias 0); every real query-key pair keeps the bias T5
-    computes without a prefix, so no real token's relative position moves (PEFT's cache route shifts it)."""
+    computes without a prefix (so does PEFT's cache route: T5's bias depends only on the offset; there the
+    prefix keys get the bias of N preceding tokens instead of 0)."""
     model, tok = adapted("t5", "prefix_tuning")
     seen: list[tuple[torch.nn.Module, torch.Tensor, int]] = []
     kernel = injection.sdpa_attention_forward
@@ -323,8 +324,9 @@ def test_prompt_tuning_matches_peft_on_t5() -> None:
 def test_decoder_prefix_tuning_matches_peft_on_t5_where_peft_is_position_free() -> None:
     """PEFT (0.21) puts a seq2seq prefix in the decoder self-attention only (our ``decoder`` placement), as
     N cached past tokens.  Two differences are by design or PEFT's own, and neutralised here:
-    * the cache makes T5 see real decoder tokens at N + i, shifting their relative bias; with the decoder's
-      bias table zeroed, positions cannot matter;
+    * the cache makes T5 count the prefix as N past tokens: real query-key pairs keep their bias (it depends
+      on the offset only), but the prefix keys get the bias of N preceding tokens where ours get 0; with the
+      decoder's bias table zeroed, positions cannot matter;
     * PEFT splits its duplicated (self, cross) prefix rows in blocks of four, so decoder layer 1 reads layer
       0's self-attention rows; our table gives both layers the same rows, so this cannot matter either.
     """
