@@ -57,11 +57,14 @@ def frequent_token_ids(tokenizer: Any, vocab_size: int, limit: int = 5000) -> to
     return torch.tensor(ordinary[:limit]) if ordinary else None
 
 
-def backbone_spec(backbone: nn.Module, tokenizer: Any = None, prefixed_layers: int | None = None) -> BackboneSpec:
+def backbone_spec(
+    backbone: nn.Module, tokenizer: Any = None, prefixed_layers: int | None = None, layer_kinds: tuple[str, ...] = ()
+) -> BackboneSpec:
     """Read layer/head geometry from the config: K/V prefixes follow ``num_key_value_heads``.
 
     ``prefixed_layers``: attention layers that get a prefix (default: ``num_hidden_layers``); an
     encoder-decoder model counts its encoder self-, decoder self- and cross-attention layers.
+    ``layer_kinds``: the attention kind of each prefixed layer, in order (per-kind prefix MLPs).
     """
     config = backbone.config
     heads = config.num_attention_heads
@@ -78,6 +81,7 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None, prefixed_layers: i
         embedding_std=float(embeddings.weight.detach().float().std()),
         vocab_ids=lambda: frequent_token_ids(tokenizer, config.vocab_size),
         embed=lambda ids: embeddings(ids.to(embeddings.weight.device)),
+        layer_kinds=tuple(layer_kinds),
         tokenize=tokenize,
     )
 
@@ -164,7 +168,9 @@ class AdaptedModel(nn.Module):
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
         self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
         self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
-        self.spec = spec = backbone_spec(backbone, tokenizer, len(self.attention_modules))
+        placed = {id(module) for module in self.attention_modules}
+        kinds = tuple(site.role for site in self.sites if id(site.module) in placed)  # the modules' order
+        self.spec = spec = backbone_spec(backbone, tokenizer, len(self.attention_modules), kinds)
         # counted before the method adds to it (LoRA's matrices, head-only's untied LM head); tied weights once
         self.backbone_size = sum(p.numel() for p in backbone.parameters())
         with _seeded(seed):  # LoRA's A matrices, the prefix MLP and the head draw from the global RNG

@@ -125,10 +125,55 @@ def test_parameter_counts_follow_the_formulas(family: str, placement: str, metho
         "prefix_tuning": (N * d + mlp, N * p),
         "p_tuning_v2": (N * d + mlp, N * d + N * p),
     }[method]
-    model, _ = adapted(family, method, prefix_placement=placement)
+    shared = {"prefix_mlp": "shared"} if method == "prefix_tuning" else {}  # per kind: the next test
+    model, _ = adapted(family, method, prefix_placement=placement, **shared)
     counts = model.parameter_counts()
     assert (counts["trainable"], counts["stored"], counts["head"]) == (*expected, 0)
     assert counts["trainable"] == sum(p.numel() for p in trainable(model))
+
+
+KIND_LAYERS = {"all": ("enc", "dec", "dec"), "decoder_cross": ("dec", "dec"), "decoder": ("dec",), "encoder": ("enc",)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("placement", sorted(KIND_LAYERS))
+@pytest.mark.parametrize("prefix_mlp", ["per_kind", "shared"])
+def test_prefix_mlp_counts_follow_their_formulas(family: str, placement: str, prefix_mlp: str) -> None:
+    """per_kind (Li & Liang): Σ over the placed attention kinds k of N·d + d·h + h + h·P_k + P_k, with
+    P_k = 2·L_k·heads·head_dim; shared: N·d + d·h + h + h·P + P with P = Σ P_k. Stored: N·P for both."""
+    d, enc, dec, heads, head_dim = GEOMETRY[family]
+    widths = [2 * {"enc": enc, "dec": dec}[kind] * heads * head_dim for kind in KIND_LAYERS[placement]]
+
+    def generator(p: int) -> int:
+        return N * d + d * HIDDEN + HIDDEN + HIDDEN * p + p
+
+    expected = sum(map(generator, widths)) if prefix_mlp == "per_kind" else generator(sum(widths))
+    model, _ = adapted(family, "prefix_tuning", prefix_placement=placement, prefix_mlp=prefix_mlp)
+    counts = model.parameter_counts()
+    assert (counts["trainable"], counts["stored"]) == (expected, N * sum(widths))
+    assert counts["trainable"] == sum(p.numel() for p in trainable(model))
+    split = prefix_mlp == "per_kind" and len(widths) > 1  # one kind placed: the shared generator itself
+    assert len(model.soft_prompt.generators) == (len(widths) if split else 0)
+
+
+def test_per_kind_generators_feed_only_their_own_layers() -> None:
+    """Each kind's MLP writes exactly its layers' rows: a gradient through one layer's prefix reaches only
+    that layer's kind; with one kind placed, per_kind is the shared generator, draw for draw."""
+    model, _ = adapted("t5", "prefix_tuning", prefix_dropout=0.0)
+    roles = [site.role for site in model.sites]  # placement all: every site, in prefix order
+    prefixes = model.soft_prompt.prefixes()
+    cross = roles.index("cross")
+    prefixes[cross][0].sum().backward()
+    grads = {kind: gen.embedding.weight.grad for kind, gen in model.soft_prompt.generators.items()}
+    touched = {kind for kind, grad in grads.items() if grad is not None and grad.abs().sum() > 0}
+    assert touched == {"cross"}
+    one, _ = adapted("t5", "prefix_tuning", prefix_placement="decoder", prefix_mlp="per_kind")
+    shared, _ = adapted("t5", "prefix_tuning", prefix_placement="decoder", prefix_mlp="shared")
+    assert one.soft_prompt.state_dict().keys() == shared.soft_prompt.state_dict().keys()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(one.soft_prompt.state_dict().values(), shared.soft_prompt.state_dict().values())
+    )
 
 
 # ---- positions and the T5 bias rule ---------------------------------------------------------------
