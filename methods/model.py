@@ -154,15 +154,19 @@ class AdaptedModel(nn.Module):
         seed: int | None = None,
         label_names: list[str] | None = None,
         pooling: str = "auto",
+        target_bos: bool = False,
     ) -> None:
         """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values.
 
         ``label_names`` are needed for classification on an encoder-decoder model (the label words), and
         ``num_labels`` for multiple choice there (the most choices an example offers: choice1..choiceK);
-        ``pooling`` picks what the classification head reads (:data:`POOLING`).
+        ``pooling`` picks what the classification head reads (:data:`POOLING`). ``target_bos`` (BART): every
+        decoder target opens with the model's bos token (``<s> … </s>``, as BART is trained) and generation
+        forces it as the first token.
         """
         super().__init__()
         method.validate()  # configs built directly (not via from_dict) are checked too
+        self.target_start = backbone.config.bos_token_id if target_bos else None
         names = self._label_words_names(backbone, kind, num_labels, label_names)
         self._set_task_reading(backbone, kind, tokenizer, names, pooling)
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
@@ -217,7 +221,9 @@ class AdaptedModel(nn.Module):
         # text-to-text (Lester et al.): the decoder writes the label word; no classification head
         self.label_words = None
         if self.seq2seq and kind in ("classification", "multiple_choice"):
-            self.label_words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
+            words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
+            start = [self.target_start] if self.target_start is not None else []
+            self.label_words = [start + word for word in words]
         if pooling not in POOLING:
             raise MethodConfigError(f"model.pooling={pooling!r}; choices: {list(POOLING)}")
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
@@ -432,7 +438,9 @@ class AdaptedModel(nn.Module):
         logits are the mapped greedy generations, (B, num_labels + 1) with the last column = invalid."""
         targets = labels
         if self.label_words is not None and labels is not None:
-            targets = label_targets(self.label_words, labels)
+            targets = label_targets(self.label_words, labels)  # the label words carry the start token
+        elif self.target_start is not None and labels is not None:  # generation: <s> + target + </s>
+            targets = F.pad(labels, (1, 0), value=self.target_start)
         logits, loss = None, None
         if targets is not None and targets.shape[-1] > 0:
             logits = self.decoder_logits(input_ids, attention_mask, targets, prefix_visible)
@@ -470,6 +478,8 @@ class AdaptedModel(nn.Module):
             raise ValueError(f"generate() needs task kind 'generation' (a causal-LM backbone), not '{self.kind}'")
         inputs = self._backbone_inputs(input_ids, attention_mask, None)
         inputs.pop("position_ids", None)  # generate derives positions from the mask the same way
+        if self.target_start is not None:  # trained targets open with it: generation starts with it too
+            kwargs.setdefault("forced_bos_token_id", self.target_start)
         self._attach_prefixes(kwargs.pop("prefix_visible", True))
         try:
             tokens = self.backbone.generate(**inputs, **kwargs)
