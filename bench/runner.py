@@ -354,7 +354,7 @@ PAPER_TRAINER_KEYS = (
     "optimizer",
     "lr_schedule",
 )
-PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection", "prefix_hidden_size")
+PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection", "prefix_hidden_size", "init")
 PAPER_TASK_KEYS = ("max_length", "input_format")
 
 

@@ -14,7 +14,11 @@ from torch import nn
 
 from methods.registry import MethodConfig, MethodConfigError
 
-INIT_CHOICES = ("random", "vocab", "text")
+INIT_CHOICES = ("random", "vocab", "text", "unit_normal", "uniform")
+"""``method.init``: ``random`` N(0, std of the vocabulary embeddings) (the default); ``vocab`` / ``text`` rows of
+the embedding table; ``unit_normal`` N(0, 1), PyTorch's ``nn.Embedding`` default that PEFT, P-Tuning v2 and Li &
+Liang's code start from; ``uniform`` U[0, 0.5), the prompt-tuning repository's default (Lester et al.;
+JAX's ``uniform(scale)`` draws from [0, scale))."""
 PREFIX_MLPS = ("per_kind", "shared")
 """``method.prefix_mlp`` of prefix tuning: ``per_kind`` gives every attention kind that receives a prefix
 (encoder self-, decoder self-, decoder cross-attention) its own embedding and MLP, as Li & Liang's seq2seq
@@ -69,6 +73,10 @@ def initial_embeddings(
         raise MethodConfigError(f"method.init={init!r}; choices: {list(INIT_CHOICES)}")
     if init == "random":
         return torch.randn(n, spec.hidden_size, generator=generator) * spec.embedding_std
+    if init == "unit_normal":
+        return torch.randn(n, spec.hidden_size, generator=generator)
+    if init == "uniform":  # prompt_tuning/configs/models/t5_1_1_prompt.gin: linen.initializers.uniform(scale=0.5)
+        return torch.rand(n, spec.hidden_size, generator=generator) * 0.5
     if spec.embed is None:
         raise MethodConfigError(f"method.init={init!r} needs the backbone's embeddings")
     if init == "vocab":

@@ -85,7 +85,7 @@ def test_trainer_paper_resolves_li_and_liangs_xsum_setting() -> None:
     assert (method["num_virtual_tokens"], method["prefix_hidden_size"], method["prefix_dropout"]) == (200, 800, 0.0)
     assert method["prefix_mlp"] == "per_kind" and method["prefix_placement"] == "all"  # Li & Liang's three MLPs
     assert (trainer["lr"], trainer["epochs"], trainer["batch_size"]) == (5e-5, 30, 48)
-    assert config["task"]["max_length"] == 1024
+    assert config["task"]["max_length"] == 1024 and method["init"] == "unit_normal"  # nn.Embedding's N(0, 1)
     # the table is keyed by model: GPT-2 on XSum gets no Li & Liang setting (their XSum runs are BART's)
     assert (
         apply_paper_settings(resolved(["method=prefix_tuning", "model=gpt2_medium", "task=xsum", "trainer=paper"]))
@@ -104,9 +104,22 @@ def test_trainer_paper_resolves_lesters_t5_setting_with_t5s_input() -> None:
         0.0,
     )
     assert config["method"]["num_virtual_tokens"] == 100 and config["task"]["input_format"] == "t5"
+    assert config["method"]["init"] == "uniform"
     other = resolved(["method=prompt_tuning", "model=roberta_large", "task=rte", "trainer=paper"])
     apply_paper_settings(other)
     assert other["task"].get("input_format", "plain") == "plain"  # T5's format is for the T5 entry only
+
+
+def test_paper_initialisations_draw_from_their_distributions() -> None:
+    from methods.virtual import BackboneSpec, initial_embeddings
+
+    spec = BackboneSpec(hidden_size=64, num_layers=1, num_kv_heads=1, head_dim=64, vocab_size=10, embedding_std=0.02)
+    generator = torch.Generator().manual_seed(0)
+    normal = initial_embeddings(spec, 200, "unit_normal", None, generator)
+    uniform = initial_embeddings(spec, 200, "uniform", None, generator)
+    default = initial_embeddings(spec, 200, "random", None, generator)
+    assert abs(normal.std().item() - 1.0) < 0.05 and abs(default.std().item() - 0.02) < 0.002
+    assert 0.0 <= uniform.min().item() and uniform.max().item() < 0.5 and abs(uniform.mean().item() - 0.25) < 0.01
 
 
 # ---- BART targets ---------------------------------------------------------------------------------
