@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from methods.injection import find_attention_sites, select_sites, set_prefixes
+from methods.injection import find_attention_sites, select_sites, set_bias_tables, set_prefixes
 from methods.registry import MethodConfig, MethodConfigError, NothingToTrainError
 from methods.seq2seq import invalid_beyond, label_targets, label_word_ids, map_generations
 from methods.virtual import BackboneSpec, SoftPrompt
@@ -172,6 +172,7 @@ class AdaptedModel(nn.Module):
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
         self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
         self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
+        set_bias_tables(self.sites, self.attention_modules, getattr(method, "prefix_position_bias", "zero"))
         placed = {id(module) for module in self.attention_modules}
         kinds = tuple(site.role for site in self.sites if id(site.module) in placed)  # the modules' order
         self.spec = spec = backbone_spec(backbone, tokenizer, len(self.attention_modules), kinds)

@@ -270,13 +270,19 @@ class PrefixConfig(SoftPromptConfig):
     # decoder = decoder self-attention (PEFT's placement); decoder_cross = decoder self- and cross-attention;
     # encoder = encoder self-attention
     prefix_placement: str = "all"
+    # relative-position-bias models (T5): the bias of prefix keys, zero | past (methods.injection.POSITION_BIASES)
+    prefix_position_bias: str = "zero"
 
     def validate(self) -> None:
         super().validate()
-        from methods.injection import PLACEMENTS
+        from methods.injection import PLACEMENTS, POSITION_BIASES
 
         if self.prefix_placement not in PLACEMENTS:
             raise MethodConfigError(f"method.prefix_placement={self.prefix_placement!r}; choices: {list(PLACEMENTS)}")
+        if self.prefix_position_bias not in POSITION_BIASES:
+            raise MethodConfigError(
+                f"method.prefix_position_bias={self.prefix_position_bias!r}; choices: {list(POSITION_BIASES)}"
+            )
         if self.prefix_projection and self.prefix_hidden_size < 1:
             raise MethodConfigError(f"method.prefix_hidden_size must be >= 1, got {self.prefix_hidden_size}")
         if not 0 <= self.prefix_dropout < 1:

@@ -272,6 +272,20 @@ def test_generate_matches_forward_and_differs_from_base(family: str, method: str
     assert (plain.logits[0] - out.logits[0]).abs().max() > 1e-3
 
 
+def test_past_position_bias_cached_generation_matches_forward() -> None:
+    """With ``past``, a cached greedy step places its query after the N prefix positions as a full forward does."""
+    model, tok = adapted("t5", "prefix_tuning", prefix_position_bias="past", prefix_dropout=0.0)
+    inputs = source_batch(tok, TEXTS)
+    settings = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    out = model.generate(
+        inputs["input_ids"], inputs["attention_mask"], return_dict_in_generate=True, output_logits=True, **settings
+    )
+    with torch.no_grad():
+        logits = model.decoder_logits(**inputs, targets=out.sequences)
+    for step, step_logits in enumerate(out.logits):
+        assert torch.allclose(step_logits, logits[:, step], atol=1e-4), f"step {step}"
+
+
 # ---- training -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("kind", ["generation", "classification"])
@@ -394,6 +408,37 @@ def test_decoder_prefix_tuning_matches_peft_on_t5_where_peft_is_position_free() 
         plain = base(**inputs, labels=targets).logits
     assert torch.allclose(ours, theirs, atol=ATOL)
     assert (ours - plain).abs().max() > 1e-4  # the control: the prefix does act
+
+
+def test_past_position_bias_matches_peft_on_t5_with_its_bias() -> None:
+    """``prefix_position_bias=past`` gives the prefix keys the bias T5 computes for N cached past tokens: with
+    the decoder's bias table left as it is, our decoder placement equals PEFT (0.21) to 1e-5 (PEFT's block-of-four
+    row split neutralised as above); with ``zero`` it does not, which is the control."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    settings = dict(prefix_placement="decoder", prefix_projection=False, prefix_dropout=0.0)
+    model, tok = adapted("t5", "prefix_tuning", prefix_position_bias="past", **settings)
+    zero, _ = adapted("t5", "prefix_tuning", prefix_position_bias="zero", **settings)
+    base = load("t5", "generation").backbone
+    with torch.no_grad():
+        table = model.soft_prompt.flat.view(N, 2, -1)
+        table[:, 1] = table[:, 0] * 1.0
+        zero.soft_prompt.flat.copy_(model.soft_prompt.flat)
+    config = PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=N, prefix_projection=False)
+    peft_model = get_peft_model(base, config).eval()
+    inputs, targets = source_batch(tok, TEXTS), target_batch(tok, TARGETS)
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(model.soft_prompt.flat)
+        theirs = peft_model(**inputs, labels=targets).logits
+        ours = model.decoder_logits(**inputs, targets=targets)
+        without = zero.decoder_logits(**inputs, targets=targets)
+    assert torch.allclose(ours, theirs, atol=ATOL)
+    assert (without - theirs).abs().max() > 1e-4  # zero bias on the prefix keys is a different computation
+
+
+def test_past_position_bias_is_refused_without_a_relative_bias() -> None:
+    with pytest.raises(MethodConfigError, match="prefix_position_bias=past needs a relative position bias"):
+        adapted("bart", "prefix_tuning", prefix_position_bias="past")
 
 
 # ---- NER on the encoder, refusals -----------------------------------------------------------------
