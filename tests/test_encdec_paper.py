@@ -149,6 +149,14 @@ def test_bart_targets_open_with_bos_and_generation_forces_it(monkeypatch: pytest
     assert plain.target_start is None  # T5 and every model not declaring target_bos: targets as before
 
 
+def test_target_bos_is_only_for_encoder_decoders() -> None:
+    from bench.settings import ModelConfig, ModelConfigError
+
+    assert ModelConfig.from_dict(resolved(["model=bart_large"])["model"]).target_bos
+    with pytest.raises(ModelConfigError, match="model.target_bos=True .* without model.seq2seq=True"):
+        ModelConfig.from_dict({**resolved(["model=tiny_gpt2"])["model"], "target_bos": True})
+
+
 def test_bart_label_words_open_with_bos() -> None:
     loaded = load("bart", "classification")
     names = ["yes", "no"]
