@@ -233,8 +233,8 @@ def load_hub(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
         raise ModelLoadError(f"model '{cfg.name}': source hub needs model.hub_id")
     model = _model_class(causal_lm, cfg.seq2seq).from_pretrained(model_id, attn_implementation="sdpa")
     if cfg.seq2seq and getattr(model, "generation_config", None) is not None:
-        # bart-large forces <s> as the first generated token; our targets are trained without it, so a
-        # forced <s> would make every text-to-text label word unmatchable
+        # bart-large's generation config forces <s> first; AdaptedModel forces it itself when the model
+        # declares target_bos (its targets then open with <s>), and never otherwise
         model.generation_config.forced_bos_token_id = None
     return LoadedModel(model, AutoTokenizer.from_pretrained(model_id), cfg.name, cfg.decoder, model_id, cfg.seq2seq)
 

@@ -293,6 +293,7 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
         seed=seed,
         label_names=task.label_names,
         pooling=checked.model.pooling,
+        target_bos=checked.model.target_bos,
     )
     _place(model, checked.device, checked.dtype)
     if config.get("gradient_checkpointing"):
@@ -343,9 +344,18 @@ def _require_splits(task) -> None:
         )
 
 
-PAPER_TRAINER_KEYS = ("batch_size", "epochs", "lr", "max_steps", "warmup_ratio", "weight_decay")
-PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection", "prefix_hidden_size")
-PAPER_TASK_KEYS = ("max_length",)
+PAPER_TRAINER_KEYS = (
+    "batch_size",
+    "epochs",
+    "lr",
+    "max_steps",
+    "warmup_ratio",
+    "weight_decay",
+    "optimizer",
+    "lr_schedule",
+)
+PAPER_METHOD_KEYS = ("num_virtual_tokens", "prefix_dropout", "prefix_projection", "prefix_hidden_size", "init")
+PAPER_TASK_KEYS = ("max_length", "input_format")
 
 
 def apply_paper_settings(

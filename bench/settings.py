@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.tasks.base import DEFAULTS as TASK_DEFAULTS, TASK_LOADERS
+from bench.tasks.base import DEFAULTS as TASK_DEFAULTS, INPUT_FORMATS, TASK_LOADERS
 from bench.tasks.metrics import METRICS
 from vocab import POOLING, TASK_KINDS
 
@@ -174,6 +174,8 @@ class ModelConfig:
     family: str | None = _setting(None, str, "an architecture family (e.g. bert, gpt2, llama, t5)", nullable=True)
     decoder: bool = _setting(False, bool, "true or false")
     seq2seq: bool = _setting(False, bool, "true or false")
+    # BART: decoder targets are <s> … </s> (as BART is pretrained and fine-tuned) and generation forces <s>
+    target_bos: bool = _setting(False, bool, "true or false")
     # classification head input; null reads as auto (first real token; the last one on a decoder)
     pooling: str = _one_of("auto", POOLING, nullable=True)
     hub_id: str | None = _setting(None, str, "a Hub model id, or null", nullable=True)
@@ -187,6 +189,11 @@ class ModelConfig:
             raise ModelConfigError(
                 f"model.decoder=True and model.seq2seq=True (model '{self.name}') is not allowed; "
                 "allowed: at most one (decoder: a causal LM; seq2seq: an encoder-decoder)"
+            )
+        if self.target_bos and not self.seq2seq:
+            raise ModelConfigError(
+                f"model.target_bos=True (model '{self.name}') is not allowed without model.seq2seq=True; "
+                "allowed: false (decoder targets of a causal LM follow its prompt)"
             )
         if self.pooling is None:
             object.__setattr__(self, "pooling", "auto")  # frozen: the one place null becomes auto
@@ -233,6 +240,8 @@ class TaskConfig:
     primary_metric: str = _setting(REQUIRED, str, "a result key task.metric reports (e.g. accuracy, f1)")
     max_length: int = _setting(TASK_DEFAULTS["max_length"], int, "an integer >= 1 (tokens)", lambda v: v >= 1)
     label_names: list[str] | None = _setting(None, list, "a list of names, or null (set by the loader)", nullable=True)
+    # how an example's fields become the input text (trainer=paper sets t5 for Lester et al.'s T5 runs)
+    input_format: str = _one_of(TASK_DEFAULTS["input_format"], INPUT_FORMATS)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

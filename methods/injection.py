@@ -11,7 +11,9 @@ Encoder-decoder models (T5, BART) route encoder self-attention, decoder self-att
 decoder cross-attention through the same interface, so the same function serves all three
 attention kinds; :func:`find_attention_sites` tells them apart by their shapes in a dry run.
 T5's relative position bias arrives as a ``position_bias`` argument computed for the real keys
-only; prefix keys are position-less: their bias columns are zero, so no real token's bias moves.
+only; prefix keys are position-less by default: their bias columns are zero, and every real query-key
+pair keeps its bias.  ``prefix_position_bias=past`` gives them instead the bias of N tokens before the
+real ones, as T5 computes it when the prefix arrives as N cached past tokens (PEFT's route).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from methods.registry import MethodConfigError
 
 IMPLEMENTATION = "softprompt_prefix"
 _PREFIX_ATTR = "_softprompt_prefix"
+_BIAS_ATTR = "_softprompt_bias_table"  # the stack's relative-bias module, when prefix keys take the 'past' bias
+POSITION_BIASES = ("zero", "past")
+"""``method.prefix_position_bias`` on relative-position-bias models (T5): ``zero`` (prefix keys get no bias) or
+``past`` (the bias of the N positions before the real tokens: PEFT's ``past_key_values`` behaviour)."""
 # where prefixes go: Li & Liang put them everywhere ("all"); PEFT (0.21) puts a seq2seq model's prefix in the
 # decoder self-attention only ("decoder": it empties the cross-attention part of its prefix cache)
 PLACEMENTS = {
@@ -101,11 +107,54 @@ def prefix_attention_forward(
         value = torch.cat([prefix_value.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
         kwargs["is_causal"] = False  # the explicit mask carries causality now
         bias = kwargs.get("position_bias")
-        if bias is not None:  # T5: prefix keys are position-less, so they get zero bias
-            kwargs["position_bias"] = torch.cat([bias.new_zeros((*bias.shape[:-1], n_prefix)), bias], dim=-1)
+        if bias is not None:  # T5: bias columns for the prefix keys (zero, or the 'past' positions' bias)
+            kwargs["position_bias"] = torch.cat(
+                [_prefix_bias(module, bias, n_prefix, key.shape[2] - n_prefix), bias], -1
+            )
         for probe in _PROBES:
             probe(module, query, key, attention_mask, n_prefix)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _prefix_bias(module: nn.Module, bias: torch.Tensor, n_prefix: int, key_len: int) -> torch.Tensor:
+    """(…, Q, N) bias for the prefix keys: zeros, or with a bias table attached (``past``) T5's bias for keys
+    at positions 0..N-1 seen from queries moved to N + their own position, as a cache of N tokens puts them."""
+    table = getattr(module, _BIAS_ATTR, None)
+    shape = (*bias.shape[:-1], n_prefix)
+    if table is None:
+        return bias.new_zeros(shape)
+    q_len, device = bias.shape[-2], bias.device
+    queries = torch.arange(q_len, device=device)[:, None] + (key_len - q_len) + n_prefix
+    offsets = torch.arange(n_prefix, device=device)[None, :] - queries  # (Q, N), all negative
+    buckets = table._relative_position_bucket(
+        offsets,
+        bidirectional=not table.is_decoder,
+        num_buckets=table.relative_attention_num_buckets,
+        max_distance=table.relative_attention_max_distance,
+    )
+    values = table.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, heads, Q, N)
+    return values.to(bias.dtype).expand(shape)
+
+
+def set_bias_tables(sites: list[AttentionSite], modules: list[nn.Module], mode: str) -> None:
+    """``past``: attach to each prefixed self-attention module its stack's relative-bias module (T5 keeps the
+    table in the first layer's attention); ``zero`` detaches them. Refused on a model with no such table."""
+    if mode not in POSITION_BIASES:
+        raise MethodConfigError(f"method.prefix_position_bias={mode!r}; choices: {list(POSITION_BIASES)}")
+    tables = {}
+    for site in sites:
+        if getattr(site.module, "has_relative_attention_bias", False):
+            tables.setdefault(site.role, site.module)
+    if mode == "past" and not tables:
+        raise MethodConfigError(
+            "method.prefix_position_bias=past needs a relative position bias (T5); this model has none: use zero"
+        )
+    roles = {id(site.module): site.role for site in sites}
+    for module in modules:
+        table = tables.get(roles[id(module)]) if mode == "past" else None  # cross-attention has no bias
+        # a plain attribute, not a registered submodule: the table belongs to its own layer (no cycle, no
+        # second copy in the state dict)
+        object.__setattr__(module, _BIAS_ATTR, table)
 
 
 ALL_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, prefix_attention_forward)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from methods.injection import find_attention_sites, select_sites, set_prefixes
+from methods.injection import find_attention_sites, select_sites, set_bias_tables, set_prefixes
 from methods.registry import MethodConfig, MethodConfigError, NothingToTrainError
 from methods.seq2seq import invalid_beyond, label_targets, label_word_ids, map_generations
 from methods.virtual import BackboneSpec, SoftPrompt
@@ -57,11 +57,14 @@ def frequent_token_ids(tokenizer: Any, vocab_size: int, limit: int = 5000) -> to
     return torch.tensor(ordinary[:limit]) if ordinary else None
 
 
-def backbone_spec(backbone: nn.Module, tokenizer: Any = None, prefixed_layers: int | None = None) -> BackboneSpec:
+def backbone_spec(
+    backbone: nn.Module, tokenizer: Any = None, prefixed_layers: int | None = None, layer_kinds: tuple[str, ...] = ()
+) -> BackboneSpec:
     """Read layer/head geometry from the config: K/V prefixes follow ``num_key_value_heads``.
 
     ``prefixed_layers``: attention layers that get a prefix (default: ``num_hidden_layers``); an
     encoder-decoder model counts its encoder self-, decoder self- and cross-attention layers.
+    ``layer_kinds``: the attention kind of each prefixed layer, in order (per-kind prefix MLPs).
     """
     config = backbone.config
     heads = config.num_attention_heads
@@ -78,6 +81,7 @@ def backbone_spec(backbone: nn.Module, tokenizer: Any = None, prefixed_layers: i
         embedding_std=float(embeddings.weight.detach().float().std()),
         vocab_ids=lambda: frequent_token_ids(tokenizer, config.vocab_size),
         embed=lambda ids: embeddings(ids.to(embeddings.weight.device)),
+        layer_kinds=tuple(layer_kinds),
         tokenize=tokenize,
     )
 
@@ -150,21 +154,28 @@ class AdaptedModel(nn.Module):
         seed: int | None = None,
         label_names: list[str] | None = None,
         pooling: str = "auto",
+        target_bos: bool = False,
     ) -> None:
         """Wrap ``backbone`` for ``kind``; ``seed`` fixes the method's and the head's initial values.
 
         ``label_names`` are needed for classification on an encoder-decoder model (the label words), and
         ``num_labels`` for multiple choice there (the most choices an example offers: choice1..choiceK);
-        ``pooling`` picks what the classification head reads (:data:`POOLING`).
+        ``pooling`` picks what the classification head reads (:data:`POOLING`). ``target_bos`` (BART): every
+        decoder target opens with the model's bos token (``<s> … </s>``, as BART is trained) and generation
+        forces it as the first token.
         """
         super().__init__()
         method.validate()  # configs built directly (not via from_dict) are checked too
+        self.target_start = backbone.config.bos_token_id if target_bos else None
         names = self._label_words_names(backbone, kind, num_labels, label_names)
         self._set_task_reading(backbone, kind, tokenizer, names, pooling)
         self.backbone, self.method, self.kind, self.num_labels = backbone, method, kind, num_labels
         self.sites = find_attention_sites(backbone, self._dummy_inputs(), attention_layer_count(backbone))
         self.attention_modules = select_sites(self.sites, getattr(method, "prefix_placement", "all"))
-        self.spec = spec = backbone_spec(backbone, tokenizer, len(self.attention_modules))
+        set_bias_tables(self.sites, self.attention_modules, getattr(method, "prefix_position_bias", "zero"))
+        placed = {id(module) for module in self.attention_modules}
+        kinds = tuple(site.role for site in self.sites if id(site.module) in placed)  # the modules' order
+        self.spec = spec = backbone_spec(backbone, tokenizer, len(self.attention_modules), kinds)
         # counted before the method adds to it (LoRA's matrices, head-only's untied LM head); tied weights once
         self.backbone_size = sum(p.numel() for p in backbone.parameters())
         with _seeded(seed):  # LoRA's A matrices, the prefix MLP and the head draw from the global RNG
@@ -211,7 +222,9 @@ class AdaptedModel(nn.Module):
         # text-to-text (Lester et al.): the decoder writes the label word; no classification head
         self.label_words = None
         if self.seq2seq and kind in ("classification", "multiple_choice"):
-            self.label_words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
+            words = label_word_ids(tokenizer, label_names, backbone.config.eos_token_id)
+            start = [self.target_start] if self.target_start is not None else []
+            self.label_words = [start + word for word in words]
         if pooling not in POOLING:
             raise MethodConfigError(f"model.pooling={pooling!r}; choices: {list(POOLING)}")
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
@@ -426,7 +439,9 @@ class AdaptedModel(nn.Module):
         logits are the mapped greedy generations, (B, num_labels + 1) with the last column = invalid."""
         targets = labels
         if self.label_words is not None and labels is not None:
-            targets = label_targets(self.label_words, labels)
+            targets = label_targets(self.label_words, labels)  # the label words carry the start token
+        elif self.target_start is not None and labels is not None:  # generation: <s> + target + </s>
+            targets = F.pad(labels, (1, 0), value=self.target_start)
         logits, loss = None, None
         if targets is not None and targets.shape[-1] > 0:
             logits = self.decoder_logits(input_ids, attention_mask, targets, prefix_visible)
@@ -464,6 +479,8 @@ class AdaptedModel(nn.Module):
             raise ValueError(f"generate() needs task kind 'generation' (a causal-LM backbone), not '{self.kind}'")
         inputs = self._backbone_inputs(input_ids, attention_mask, None)
         inputs.pop("position_ids", None)  # generate derives positions from the mask the same way
+        if self.target_start is not None:  # trained targets open with it: generation starts with it too
+            kwargs.setdefault("forced_bos_token_id", self.target_start)
         self._attach_prefixes(kwargs.pop("prefix_visible", True))
         try:
             tokens = self.backbone.generate(**inputs, **kwargs)

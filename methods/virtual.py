@@ -14,7 +14,16 @@ from torch import nn
 
 from methods.registry import MethodConfig, MethodConfigError
 
-INIT_CHOICES = ("random", "vocab", "text")
+INIT_CHOICES = ("random", "vocab", "text", "unit_normal", "uniform")
+"""``method.init``: ``random`` N(0, std of the vocabulary embeddings) (the default); ``vocab`` / ``text`` rows of
+the embedding table; ``unit_normal`` N(0, 1), PyTorch's ``nn.Embedding`` default that PEFT, P-Tuning v2 and Li &
+Liang's code start from; ``uniform`` U[0, 0.5), the prompt-tuning repository's default (Lester et al.;
+JAX's ``uniform(scale)`` draws from [0, scale))."""
+PREFIX_MLPS = ("per_kind", "shared")
+"""``method.prefix_mlp`` of prefix tuning: ``per_kind`` gives every attention kind that receives a prefix
+(encoder self-, decoder self-, decoder cross-attention) its own embedding and MLP, as Li & Liang's seq2seq
+code does; ``shared`` generates all of them from one. A model with one attention kind (every encoder-only
+or decoder-only model) has one generator either way, so the two are the same computation there."""
 VIRTUAL_POSITIONS = ("shift", "keep")
 """``method.virtual_positions`` of the input-token methods on absolute-position models: ``shift`` (PEFT's
 behaviour) numbers virtual and real tokens together, so real tokens move to positions N..N+L-1;
@@ -39,11 +48,21 @@ class BackboneSpec:
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None
     # text -> token ids, used by text initialisation
     tokenize: Callable[[str], list[int]] | None = None
+    # the attention kind (encoder / decoder / cross) of each prefixed layer, in prefix order; () = one kind
+    layer_kinds: tuple[str, ...] = ()
 
     @property
     def prefix_width(self) -> int:
         """Numbers per virtual token in a K/V prefix: 2 · layers · kv_heads · head_dim."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim
+
+    def kind_layers(self) -> dict[str, list[int]]:
+        """Attention kind -> the indices of its prefixed layers, kinds in order of first appearance."""
+        kinds = self.layer_kinds or ("any",) * self.num_layers
+        out: dict[str, list[int]] = {}
+        for index, kind in enumerate(kinds):
+            out.setdefault(kind, []).append(index)
+        return out
 
 
 def initial_embeddings(
@@ -54,6 +73,10 @@ def initial_embeddings(
         raise MethodConfigError(f"method.init={init!r}; choices: {list(INIT_CHOICES)}")
     if init == "random":
         return torch.randn(n, spec.hidden_size, generator=generator) * spec.embedding_std
+    if init == "unit_normal":
+        return torch.randn(n, spec.hidden_size, generator=generator)
+    if init == "uniform":  # prompt_tuning/configs/models/t5_1_1_prompt.gin: linen.initializers.uniform(scale=0.5)
+        return torch.rand(n, spec.hidden_size, generator=generator) * 0.5
     if spec.embed is None:
         raise MethodConfigError(f"method.init={init!r} needs the backbone's embeddings")
     if init == "vocab":
@@ -69,13 +92,34 @@ def initial_embeddings(
         return spec.embed(ids).detach().float().clone()
 
 
+def _prefix_mlp(spec: BackboneSpec, hidden: int, layers: int) -> nn.Sequential:
+    """Linear(d, h) → Tanh → Linear(h, 2·layers·kv_heads·head_dim)."""
+    width = 2 * layers * spec.num_kv_heads * spec.head_dim
+    return nn.Sequential(nn.Linear(spec.hidden_size, hidden), nn.Tanh(), nn.Linear(hidden, width))
+
+
+class _KindGenerator(nn.Module):
+    """One attention kind's own prefix generator: Embedding(N, d) → MLP (Li & Liang's per-kind form)."""
+
+    def __init__(self, spec: BackboneSpec, start: torch.Tensor, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(*start.shape)
+        self.embedding.weight.data.copy_(start)
+        self.mlp = _prefix_mlp(spec, hidden, layers)
+
+    def forward(self) -> torch.Tensor:
+        return self.mlp(self.embedding.weight)
+
+
 class SoftPrompt(nn.Module):
     """Virtual tokens for the input and/or K/V prefixes for every attention layer.
 
     ``input_tokens``: the table E (N × hidden) is prepended to the input embeddings.
     ``attention_prefix``: per-layer keys/values, generated from E by
     Embedding → Linear → Tanh → Linear (``projection=True``) or read from a flat
-    N × (2·layers·kv_heads·head_dim) table (``projection=False``).
+    N × (2·layers·kv_heads·head_dim) table (``projection=False``). ``per_kind`` (with ``projection``, on a
+    model with more than one attention kind, no input tokens): one Embedding → MLP per attention kind,
+    each generating its own layers' rows of the same table.
     """
 
     def __init__(
@@ -90,22 +134,29 @@ class SoftPrompt(nn.Module):
         init: str = "random",
         init_text: str | None = None,
         seed: int | None = None,
+        per_kind: bool = False,
     ) -> None:
         super().__init__()
         self.spec, self.n = spec, num_virtual_tokens
         self.input_tokens, self.attention_prefix, self.projection = input_tokens, attention_prefix, projection
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        start = lambda: initial_embeddings(spec, num_virtual_tokens, init, init_text, generator)  # noqa: E731
         self.embedding: nn.Embedding | None = None
-        if input_tokens or (attention_prefix and projection):
-            self.embedding = nn.Embedding(num_virtual_tokens, spec.hidden_size)
-            self.embedding.weight.data.copy_(initial_embeddings(spec, num_virtual_tokens, init, init_text, generator))
         self.mlp: nn.Sequential | None = None
         self.flat: nn.Parameter | None = None
-        if attention_prefix and projection:
-            self.mlp = nn.Sequential(
-                nn.Linear(spec.hidden_size, hidden), nn.Tanh(), nn.Linear(hidden, spec.prefix_width)
-            )
-        elif attention_prefix:
+        # per kind only where there is more than one kind: with one, it is the shared generator (same names)
+        split = per_kind and attention_prefix and projection and not input_tokens and len(spec.kind_layers()) > 1
+        self.generators = nn.ModuleDict(
+            {kind: _KindGenerator(spec, start(), hidden, len(rows)) for kind, rows in spec.kind_layers().items()}
+            if split
+            else {}
+        )
+        if not split and (input_tokens or (attention_prefix and projection)):
+            self.embedding = nn.Embedding(num_virtual_tokens, spec.hidden_size)
+            self.embedding.weight.data.copy_(start())
+        if attention_prefix and projection and not split:
+            self.mlp = _prefix_mlp(spec, hidden, spec.num_layers)
+        elif attention_prefix and not projection:
             flat = torch.randn(num_virtual_tokens, spec.prefix_width, generator=generator) * spec.embedding_std
             self.flat = nn.Parameter(flat)
         self.prefix_dropout = nn.Dropout(dropout)
@@ -120,9 +171,20 @@ class SoftPrompt(nn.Module):
         """N × prefix_width: every layer's keys and values for every virtual token."""
         if self.folded is not None:
             return self.folded
+        if self.generators:
+            return self._per_kind_table()
         if self.mlp is not None:
             return self.mlp(self.embedding.weight)
         return self.flat
+
+    def _per_kind_table(self) -> torch.Tensor:
+        """Each kind's MLP output put back at its layers' rows: N × prefix_width, the shared layout."""
+        rows: list[torch.Tensor | None] = [None] * self.spec.num_layers
+        for kind, layers in self.spec.kind_layers().items():
+            out = self.generators[kind]().view(self.n, len(layers), -1)
+            for position, layer in enumerate(layers):
+                rows[layer] = out[:, position]
+        return torch.stack(rows, dim=1).reshape(self.n, self.spec.prefix_width)
 
     def prefixes(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Per layer (key, value), each (1, kv_heads, N, head_dim); None without attention prefixes."""
@@ -151,7 +213,7 @@ class SoftPrompt(nn.Module):
         if "prefix" in state and self.flat is not None:
             self.flat.data.copy_(state["prefix"])  # a flat table is its own stored form: it stays trainable
         elif "prefix" in state:
-            self.folded = state["prefix"].to(self.embedding.weight.device)
+            self.folded = state["prefix"].to(next(self.parameters()).device)
 
     def stored_count(self) -> int:
         """Numbers kept per task for inference (the MLP is not: its output is folded)."""
@@ -193,6 +255,7 @@ class SoftPromptConfig(MethodConfig):
             init=self.init,
             init_text=self.init_text,
             seed=seed,
+            per_kind=getattr(self, "prefix_mlp", "shared") == "per_kind",  # a field of prefix tuning only
         )
 
 
@@ -207,13 +270,19 @@ class PrefixConfig(SoftPromptConfig):
     # decoder = decoder self-attention (PEFT's placement); decoder_cross = decoder self- and cross-attention;
     # encoder = encoder self-attention
     prefix_placement: str = "all"
+    # relative-position-bias models (T5): the bias of prefix keys, zero | past (methods.injection.POSITION_BIASES)
+    prefix_position_bias: str = "zero"
 
     def validate(self) -> None:
         super().validate()
-        from methods.injection import PLACEMENTS
+        from methods.injection import PLACEMENTS, POSITION_BIASES
 
         if self.prefix_placement not in PLACEMENTS:
             raise MethodConfigError(f"method.prefix_placement={self.prefix_placement!r}; choices: {list(PLACEMENTS)}")
+        if self.prefix_position_bias not in POSITION_BIASES:
+            raise MethodConfigError(
+                f"method.prefix_position_bias={self.prefix_position_bias!r}; choices: {list(POSITION_BIASES)}"
+            )
         if self.prefix_projection and self.prefix_hidden_size < 1:
             raise MethodConfigError(f"method.prefix_hidden_size must be >= 1, got {self.prefix_hidden_size}")
         if not 0 <= self.prefix_dropout < 1:

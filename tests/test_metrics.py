@@ -102,6 +102,65 @@ def test_each_registered_metric_produces_exactly_its_declared_keys(name):
     assert all(value == pytest.approx(perfect) for value in result.values())
 
 
+def test_f1_macro_averages_over_the_task_classes_only():
+    labels = [0, 0, 1, 2]
+    preds = [0, 3, 1, 2]  # 3 = invalid: a generation naming no label
+    # class 0: P=1 R=1/2 F=2/3; classes 1 and 2: F=1. Counting "invalid" as a 4th class would give 5/3 / 4
+    assert metrics.f1_macro(preds, labels, invalid=3) == pytest.approx((2 / 3 + 1 + 1) / 3)
+    assert metrics.f1_macro(preds, labels) == pytest.approx((2 / 3 + 1 + 1 + 0) / 4)  # no invalid: a class
+
+
+def test_multirc_invalid_generation_is_a_negative_answer_and_wrong():
+    groups = ["q1", "q1", "q2", "q2"]
+    labels = [1, 0, 1, 1]
+    preds = [1, 0, 2, 1]  # 2 = invalid
+    # F1a: tp=2 fp=0 fn=1 -> 4/5; EM: q1 right, q2 not -> 1/2
+    assert metrics.multirc_f1a_em(preds, labels, groups) == {"f1a": pytest.approx(0.8), "em": 0.5}
+
+
+INVALID = 2  # two labels (or two choices per example): index 2 is the invalid generation
+
+
+def _index_input(predictions: list[int]) -> metrics.ScoringInput:
+    """Four examples carrying every column an index-scoring metric reads, two labels / choices each."""
+    examples = [
+        {"label": label, "group": f"q{i // 2}", "entities": ["Paris", "Rome"], "answers": [["Paris", "Rome"][label]]}
+        for i, label in enumerate([0, 1, 1, 0])
+    ]
+    return metrics.ScoringInput(predictions, examples, ["no", "yes"], "t", invalid=INVALID)
+
+
+INDEX_METRICS = sorted(name for name, metric in metrics.METRICS.items() if metric.scores_indices)
+
+
+def test_index_metrics_are_the_ones_text_to_text_tasks_use():
+    # every classification / multiple-choice task (text-to-text on T5/BART) names only index-scoring metrics
+    from bench.tasks import available_tasks, task_config
+
+    used = set()
+    for task in available_tasks():
+        cfg = task_config(task)
+        if cfg["kind"] in ("classification", "multiple_choice"):
+            names = [cfg["metric"]] if isinstance(cfg["metric"], str) else cfg["metric"]
+            used |= set(names)
+    assert used and used <= set(INDEX_METRICS)
+
+
+@pytest.mark.parametrize("name", INDEX_METRICS)
+def test_invalid_generations_score_as_wrong_in_every_index_metric(name):
+    gold = [0, 1, 1, 0]
+    perfect = metrics.score_split([name], _index_input(gold))
+    none_valid = metrics.score_split([name], _index_input([INVALID] * 4))
+    one_invalid = metrics.score_split([name], _index_input([0, INVALID, 1, 0]))
+    metric = metrics.METRICS[name]
+    for key in metric.keys:
+        best, worst = perfect[key], none_valid[key]
+        assert best == pytest.approx(1.0 if metric.direction == metrics.MAXIMIZE else 0.0)
+        assert worst == pytest.approx(0.0 if metric.direction == metrics.MAXIMIZE else 1.0)
+        # one invalid generation in place of a right answer costs something, and never crashes
+        assert metrics.orient(key, worst) <= metrics.orient(key, one_invalid[key]) < metrics.orient(key, best)
+
+
 def test_score_split_errors_name_the_task():
     given = perfect_input("accuracy")
     with pytest.raises(ValueError, match="task t: unknown metric 'nope'"):

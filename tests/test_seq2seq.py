@@ -125,10 +125,55 @@ def test_parameter_counts_follow_the_formulas(family: str, placement: str, metho
         "prefix_tuning": (N * d + mlp, N * p),
         "p_tuning_v2": (N * d + mlp, N * d + N * p),
     }[method]
-    model, _ = adapted(family, method, prefix_placement=placement)
+    shared = {"prefix_mlp": "shared"} if method == "prefix_tuning" else {}  # per kind: the next test
+    model, _ = adapted(family, method, prefix_placement=placement, **shared)
     counts = model.parameter_counts()
     assert (counts["trainable"], counts["stored"], counts["head"]) == (*expected, 0)
     assert counts["trainable"] == sum(p.numel() for p in trainable(model))
+
+
+KIND_LAYERS = {"all": ("enc", "dec", "dec"), "decoder_cross": ("dec", "dec"), "decoder": ("dec",), "encoder": ("enc",)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("placement", sorted(KIND_LAYERS))
+@pytest.mark.parametrize("prefix_mlp", ["per_kind", "shared"])
+def test_prefix_mlp_counts_follow_their_formulas(family: str, placement: str, prefix_mlp: str) -> None:
+    """per_kind (Li & Liang): Σ over the placed attention kinds k of N·d + d·h + h + h·P_k + P_k, with
+    P_k = 2·L_k·heads·head_dim; shared: N·d + d·h + h + h·P + P with P = Σ P_k. Stored: N·P for both."""
+    d, enc, dec, heads, head_dim = GEOMETRY[family]
+    widths = [2 * {"enc": enc, "dec": dec}[kind] * heads * head_dim for kind in KIND_LAYERS[placement]]
+
+    def generator(p: int) -> int:
+        return N * d + d * HIDDEN + HIDDEN + HIDDEN * p + p
+
+    expected = sum(map(generator, widths)) if prefix_mlp == "per_kind" else generator(sum(widths))
+    model, _ = adapted(family, "prefix_tuning", prefix_placement=placement, prefix_mlp=prefix_mlp)
+    counts = model.parameter_counts()
+    assert (counts["trainable"], counts["stored"]) == (expected, N * sum(widths))
+    assert counts["trainable"] == sum(p.numel() for p in trainable(model))
+    split = prefix_mlp == "per_kind" and len(widths) > 1  # one kind placed: the shared generator itself
+    assert len(model.soft_prompt.generators) == (len(widths) if split else 0)
+
+
+def test_per_kind_generators_feed_only_their_own_layers() -> None:
+    """Each kind's MLP writes exactly its layers' rows: a gradient through one layer's prefix reaches only
+    that layer's kind; with one kind placed, per_kind is the shared generator, draw for draw."""
+    model, _ = adapted("t5", "prefix_tuning", prefix_dropout=0.0)
+    roles = [site.role for site in model.sites]  # placement all: every site, in prefix order
+    prefixes = model.soft_prompt.prefixes()
+    cross = roles.index("cross")
+    prefixes[cross][0].sum().backward()
+    grads = {kind: gen.embedding.weight.grad for kind, gen in model.soft_prompt.generators.items()}
+    touched = {kind for kind, grad in grads.items() if grad is not None and grad.abs().sum() > 0}
+    assert touched == {"cross"}
+    one, _ = adapted("t5", "prefix_tuning", prefix_placement="decoder", prefix_mlp="per_kind")
+    shared, _ = adapted("t5", "prefix_tuning", prefix_placement="decoder", prefix_mlp="shared")
+    assert one.soft_prompt.state_dict().keys() == shared.soft_prompt.state_dict().keys()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(one.soft_prompt.state_dict().values(), shared.soft_prompt.state_dict().values())
+    )
 
 
 # ---- positions and the T5 bias rule ---------------------------------------------------------------
@@ -154,7 +199,8 @@ def test_prefix_masked_out_equals_base_model(family: str, placement: str, projec
 
 def test_t5_prefix_keys_get_zero_bias_and_real_keys_keep_theirs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The rule: prefix keys are position-less (bias 0); every real query-key pair keeps the bias T5
-    computes without a prefix, so no real token's relative position moves (PEFT's cache route shifts it)."""
+    computes without a prefix (so does PEFT's cache route: T5's bias depends only on the offset; there the
+    prefix keys get the bias of N preceding tokens instead of 0)."""
     model, tok = adapted("t5", "prefix_tuning")
     seen: list[tuple[torch.nn.Module, torch.Tensor, int]] = []
     kernel = injection.sdpa_attention_forward
@@ -224,6 +270,20 @@ def test_generate_matches_forward_and_differs_from_base(family: str, method: str
     base = load(family, "generation").backbone.eval()
     plain = base.generate(**inputs, **settings)
     assert (plain.logits[0] - out.logits[0]).abs().max() > 1e-3
+
+
+def test_past_position_bias_cached_generation_matches_forward() -> None:
+    """With ``past``, a cached greedy step places its query after the N prefix positions as a full forward does."""
+    model, tok = adapted("t5", "prefix_tuning", prefix_position_bias="past", prefix_dropout=0.0)
+    inputs = source_batch(tok, TEXTS)
+    settings = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    out = model.generate(
+        inputs["input_ids"], inputs["attention_mask"], return_dict_in_generate=True, output_logits=True, **settings
+    )
+    with torch.no_grad():
+        logits = model.decoder_logits(**inputs, targets=out.sequences)
+    for step, step_logits in enumerate(out.logits):
+        assert torch.allclose(step_logits, logits[:, step], atol=1e-4), f"step {step}"
 
 
 # ---- training -------------------------------------------------------------------------------------
@@ -323,8 +383,9 @@ def test_prompt_tuning_matches_peft_on_t5() -> None:
 def test_decoder_prefix_tuning_matches_peft_on_t5_where_peft_is_position_free() -> None:
     """PEFT (0.21) puts a seq2seq prefix in the decoder self-attention only (our ``decoder`` placement), as
     N cached past tokens.  Two differences are by design or PEFT's own, and neutralised here:
-    * the cache makes T5 see real decoder tokens at N + i, shifting their relative bias; with the decoder's
-      bias table zeroed, positions cannot matter;
+    * the cache makes T5 count the prefix as N past tokens: real query-key pairs keep their bias (it depends
+      on the offset only), but the prefix keys get the bias of N preceding tokens where ours get 0; with the
+      decoder's bias table zeroed, positions cannot matter;
     * PEFT splits its duplicated (self, cross) prefix rows in blocks of four, so decoder layer 1 reads layer
       0's self-attention rows; our table gives both layers the same rows, so this cannot matter either.
     """
@@ -347,6 +408,37 @@ def test_decoder_prefix_tuning_matches_peft_on_t5_where_peft_is_position_free() 
         plain = base(**inputs, labels=targets).logits
     assert torch.allclose(ours, theirs, atol=ATOL)
     assert (ours - plain).abs().max() > 1e-4  # the control: the prefix does act
+
+
+def test_past_position_bias_matches_peft_on_t5_with_its_bias() -> None:
+    """``prefix_position_bias=past`` gives the prefix keys the bias T5 computes for N cached past tokens: with
+    the decoder's bias table left as it is, our decoder placement equals PEFT (0.21) to 1e-5 (PEFT's block-of-four
+    row split neutralised as above); with ``zero`` it does not, which is the control."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    settings = dict(prefix_placement="decoder", prefix_projection=False, prefix_dropout=0.0)
+    model, tok = adapted("t5", "prefix_tuning", prefix_position_bias="past", **settings)
+    zero, _ = adapted("t5", "prefix_tuning", prefix_position_bias="zero", **settings)
+    base = load("t5", "generation").backbone
+    with torch.no_grad():
+        table = model.soft_prompt.flat.view(N, 2, -1)
+        table[:, 1] = table[:, 0] * 1.0
+        zero.soft_prompt.flat.copy_(model.soft_prompt.flat)
+    config = PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=N, prefix_projection=False)
+    peft_model = get_peft_model(base, config).eval()
+    inputs, targets = source_batch(tok, TEXTS), target_batch(tok, TARGETS)
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(model.soft_prompt.flat)
+        theirs = peft_model(**inputs, labels=targets).logits
+        ours = model.decoder_logits(**inputs, targets=targets)
+        without = zero.decoder_logits(**inputs, targets=targets)
+    assert torch.allclose(ours, theirs, atol=ATOL)
+    assert (without - theirs).abs().max() > 1e-4  # zero bias on the prefix keys is a different computation
+
+
+def test_past_position_bias_is_refused_without_a_relative_bias() -> None:
+    with pytest.raises(MethodConfigError, match="prefix_position_bias=past needs a relative position bias"):
+        adapted("bart", "prefix_tuning", prefix_position_bias="past")
 
 
 # ---- NER on the encoder, refusals -----------------------------------------------------------------

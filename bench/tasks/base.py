@@ -48,7 +48,12 @@ DEFAULTS: dict[str, Any] = {
     "label_names": None,
     "holdout": None,
     "split_validation": None,
+    "input_format": "plain",
 }
+INPUT_FORMATS = {"plain": None, "t5": ("superglue",)}
+"""``task.input_format`` -> the loaders that write it (None: every loader). ``plain``: text / text_pair as
+the tokenizer joins them; ``t5``: T5's SuperGLUE input, ``rte hypothesis: … premise: …``, one text
+(bench.tasks.superglue)."""
 
 RawRow = tuple[str, dict]  # (where: "file:line" or "hub row", a row as read from the source)
 Item = tuple[str, dict, bool]  # (where, example, labeled)
@@ -158,6 +163,12 @@ def plain_config(cfg: Mapping) -> dict:
             raise TaskDataError(f"task config {out.get('name', '?')}: missing field {key!r}")
     if out["kind"] not in TASK_KINDS:
         raise TaskDataError(f"task config {out['name']}: kind {out['kind']!r} not in {TASK_KINDS}")
+    form = out["input_format"]
+    if form not in INPUT_FORMATS or (INPUT_FORMATS[form] is not None and out["loader"] not in INPUT_FORMATS[form]):
+        allowed = [name for name, loaders in INPUT_FORMATS.items() if loaders is None or out["loader"] in loaders]
+        raise TaskDataError(
+            f"task config {out['name']}: input_format {form!r} not in {allowed} (loader {out['loader']})"
+        )
     if isinstance(out["metric"], str):
         out["metric"] = [out["metric"]]
     unknown = [m for m in out["metric"] if m not in METRICS]

@@ -27,18 +27,29 @@ def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
     return float(accuracy_score(labels, predictions))
 
 
-def f1_macro(predictions: Sequence[int], labels: Sequence[int]) -> float:
-    """Unweighted mean of per-class F1 (CB), over the classes present in labels or predictions."""
+def f1_macro(predictions: Sequence[int], labels: Sequence[int], invalid: int | None = None) -> float:
+    """Unweighted mean of per-class F1 (CB), over the classes present in labels or predictions.
+
+    ``invalid`` (a text-to-text generation naming no label) is not a class: as in T5's scoring, the
+    mean runs over the task's classes only, so an invalid prediction costs its gold class recall
+    and adds no fourth class of F1 0.
+    """
     from sklearn.metrics import f1_score
 
-    return float(f1_score(labels, predictions, average="macro", zero_division=0))
+    classes = sorted({*labels, *predictions} - {invalid})
+    return float(f1_score(labels, predictions, labels=classes, average="macro", zero_division=0))
 
 
 def multirc_f1a_em(predictions: Sequence[int], labels: Sequence[int], groups: Sequence[Hashable]) -> dict[str, float]:
-    """MultiRC: F1a = binary F1 over all answer-options; EM = share of questions all right."""
+    """MultiRC: F1a = binary F1 over all answer-options; EM = share of questions all right.
+
+    A prediction other than 0 or 1 (a text-to-text generation naming no label) does not say "true":
+    for F1a it is a negative answer; for EM it is wrong.
+    """
     from sklearn.metrics import f1_score
 
-    f1a = f1_score(labels, predictions, average="binary", pos_label=1, zero_division=0)
+    said_true = [int(pred == 1) for pred in predictions]
+    f1a = f1_score(labels, said_true, average="binary", pos_label=1, zero_division=0)
     right: dict[Hashable, bool] = defaultdict(lambda: True)
     for pred, label, group in zip(predictions, labels, groups):
         right[group] &= pred == label
@@ -141,6 +152,8 @@ class Metric:
     score: Callable[[ScoringInput], dict[str, float]]
     direction: str = MAXIMIZE
     aggregation: str = "mean"
+    # scores label or choice indices, so a text-to-text run may hand it ScoringInput.invalid
+    scores_indices: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS or self.aggregation not in AGGREGATIONS:
@@ -181,14 +194,27 @@ def _rouge_metric(name: str) -> Metric:
 
 # The only list of metrics: a task config's ``metric`` entries are keys of this registry.
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric(("accuracy",), lambda g: {"accuracy": accuracy(g.predictions, g.column("label"))}),
+    "accuracy": Metric(
+        ("accuracy",), lambda g: {"accuracy": accuracy(g.predictions, g.column("label"))}, scores_indices=True
+    ),
     # 1 - accuracy: the error rate some papers report; lower is better
     "error_rate": Metric(
-        ("error_rate",), lambda g: {"error_rate": 1 - accuracy(g.predictions, g.column("label"))}, MINIMIZE
+        ("error_rate",),
+        lambda g: {"error_rate": 1 - accuracy(g.predictions, g.column("label"))},
+        MINIMIZE,
+        scores_indices=True,
     ),
-    "f1_macro": Metric(("f1_macro",), lambda g: {"f1_macro": f1_macro(g.predictions, g.column("label"))}),
-    "multirc": Metric(("f1a", "em"), lambda g: multirc_f1a_em(g.predictions, g.column("label"), g.column("group"))),
-    "record": Metric(("f1", "em"), lambda g: record_f1_em(_choice_texts(g), g.column("answers"))),
+    "f1_macro": Metric(
+        ("f1_macro",),
+        lambda g: {"f1_macro": f1_macro(g.predictions, g.column("label"), g.invalid)},
+        scores_indices=True,
+    ),
+    "multirc": Metric(
+        ("f1a", "em"),
+        lambda g: multirc_f1a_em(g.predictions, g.column("label"), g.column("group")),
+        scores_indices=True,
+    ),
+    "record": Metric(("f1", "em"), lambda g: record_f1_em(_choice_texts(g), g.column("answers")), scores_indices=True),
     "seqeval": Metric(("f1", "precision", "recall"), _seqeval),
     "bleu": Metric(("bleu",), lambda g: {"bleu": bleu(g.predictions, g.column("references"))}),
     **{name: _rouge_metric(name) for name in ("rouge1", "rouge2", "rougeL")},

@@ -6,6 +6,7 @@ of the Hub parquet copy (aps/super_glue), so one converter per task serves both 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from functools import partial
 
@@ -26,6 +27,17 @@ from bench.tasks.base import (
 )
 
 COPA_CONNECTIVE = {"cause": "because", "effect": "so"}
+# task.input_format=t5: the fields T5 writes as "<task> <field>: <value> ...", in T5's order. T5's glue
+# preprocessor (t5/data/preprocessors.py, ``glue``) sorts the dataset's feature names unless
+# t5/data/glue_utils.py gives an order (MultiRC, WiC); it drops label and idx. COPA, WSC and ReCoRD have
+# their own T5 preprocessors and are not written in this format here.
+T5_FIELDS = {
+    "boolq": ("passage", "question"),
+    "cb": ("hypothesis", "premise"),
+    "rte": ("hypothesis", "premise"),
+    "wic": ("sentence1", "sentence2", "word"),
+    "multirc": ("question", "answer", "paragraph"),
+}
 
 
 # ---------------------------------------------------------------- jsonl -> Hub row schema
@@ -130,6 +142,25 @@ def mark_chars(sentence: str, start: int, end: int, where: str, key: str) -> str
     if not 0 <= start < end <= len(sentence):
         raise TaskDataError(f"{where}: field 'start{key}'/'end{key}' ({start}, {end}) outside the sentence")
     return f"{sentence[:start]}*{sentence[start:end]}*{sentence[end:]}"
+
+
+def t5_input(subset: str, row: dict, where: str) -> str:
+    """T5's SuperGLUE input for one row: ``rte hypothesis: … premise: …`` (MultiRC without its HTML)."""
+    parts = [subset] + [f"{name}: {get_field(row, name, where, str)}" for name in T5_FIELDS[subset]]
+    text = " ".join(parts)
+    if subset == "multirc":  # as T5's preprocessor: <br> becomes a space, <b> and </b> go
+        text = re.sub(r"</?b>", "", text.replace("<br>", " "))
+    return text
+
+
+def _t5_format(convert, subset: str):
+    """Wrap a converter: each example's input becomes T5's one text (no text pair); labels unchanged."""
+
+    def wrapped(row: dict, where: str, **kwargs) -> Iterable[Item]:
+        for item_where, example, labeled in convert(row, where, **kwargs):
+            yield item_where, {**example, "text": t5_input(subset, row, where), "text_pair": None}, labeled
+
+    return wrapped
 
 
 # ---------------------------------------------------------------- row -> example converters
@@ -259,6 +290,12 @@ def build(cfg: dict) -> Built:
     if subset not in CONVERTERS:
         raise TaskDataError(f"task {cfg['name']}: field 'subset' is {subset!r}, expected one of {sorted(CONVERTERS)}")
     convert, names = CONVERTERS[subset], cfg.get("label_names")
+    if cfg.get("input_format", "plain") == "t5":
+        if subset not in T5_FIELDS:
+            raise TaskDataError(
+                f"task {cfg['name']}: field 'input_format' t5 is written for {sorted(T5_FIELDS)} only, not {subset!r}"
+            )
+        convert = _t5_format(convert, subset)
     sources, counts = _source_records(cfg)
     splits: dict[str, list[dict] | None] = {}
     for split, source in sources.items():
