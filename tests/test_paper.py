@@ -334,3 +334,90 @@ def test_display_table_and_cli_section(runs: Path, tmp_path: Path, capsys) -> No
     written = pd.read_csv(tmp_path / "report" / "paper_vs_measured.csv")
     assert len(written) == len(load_reference())  # the committed reference table, every row
     assert "Paper vs measured" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "== Paper claim" in out and "Paper claim:" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    claim = pd.read_csv(tmp_path / "report" / "paper_claim.csv")
+    assert "prefix_tuning < full_finetune" in set(claim["Relation"])
+
+
+# --- the paper claim ---------------------------------------------------------------------------
+
+
+def test_claim_pairs_are_the_chain_and_what_it_implies() -> None:
+    from bench.report.comparison import claim, claim_pairs
+
+    pairs = claim_pairs()
+    assert set(claim()) <= set(pairs)  # the direct links, as declared
+    assert ("prefix_tuning", "<", "full_finetune") in pairs  # prefix < P-Tuning v2 ≈ full
+    assert ("prompt_tuning", "<", "full_finetune") in pairs
+    assert [op for left, op, right in pairs if (left, right) == ("p_tuning_v2", "full_finetune")] == ["≈"]
+    assert len(pairs) == 6  # every pair of the four methods, once
+
+
+def test_published_numbers_decide_by_the_claim_checks_rule() -> None:
+    from bench.report.paper_claim import published_verdict
+
+    assert published_verdict("<", 70.3, 68.8, "bleu")[1:] == ("violated", "")  # prefix above full FT
+    diff, verdict, _ = published_verdict("<", 36.05, 37.25, "rougeL")
+    assert verdict == "holds" and diff == pytest.approx(1.2)
+    assert published_verdict("≈", 75.0, 75.8, "accuracy")[1] == "holds"  # within 1 point of full FT
+    assert published_verdict("≈", 75.0, 79.0, "accuracy")[1:] == ("violated", "more than 1 point below full_finetune")
+    assert published_verdict("<", 70.0, 70.0, "bleu")[1:] == ("within noise", "equal as published")
+
+
+def _pair_reference(left: tuple[str, str], right: tuple[str, str], split: str = "validation") -> pd.DataFrame:
+    rows = []
+    for method, value in (left, right):
+        rows.append(
+            {
+                **REFERENCE.iloc[0][list(COLUMNS)].to_dict(),
+                "model": "MiniLM",
+                "hub_id": "sentence-transformers/all-MiniLM-L6-v2",
+                "method": method,
+                "value": value,
+                "split": split,
+            }
+        )
+    return validate_rows(rows, "inline")
+
+
+def test_paper_claim_reads_published_pairs_and_puts_our_verdict_beside(tmp_path: Path) -> None:
+    from bench.report import load_runs
+    from bench.report.comparison import claim_check_data
+    from bench.report.paper_claim import paper_claim_data, paper_claim_table
+
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        _write(runs, _record("prompt_tuning", "minilm", "x/all-MiniLM-L6-v2", "rte", seed, 0.60 + seed / 100))
+        _write(runs, _record("prefix_tuning", "minilm", "x/all-MiniLM-L6-v2", "rte", seed, 0.70 + seed / 100))
+    df = load_runs(runs)
+    reference = _pair_reference(("prompt_tuning", "80.0"), ("prefix_tuning", "78.5"))
+    data = paper_claim_data(df, reference)
+    published = data[data["paper"].notna()]
+    assert list(published["relation"]) == ["prompt_tuning < prefix_tuning"]
+    row = published.iloc[0]
+    assert row["verdict"] == "violated" and row["diff"] == pytest.approx(-1.5)
+    # ours: the same verdict the claim check gives for that model, task and link (one rule, one place)
+    ours = claim_check_data(df)
+    expected = ours[(ours["task"] == "rte") & (ours["relation"] == "prompt_tuning < prefix_tuning")].iloc[0]
+    assert row["ours"].startswith(f"minilm: {expected['verdict']} (Δ {expected['diff'] * 100:+.1f}")
+    # every direct link no paper row covers is listed as such, with no number
+    uncovered = data[data["paper"].isna()]
+    assert set(uncovered["relation"]) == {"prefix_tuning < p_tuning_v2", "p_tuning_v2 ≈ full_finetune"}
+    assert all(v.startswith("n/a (no paper row reports both") for v in uncovered["verdict"])
+    table = paper_claim_table(df, reference)
+    assert table.loc[0, "Paper's answer"] == "violated (Δ -1.5)"
+    assert table.loc[0, "Published"] == "prompt_tuning 80.0 vs prefix_tuning 78.5"
+
+
+def test_paper_claim_uses_the_primary_metric_only_and_needs_no_runs() -> None:
+    from bench.report.paper_claim import paper_claim_data
+
+    reference = load_reference()
+    data = paper_claim_data(None, reference)
+    published = data[data["paper"].notna()]
+    assert len(published) and set(published["ours"]) == {""}
+    primary = {"e2e": "bleu", "webnlg": "bleu", "xsum": "rougeL"}
+    assert all(primary.get(t, m) == m for t, m in zip(published["task"], published["metric"]))
+    # Li & Liang's dev and test numbers are separate pairs, never mixed
+    e2e = published[(published["task"] == "e2e") & (published["model"] == "GPT-2 medium")]
+    assert sorted(e2e["split"]) == ["test", "validation"]

@@ -77,6 +77,15 @@ def _task_metric_keys() -> dict[str, set[str]]:
     return keys
 
 
+def task_primary_metrics() -> dict[str, str]:
+    """task name -> its primary metric key (``primary_metric`` in ``conf/task/<task>.yaml``)."""
+    from omegaconf import OmegaConf
+
+    from bench.tasks import CONF_DIR
+
+    return {path.stem: str(OmegaConf.load(path).get("primary_metric")) for path in sorted(CONF_DIR.glob("*.yaml"))}
+
+
 def _check_row(row: dict[str, Any], where: str, methods: set[str], tasks: dict[str, set[str]]) -> float:
     """The row's value as a float, or ReferenceError naming the first bad field."""
     for column in REQUIRED:

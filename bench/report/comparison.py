@@ -37,6 +37,22 @@ def claim() -> tuple[tuple[str, str, str], ...]:
     return CLAIM
 
 
+def claim_pairs() -> tuple[tuple[str, str, str], ...]:
+    """Every pair of methods the claim orders, left before right in the chain, with the relation the chain
+    implies: "≈" where every link between them is "≈", else "<" (``prompt_tuning < full_finetune`` follows
+    from prompt < prefix < P-Tuning v2 ≈ full fine-tuning, up to the tolerance of "≈").  The direct links
+    are :func:`claim` itself; the others let numbers that hold only two of the methods (a paper's table)
+    speak to the chain."""
+    chain = claim()
+    names = [chain[0][0], *(right for _, _, right in chain)]
+    ops = [op for _, op, _ in chain]
+    return tuple(
+        (names[i], "≈" if all(op == "≈" for op in ops[i:j]) else "<", names[j])
+        for i in range(len(names))
+        for j in range(i + 1, len(names))
+    )
+
+
 QUALITY_NEAR_FULL_R = 0.95
 """Quality "≈ full FT": relative position r = (score − floor)/(ceiling − floor) ≥ this …"""
 QUALITY_NEAR_FULL_POINTS = 1.0
@@ -300,10 +316,18 @@ def _verdict(
     diff, se = _difference(a, b)
     vacuous = _unseparated(b, head) if op == "≈" else ""
     doubts = _doubts(a, left) + _doubts(b, right) + ([vacuous] if vacuous else [])
-    if op == "≈" and not doubts and quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL:
-        return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
-    verdict, reason = noise_verdict(diff, se, min(int(a["n"]), int(b["n"])), doubts, op)
+    near = op == "≈" and quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL
+    verdict, reason = relation_verdict(op, diff, se, min(int(a["n"]), int(b["n"])), doubts, near)
     return {"diff": diff, "se": se, "verdict": verdict, "reason": reason}
+
+
+def relation_verdict(op: str, diff: float, se: float, seeds: int, doubts: list[str], near: bool) -> tuple[str, str]:
+    """(verdict, reason) of "a op b" — the one rule the claim check, the claims table and the paper claim
+    share: "≈" holds when nothing casts doubt and ``near`` (b's score is ≈ full FT by :func:`quality_label`);
+    everything else is :func:`noise_verdict`'s."""
+    if op == "≈" and not doubts and near:
+        return "holds", ""
+    return noise_verdict(diff, se, seeds, doubts, op)
 
 
 def noise_verdict(diff: float, se: float, seeds: int, doubts: list[str], op: str = "<") -> tuple[str, str]:
