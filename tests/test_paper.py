@@ -399,7 +399,7 @@ def test_paper_claim_reads_published_pairs_and_puts_our_verdict_beside(tmp_path:
     # ours: the same verdict the claim check gives for that model, task and link (one rule, one place)
     ours = claim_check_data(df)
     expected = ours[(ours["task"] == "rte") & (ours["relation"] == "prompt_tuning < prefix_tuning")].iloc[0]
-    assert row["ours"].startswith(f"minilm: {expected['verdict']} (Δ {expected['diff'] * 100:+.1f}")
+    assert row["ours"].startswith(f"minilm (on validation): {expected['verdict']} (Δ {expected['diff'] * 100:+.1f}")
     # every direct link no paper row covers is listed as such, with no number
     uncovered = data[data["paper"].isna()]
     assert set(uncovered["relation"]) == {"prefix_tuning < p_tuning_v2", "p_tuning_v2 ≈ full_finetune"}

@@ -109,7 +109,8 @@ def _uncovered(rows: list[dict]) -> list[dict]:
 
 
 def ours_for(scores: pd.DataFrame, task: str, relation: tuple[str, str, str]) -> str:
-    """Our verdict for one pair on one task, per model with runs of both methods (the claim check's rule)."""
+    """Our verdict for one pair on one task, per model with runs of both methods (the claim check's rule),
+    naming the split our tuned scores are on."""
     left, op, right = relation
     rows = scores[scores["task"] == task]
     parts = []
@@ -117,7 +118,8 @@ def ours_for(scores: pd.DataFrame, task: str, relation: tuple[str, str, str]) ->
         by_method = {r["method"]: r for _, r in group.iterrows()}
         if left in by_method and right in by_method:
             check = _verdict(op, by_method[left], by_method[right], left, right, by_method.get(references()[1]))
-            parts.append(f"{model}: {_claim_cell(pd.Series({**check, 'relation': relation_name(*relation)}))}")
+            cell = _claim_cell(pd.Series({**check, "relation": relation_name(*relation)}))
+            parts.append(f"{model} (on {by_method[right]['split']}): {cell}")
     return "; ".join(parts) or f"no run of both on {task}"
 
 
