@@ -20,6 +20,7 @@ import pytest
 
 import bench.report as report
 from bench.report import comparison as cmp
+from bench.report.tables import fmt_count
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = 1_000_000
@@ -454,8 +455,12 @@ def test_comparison_labels_follow_thresholds(df, raw):
         label = expected_quality(score, avg["full_finetune"], avg["head_only"])
         labels[method] = label
         assert table.loc[(method, "tiny_bert"), "Quality"].startswith(label + ":"), method
-        pct = 100 * PARAMS[method][0] / BACKBONE
-        assert table.loc[(method, "tiny_bert"), "Parameter volume"].startswith(expected_volume(pct) + ":")
+        trainable, stored = PARAMS[method]
+        pct = 100 * (trainable if stored is None else stored) / BACKBONE  # the label reads the stored axis
+        volume = table.loc[(method, "tiny_bert"), "Parameter volume"]
+        assert volume.startswith(expected_volume(pct) + " by stored: "), volume
+        assert f"{fmt_count(trainable)} trainable, MLP included" in volume  # both counts, the axis named
+        assert f"{fmt_count(trainable if stored is None else stored)} stored, MLP folded" in volume
         flags = declared[method]
         assert table.loc[(method, "tiny_bert"), "Uses MLP"].startswith("yes" if flags["reparameterized"] else "no")
         assert table.loc[(method, "tiny_bert"), "Input influence"].startswith(
@@ -541,6 +546,19 @@ def test_write_report_writes_every_table_and_figure(written):
         assert b"/CreationDate" not in path.read_bytes()  # else every regeneration rewrites committed PDFs
     data = pd.read_csv(written.tables["main_final"]["data"])
     assert len(data) == 14 and written.report.read_text().count("![") == len(report.FIGURE_NAMES)
+
+
+def test_score_vs_params_offers_the_stored_axis(df):
+    from bench.report.figures import score_vs_params
+
+    def xs(fig) -> set[float]:
+        return {float(x) for ax in fig.axes for line in ax.get_lines() for x in line.get_xdata()}
+
+    trained, stored = score_vs_params(df), score_vs_params(df, "stored")
+    assert {5000.0, 50_000.0} <= xs(trained) and not {2000.0, 20_000.0} & xs(trained)  # the MLP counted
+    assert {2000.0, 20_000.0} <= xs(stored) and not {5000.0, 50_000.0} & xs(stored)  # the MLP folded
+    assert stored.axes[0].get_xlabel() == "parameters: stored, MLP folded (count, log scale)"
+    assert "score_vs_stored_params" in report.FIGURE_NAMES
 
 
 def test_pareto_front():

@@ -1,8 +1,13 @@
 """Published numbers to compare against: ``bench/reference/papers.csv``, versioned with the code.
 
-One row per paper × model × task × method × metric. Every value was copied from the document named
-in ``source`` (``owner/repo:path@commit`` or a URL) at the place named in ``locator``; none is
+One row per paper × model × task × method × metric × split. Every value was copied from the document
+named in ``source`` (``owner/repo:path@commit`` or a URL) at the place named in ``locator``; none is
 written from memory. Rows we could not source are left out and listed in ``bench/reference/README.md``.
+
+A row also carries what defines its number, so that it is set only beside a like-for-like run:
+``split`` (the evaluation split), ``setting`` (the method's variant: prefix size, prompt length, …),
+``budget`` (the training budget, or ``released checkpoint``) and ``measured_by`` (``primary``: the
+source's authors ran it; ``secondary: <who ran it>``: the source quotes another paper's number).
 
     load_reference()          # validated DataFrame; ReferenceError names file:line and field
     validate_rows(rows)       # the same checks on rows already read (tests use it)
@@ -20,14 +25,32 @@ from typing import Any
 import pandas as pd
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "papers.csv"
-COLUMNS = ("paper", "model", "hub_id", "task", "method", "metric", "value", "split", "source", "locator", "note")
+COLUMNS = (
+    "paper",
+    "model",
+    "hub_id",
+    "task",
+    "method",
+    "metric",
+    "value",
+    "split",
+    "setting",
+    "budget",
+    "measured_by",
+    "source",
+    "locator",
+    "note",
+)
 REQUIRED = tuple(c for c in COLUMNS if c != "note")
 SPLITS = ("validation", "test", "unstated")
 """``unstated``: the source does not say which split the number is on (it is shown as such)."""
+PRIMARY, SECONDARY = "primary", "secondary"
+"""``measured_by``: ``primary``, or ``secondary: <who ran it>`` when ``source`` quotes another paper."""
 
 # owner/repo:path@<40-hex commit> (a repository file at a fixed commit) or an http(s) URL
 _SOURCE = re.compile(r"^([\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{40}|https?://\S+)$")
-_KEY = ("paper", "hub_id", "task", "method", "metric")
+KEY = ("paper", "hub_id", "task", "method", "metric", "split")
+"""One number per key: a paper's dev and test numbers of the same cell are two rows."""
 
 
 class ReferenceError(ValueError):
@@ -54,6 +77,15 @@ def _task_metric_keys() -> dict[str, set[str]]:
     return keys
 
 
+def task_primary_metrics() -> dict[str, str]:
+    """task name -> its primary metric key (``primary_metric`` in ``conf/task/<task>.yaml``)."""
+    from omegaconf import OmegaConf
+
+    from bench.tasks import CONF_DIR
+
+    return {path.stem: str(OmegaConf.load(path).get("primary_metric")) for path in sorted(CONF_DIR.glob("*.yaml"))}
+
+
 def _check_row(row: dict[str, Any], where: str, methods: set[str], tasks: dict[str, set[str]]) -> float:
     """The row's value as a float, or ReferenceError naming the first bad field."""
     for column in REQUIRED:
@@ -72,6 +104,12 @@ def _check_row(row: dict[str, Any], where: str, methods: set[str], tasks: dict[s
         )
     if row["split"] not in SPLITS:
         raise ReferenceError(f"{where}: field 'split' = {row['split']!r}; choices: {list(SPLITS)}")
+    kind, _, who = row["measured_by"].partition(":")
+    if not (row["measured_by"] == PRIMARY or (kind == SECONDARY and who.strip())):
+        raise ReferenceError(
+            f"{where}: field 'measured_by' = {row['measured_by']!r}; choices: '{PRIMARY}' or "
+            f"'{SECONDARY}: <who ran it>' (source is then the quoting document)"
+        )
     if not _SOURCE.match(row["source"]):
         raise ReferenceError(
             f"{where}: field 'source' = {row['source']!r} is neither owner/repo:path@<commit> nor an http(s) URL"
@@ -94,9 +132,9 @@ def validate_rows(rows: Iterable[dict[str, Any]], path: str | Path = REFERENCE_C
     for line, row in enumerate(rows, start=2):
         where = f"{path}:{line}"
         value = _check_row(row, where, methods, tasks)
-        key = tuple(row[k] for k in _KEY)
+        key = tuple(row[k] for k in KEY)
         if key in seen:
-            raise ReferenceError(f"{where}: duplicate of line {seen[key]} ({', '.join(_KEY)} = {key})")
+            raise ReferenceError(f"{where}: duplicate of line {seen[key]} ({', '.join(KEY)} = {key})")
         seen[key] = line
         text = {c: str(row.get(c) or "").strip() for c in COLUMNS}
         clean.append({**text, "value": value, "value_text": text["value"]})
@@ -104,7 +142,7 @@ def validate_rows(rows: Iterable[dict[str, Any]], path: str | Path = REFERENCE_C
 
 
 def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
-    """The reference table, validated: one row per paper × model × task × method × metric."""
+    """The reference table, validated: one row per paper × model × task × method × metric × split."""
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8") as handle:

@@ -2,7 +2,8 @@
 
 Writes the whole report either way. Prints the tuned main table, the tables of every sweep point, the
 cost table, the runs left out and the flagged runs (if any), the comparison table with the per-task
-claim check, the claims table, the paper-vs-measured table and, last, the figure paths; with ``--summary``, one screen
+claim check, the claims table, the paper-vs-measured table, the paper claim (the published numbers' own
+answer to the claim, beside ours) and, last, the figure paths; with ``--summary``, one screen
 instead (bench/report/summary.py).  Exit code 2 with a one-line error when RUNS_DIR is missing or holds
 no record, and also when a record is malformed: that record is named on stderr and listed as
 unreadable, while every other record is still reported.
@@ -45,13 +46,17 @@ def _left_out(paths) -> str:
 
 
 def _paper_vs_measured(runs_dir: Path, paths) -> str:
-    """Write the paper-vs-measured table beside the others (and into report.md); its section text."""
-    from bench.report import load_records
+    """Write the paper-vs-measured table and the paper claim beside the others (and into report.md); their
+    section text."""
+    from bench.report import load_records, load_runs
     from bench.report.paper import write_paper_vs_measured
+    from bench.report.paper_claim import write_paper_claim
 
     written = write_paper_vs_measured(load_records(runs_dir), paths.out_dir, paths.report)
     paths.tables["paper_vs_measured"] = written
-    return _section("Paper vs measured", written["md"]).rstrip("\n")
+    claimed = write_paper_claim(load_runs(runs_dir), paths.out_dir, paths.report)
+    paths.tables["paper_claim"] = claimed
+    return (_section("Paper vs measured", written["md"]) + _section("Paper claim", claimed["md"])).rstrip("\n")
 
 
 def _print_full(paths, paper: str) -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.report.comparison import (
     CLAIM_NOISE_SE,
     INCONCLUSIVE,
+    VOLUME_AXIS,
     WITHIN_NOISE,
     _difference,
     _doubts,
@@ -268,8 +269,10 @@ def check_volume(ctx: Context, statement: Statement, model: str) -> Result:
     )
     mine = costs.loc[statement.method]
     others = statement.args
-    against = [f"{other} keeps as many or more" for other in others if costs.loc[other, "stored"] >= mine["stored"]]
-    label = volume_label(float(mine["stored_pct"]))
+    against = [
+        f"{other} keeps as many or more" for other in others if costs.loc[other, VOLUME_AXIS] >= mine[VOLUME_AXIS]
+    ]
+    label = volume_label(float(mine[f"{VOLUME_AXIS}_pct"]))  # the comparison table's label, on its axis
     if label not in SLIGHT_VOLUME_LABELS:
         against.append(f"not slight: {statement.method} keeps a {label} volume")
     return measurement, evidence, (VIOLATED if against else HOLDS), "; ".join(against)

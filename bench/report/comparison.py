@@ -37,6 +37,22 @@ def claim() -> tuple[tuple[str, str, str], ...]:
     return CLAIM
 
 
+def claim_pairs() -> tuple[tuple[str, str, str], ...]:
+    """Every pair of methods the claim orders, left before right in the chain, with the relation the chain
+    implies: "≈" where every link between them is "≈", else "<" (``prompt_tuning < full_finetune`` follows
+    from prompt < prefix < P-Tuning v2 ≈ full fine-tuning, up to the tolerance of "≈").  The direct links
+    are :func:`claim` itself; the others let numbers that hold only two of the methods (a paper's table)
+    speak to the chain."""
+    chain = claim()
+    names = [chain[0][0], *(right for _, _, right in chain)]
+    ops = [op for _, op, _ in chain]
+    return tuple(
+        (names[i], "≈" if all(op == "≈" for op in ops[i:j]) else "<", names[j])
+        for i in range(len(names))
+        for j in range(i + 1, len(names))
+    )
+
+
 QUALITY_NEAR_FULL_R = 0.95
 """Quality "≈ full FT": relative position r = (score − floor)/(ceiling − floor) ≥ this …"""
 QUALITY_NEAR_FULL_POINTS = 1.0
@@ -49,8 +65,16 @@ QUALITY_MIN_SPAN_POINTS = 0.5
 """r is undefined when full FT beats head-only by fewer points than this (the task does not
 separate the references); the label then says so instead of dividing by ~0."""
 
+VOLUME_AXIS = "stored"
+"""The count the Parameter-volume label reads (the claims table's volume statement reads the same):
+``stored``, what a method keeps per task with the reparameterization MLP folded away — the "parameter
+volume" of the usual comparison, which ranks prefix tuning between prompt tuning and P-Tuning v2 — or
+``trainable``, everything that trains, the MLP included (there prefix tuning and P-Tuning v2 are alike).
+The cell shows both counts and names the axis."""
+VOLUME_AXES = {"stored": "stored, MLP folded", "trainable": "trainable, MLP included"}
+"""Each axis as the cell words it."""
 VOLUME_TINY_PCT = 0.1
-"""Parameter volume "tiny": trainable parameters < this % of the backbone."""
+"""Parameter volume "tiny": parameters on :data:`VOLUME_AXIS` < this % of the backbone."""
 VOLUME_SMALL_PCT = 1.0
 """Parameter volume "small": < this % of the backbone."""
 VOLUME_MEDIUM_PCT = 10.0
@@ -203,9 +227,9 @@ def comparison_data(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     data = pd.DataFrame(
         rows, columns=["method", "model", "tasks", "score", "full", "head", "r", "quality", "mean_rank", "n_methods"]
     )
-    costs = cost_data(df)[["method", "model", "trainable", "trainable_pct", "stored"]]
+    costs = cost_data(df)[["method", "model", "trainable", "trainable_pct", "stored", "stored_pct"]]
     data = data.merge(costs, on=["method", "model"], how="left")
-    data["volume"] = [volume_label(p) for p in data["trainable_pct"].astype(float)]
+    data["volume"] = [volume_label(p) for p in data[f"{VOLUME_AXIS}_pct"].astype(float)]
     return _sort(data, ["method", "model"]) if len(data) else data
 
 
@@ -240,11 +264,16 @@ def _quality_cell(row: pd.Series) -> str:
 
 
 def _volume_cell(row: pd.Series) -> str:
+    """``<label> by <axis>: <axis count> (…%); <other count> (…%)`` — the label's axis first, both shown."""
     if pd.isna(row["trainable"]):
         return "n/a (no params)"
-    text = f"{row['volume']}: {fmt_count(row['trainable'])} trainable ({fmt_percent(row['trainable_pct'])} of backbone)"
-    differs = not pd.isna(row["stored"]) and row["stored"] != row["trainable"]  # e.g. MLP dropped after training
-    return text + (f"; {fmt_count(row['stored'])} stored" if differs else "")
+    axes = [VOLUME_AXIS, *(a for a in VOLUME_AXES if a != VOLUME_AXIS)]
+    counts = [
+        f"{fmt_count(row[a])} {VOLUME_AXES[a]} ({fmt_percent(row[f'{a}_pct'])} of backbone)"
+        for a in axes
+        if not pd.isna(row[a])
+    ]
+    return f"{row['volume']} by {VOLUME_AXIS}: " + "; ".join(counts)
 
 
 def relation_name(left: str, op: str, right: str) -> str:
@@ -300,10 +329,18 @@ def _verdict(
     diff, se = _difference(a, b)
     vacuous = _unseparated(b, head) if op == "≈" else ""
     doubts = _doubts(a, left) + _doubts(b, right) + ([vacuous] if vacuous else [])
-    if op == "≈" and not doubts and quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL:
-        return {"diff": diff, "se": se, "verdict": "holds", "reason": ""}
-    verdict, reason = noise_verdict(diff, se, min(int(a["n"]), int(b["n"])), doubts, op)
+    near = op == "≈" and quality_label(a["mean"], b["mean"], a["head"], a["sign"]) == NEAR_FULL
+    verdict, reason = relation_verdict(op, diff, se, min(int(a["n"]), int(b["n"])), doubts, near)
     return {"diff": diff, "se": se, "verdict": verdict, "reason": reason}
+
+
+def relation_verdict(op: str, diff: float, se: float, seeds: int, doubts: list[str], near: bool) -> tuple[str, str]:
+    """(verdict, reason) of "a op b" — the one rule the claim check, the claims table and the paper claim
+    share: "≈" holds when nothing casts doubt and ``near`` (b's score is ≈ full FT by :func:`quality_label`);
+    everything else is :func:`noise_verdict`'s."""
+    if op == "≈" and not doubts and near:
+        return "holds", ""
+    return noise_verdict(diff, se, seeds, doubts, op)
 
 
 def noise_verdict(diff: float, se: float, seeds: int, doubts: list[str], op: str = "<") -> tuple[str, str]:

@@ -17,11 +17,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from bench.report.comparison import VOLUME_AXES
 from bench.report.loading import history_frame
 from bench.report.style import method_color, model_markers, order_methods
 from bench.report.tables import _column, cell_stats, cost_data, main_averages, selected_runs, task_metrics
 
-FIGURE_NAMES = ("score_vs_params", "throughput", "task_bars", "validation_curves", "pareto")
+FIGURE_NAMES = ("score_vs_params", "score_vs_stored_params", "throughput", "task_bars", "validation_curves", "pareto")
 """Every figure :func:`make_figures` writes, each as ``<name>.png`` and ``<name>.pdf``."""
 
 
@@ -69,21 +70,23 @@ def _zero_nan(values: pd.Series) -> np.ndarray:
     return np.nan_to_num(values.to_numpy(dtype=float), nan=0.0)
 
 
-def score_vs_params(df: pd.DataFrame) -> Figure:
-    """Final score (mean ± std over seeds, chosen hparams) against trainable parameters, one panel per task."""
+def score_vs_params(df: pd.DataFrame, axis: str = "trainable") -> Figure:
+    """Final score (mean ± std over seeds, chosen hparams) against parameters, one panel per task: ``axis``
+    ``trainable`` (everything trained, a reparameterization MLP included) or ``stored`` (what the method
+    keeps per task, the MLP folded: the axis of the comparison's Parameter volume label)."""
     stats = cell_stats(df, "final").dropna(subset=["mean"])
     if stats.empty:
         return _empty("no usable runs")
     ok = selected_runs(df)
-    ok = ok[ok["usable"]].assign(trainable=lambda d: _column(d, "params.trainable"))
-    params = ok.groupby(["method", "model", "task"])["trainable"].median().rename("trainable")
+    ok = ok[ok["usable"]].assign(params=lambda d: _column(d, f"params.{axis}"))
+    params = ok.groupby(["method", "model", "task"])["params"].median()
     stats = stats.join(params, on=["method", "model", "task"])
     tasks, metrics, markers = sorted(stats["task"].unique()), task_metrics(df), model_markers(stats["model"])
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         for _, r in stats[stats["task"] == task].iterrows():
             ax.errorbar(
-                r["trainable"],
+                r["params"],
                 r["mean"] * 100,
                 yerr=0 if math.isnan(r["std"]) else r["std"] * 100,
                 fmt=markers[r["model"]],
@@ -94,7 +97,7 @@ def score_vs_params(df: pd.DataFrame) -> Figure:
         ax.set_xscale("log")
         ax.set(
             title=task,
-            xlabel="trainable parameters (count, log scale)",
+            xlabel=f"parameters: {VOLUME_AXES[axis]} (count, log scale)",
             ylabel=f"final {metrics.get(task, 'score')} (%)",
         )
         ax.grid(alpha=0.3)
@@ -241,6 +244,7 @@ def pareto(df: pd.DataFrame) -> Figure:
 
 _BUILDERS = {
     "score_vs_params": score_vs_params,
+    "score_vs_stored_params": lambda df: score_vs_params(df, "stored"),
     "throughput": throughput,
     "task_bars": task_bars,
     "validation_curves": validation_curves,

@@ -10,6 +10,12 @@ When runs of several hyperparameter points match, the point with the best valida
 (compared on the seeds every point has) is shown, as the tuned table does, and named. Where nothing
 matches, the row carries the exact command that would produce the number.
 
+Δ = ours − paper is computed only like for like: our number is on the paper's split (``test``: the
+records' ``metrics.test``; ``validation``: their best-checkpoint ``metrics.best``, the protocol of the
+papers' best-epoch dev numbers) and in the paper's metric. Otherwise both numbers are shown and the Δ
+cell says what differs (a dev run is never given a Δ against a test-split row, nor any run against a
+row whose split the paper leaves unstated).
+
     paper_vs_measured_data(df)   # one row per reference row: paper value, our mean/std/n, Δ, command
     paper_vs_measured(df)        # the display table
     write_paper_vs_measured(df, out_dir)
@@ -32,9 +38,11 @@ from bench.report.tables import seed_matched_means
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 SEEDS = "0,1,2"
 CAPTION = (
-    "Paper vs measured (primary metric ×100; ours: mean ± std (n) over seeds of the best "
-    "hyperparameter point; Δ = ours − paper)"
+    "Paper vs measured (metric ×100; ours: mean ± std (n) over seeds of the best hyperparameter point, "
+    "on the split named; Δ = ours − paper, only where our split and metric are the paper's)"
 )
+OUR_SPLITS = {"test": "metrics.test", "validation": "metrics.best"}
+"""Our split → the record field that scores it (the same keys as the reference table's ``split``)."""
 
 
 def hub_key(hub_id: Any) -> str | None:
@@ -96,15 +104,33 @@ def _hparams_label(run: pd.Series) -> str:
     return value if isinstance(value, str) else hparams_label(value)
 
 
-def _scored_runs(df: pd.DataFrame, metric: str, split: str, configs: dict[str, str]) -> pd.DataFrame:
-    """Usable runs with: hub key, hparams point, the reported score (×100) and the validation score."""
+def _scored_runs(df: pd.DataFrame, metric: str, configs: dict[str, str]) -> pd.DataFrame:
+    """Usable runs with: hub key, hparams point, the score (×100) on each of :data:`OUR_SPLITS` and the
+    validation score that chooses the point."""
     runs = df[df["usable"]].copy()
-    reported = f"metrics.test.{metric}" if split == "test" else f"metrics.best.{metric}"
-    runs["reported"] = pd.to_numeric(runs.get(reported), errors="coerce") * 100
-    runs["selection"] = pd.to_numeric(runs.get(f"metrics.best.{metric}"), errors="coerce")
+    missing = pd.Series(math.nan, index=runs.index)
+    for split, field in OUR_SPLITS.items():
+        runs[split] = pd.to_numeric(runs.get(f"{field}.{metric}", missing), errors="coerce") * 100
+    runs["selection"] = pd.to_numeric(runs.get(f"metrics.best.{metric}", missing), errors="coerce")
     runs["hub_key"] = [_record_hub_key(run, configs) for _, run in runs.iterrows()]
     runs["point"] = [_hparams_label(run) for _, run in runs.iterrows()]
-    return runs.dropna(subset=["reported"])
+    return runs
+
+
+def our_split(chosen: pd.DataFrame, paper_split: str) -> str:
+    """The split our number is reported on: the paper's when every chosen run has it, else the first of
+    :data:`OUR_SPLITS` they all have ("" when none)."""
+    order = [paper_split, *OUR_SPLITS] if paper_split in OUR_SPLITS else list(OUR_SPLITS)
+    return next((s for s in order if chosen[s].notna().all()), "")
+
+
+def difference(paper_split: str, ours: str) -> str:
+    """What keeps our number from a Δ against the paper's ("" when split and metric match)."""
+    if paper_split not in OUR_SPLITS:
+        return f"paper's split {paper_split}"
+    if ours != paper_split:
+        return f"split differs (ours {ours}, paper {paper_split})"
+    return ""
 
 
 def _best_point(matched: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -116,43 +142,44 @@ def _best_point(matched: pd.DataFrame, metric: str) -> pd.DataFrame:
     return matched[matched["point"] == best]
 
 
+def _measured(ref: pd.Series, runs: pd.DataFrame, configs: dict[str, str]) -> dict[str, Any]:
+    """Our side of one reference row: mean/std/n on :func:`our_split`, Δ where like for like, else why not."""
+    matched = runs[
+        (runs["method"] == ref["method"]) & (runs["task"] == ref["task"]) & (runs["hub_key"] == hub_key(ref["hub_id"]))
+    ]
+    scored = matched.dropna(subset=["selection"])
+    if scored.empty:
+        why = f"our runs record no {ref['metric']}" if len(matched) else ""
+        return {"command": command_for(ref, configs), "differs": why}
+    chosen = _best_point(scored, ref["metric"])
+    split = our_split(chosen, ref["split"])
+    values = chosen[split]
+    differs = difference(ref["split"], split)
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "n": int(len(values)),
+        "our_split": split,
+        "differs": differs,
+        "diff": math.nan if differs else float(values.mean()) - ref["value"],
+        "our_model": ",".join(sorted(set(chosen["model"].astype(str)))),
+        "hparams": chosen["point"].iloc[0],
+    }
+
+
 def paper_vs_measured_data(df: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per reference row: the published value, our mean/std/n where runs match, Δ and,
-    where none match, the command that would produce them."""
+    """One row per reference row: the published value, our mean/std/n and the split it is on where runs
+    match, Δ where split and metric match (``differs`` says what does not) and, where no run matches,
+    the command that would produce ours."""
     reference = load_reference() if reference is None else reference
     configs = model_hub_ids()
+    scored = {metric: _scored_runs(df, metric, configs) for metric in reference["metric"].unique()}
+    empty = {"mean": math.nan, "std": math.nan, "n": 0, "our_split": "", "differs": "", "diff": math.nan}
     rows = []
     for _, ref in reference.iterrows():
-        runs = _scored_runs(df, ref["metric"], ref["split"], configs)
-        matched = runs[
-            (runs["method"] == ref["method"])
-            & (runs["task"] == ref["task"])
-            & (runs["hub_key"] == hub_key(ref["hub_id"]))
-        ]
-        row = {
-            **ref.to_dict(),
-            "paper_value": ref["value"],
-            "mean": math.nan,
-            "std": math.nan,
-            "n": 0,
-            "diff": math.nan,
-            "our_model": "",
-            "hparams": "",
-            "command": "",
-        }
-        if len(matched):
-            chosen = _best_point(matched, ref["metric"])
-            row.update(
-                mean=float(chosen["reported"].mean()),
-                std=float(chosen["reported"].std()),
-                n=int(len(chosen)),
-                our_model=",".join(sorted(set(chosen["model"].astype(str)))),
-                hparams=chosen["point"].iloc[0],
-            )
-            row["diff"] = row["mean"] - ref["value"]
-        else:
-            row["command"] = command_for(ref, configs)
-        rows.append(row)
+        ours = {**empty, "our_model": "", "hparams": "", "command": ""}
+        ours.update(_measured(ref, scored[ref["metric"]], configs))
+        rows.append({**ref.to_dict(), "paper_value": ref["value"], **ours})
     return pd.DataFrame(rows).drop(columns=["value"])
 
 
@@ -163,8 +190,16 @@ def _fmt_ours(row: pd.Series) -> str:
     return f"{row['mean']:.1f}{std} ({row['n']})"
 
 
+def _fmt_diff(diff: float, differs: str) -> str:
+    """``+1.2``, or ``no Δ: <what differs>`` (empty when there is nothing of ours)."""
+    if differs:
+        return f"no Δ: {differs}"
+    return "" if math.isnan(diff) else f"{diff:+.1f}"
+
+
 def paper_vs_measured(df: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Display form: Paper | Model | Task | Method | Metric | Split | Paper value | Ours | Δ | Run/command."""
+    """Display form: Paper | Model | Task | Method | Metric | Split | Setting | Budget | Measured by |
+    Paper value | Ours | Ours on | Δ (or what differs) | Our run / command | Source."""
     data = paper_vs_measured_data(df, reference)
     return pd.DataFrame(
         {
@@ -174,9 +209,13 @@ def paper_vs_measured(df: pd.DataFrame, reference: pd.DataFrame | None = None) -
             "Method": data["method"],
             "Metric": data["metric"],
             "Split": data["split"],
+            "Setting": data["setting"],
+            "Budget": data["budget"],
+            "Measured by": data["measured_by"],
             "Paper value": data["value_text"],  # as published: 37.25 stays 37.25, 77.0 stays 77.0
             "Ours": data.apply(_fmt_ours, axis=1),
-            "Δ": data["diff"].map(lambda d: "" if math.isnan(d) else f"{d:+.1f}"),
+            "Ours on": data["our_split"],
+            "Δ": [_fmt_diff(d, why) for d, why in zip(data["diff"], data["differs"])],
             "Our run / command": [
                 f"{m} {h}".strip() if n else c
                 for m, h, n, c in zip(data["our_model"], data["hparams"], data["n"], data["command"])

@@ -2,7 +2,8 @@
 
 The tuned main table, the comparison and the claim check in full, then one line on convergence (and one per run that did
 not converge, up to :data:`UNCONVERGED_SHOWN`), the runs left out, and one line per artefact that is
-written but not printed (the full report, the claims table, the cost, the paper-vs-measured table, the figures).
+written but not printed (the full report, the claims table, the cost, the paper-vs-measured table and
+the paper claim, the figures).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def summary_lines(df: pd.DataFrame, paths: ReportPaths, left_out: str) -> list[s
     lines.append(f"Full report: {paths.report}")
     lines += [f"{title}: {paths.tables[name]['md']}" for title, name in POINTED]
     if "paper_vs_measured" in paths.tables:
-        lines.append(f"Paper vs measured: {paths.tables['paper_vs_measured']['md']}")
+        claim = paths.tables.get("paper_claim")
+        also = f"; paper claim: {claim['md']}" if claim else ""  # one line: the summary must fit a screen
+        lines.append(f"Paper vs measured: {paths.tables['paper_vs_measured']['md']}{also}")
     if paths.figures:
         lines.append(f"Figures: {len(paths.figures)} file(s) in {paths.figures[0].parent}")
     return lines
