@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bench.checkpoint import SIGNALS, Interrupted
 from bench.data import IGNORE_INDEX
 from bench.settings import DistributedConfig, DistributedConfigError
 
@@ -172,21 +173,32 @@ def launch(plan: DistributedConfig, device: torch.device, target: Callable[..., 
 
     with tempfile.TemporaryDirectory(prefix="bench-ranks-") as folder:
         spec = _Spec(plan, node_rank(plan), _init_method(plan, folder), plan.backend_for(device), device.type, folder)
-        method = "spawn" if device.type == "cuda" else "fork"
-        context = mp.start_processes(
-            _worker, args=(spec, target, args), nprocs=plan.nproc_per_node, start_method=method, join=False
-        )
+        ranks, method = plan.nproc_per_node, start_method(device)
+        context = mp.start_processes(_worker, args=(spec, target, args), nprocs=ranks, start_method=method, join=False)
         try:
             while not context.join():
                 pass
         except ProcessException as error:
-            raise _rank_error(folder, plan.nproc_per_node) or error  # noqa: B904 — the rank's own error wins
+            # the rank's own error wins; a rank a signal ended (Slurm signals every process of a job) is
+            # the run interrupted, as a single process would be
+            raise _rank_error(folder, plan.nproc_per_node) or _signalled(error) or error  # noqa: B904
         finally:
             for process in context.processes:
                 if process.is_alive():
                     process.terminate()
                     process.join()
         return [_read(folder, rank)[1] for rank in range(plan.nproc_per_node)]
+
+
+def start_method(device: torch.device) -> str:
+    """``spawn`` on CUDA (it cannot be forked), ``fork`` elsewhere (module docstring)."""
+    return "spawn" if device.type == "cuda" else "fork"
+
+
+def _signalled(error: Exception) -> Interrupted | None:
+    name = getattr(error, "signal_name", None)
+    numbers = {signal.Signals(number).name: number for number in SIGNALS}
+    return Interrupted(numbers[name]) if name in numbers else None
 
 
 class RankTraceback(Exception):  # noqa: N818 — it carries a traceback, it is not raised alone
@@ -196,7 +208,7 @@ class RankTraceback(Exception):  # noqa: N818 — it carries a traceback, it is 
 def _worker(local_rank: int, spec: _Spec, target: Callable[..., Any], args: tuple) -> None:
     """One rank: join the group, run ``target`` with the :class:`Group` in context, leave its outcome
     in ``<out>/<local_rank>.pkl`` for the launcher."""
-    for number in (signal.SIGTERM, signal.SIGINT):  # the launcher decides what a signal does to the run
+    for number in SIGNALS:  # the launcher decides what a signal does to the run
         signal.signal(number, signal.SIG_DFL)
     plan = spec.plan
     rank = spec.node_rank * plan.nproc_per_node + local_rank
