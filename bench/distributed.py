@@ -61,7 +61,9 @@ class Group:
         the ranks; scaling by ``local positions × world / global positions`` turns that average into the
         mean over the global batch's positions, as one process computes it (uneven shards included).
         A rank left without rows (a last batch smaller than the world) computes one row, weighted 0,
-        so that it still takes part in the gradient all-reduce."""
+        so that it still takes part in the gradient all-reduce. (Text-to-text classification counts one
+        position per row, while its loss covers the label word's tokens: there, label words of unequal
+        length make the weighting approximate.)"""
         rows = batch["input_ids"].shape[0]
         start, stop = rows * self.rank // self.world_size, rows * (self.rank + 1) // self.world_size
         weights = (batch["labels"] != IGNORE_INDEX).reshape(rows, -1).sum(1)
