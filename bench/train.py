@@ -337,14 +337,14 @@ def train_step(
     model.train()
     if timer is not None:
         timer.start()
-    group = runtime.group
-    local, factor = group.shard(batch) if group is not None else (batch, 1.0)
+    ranks = runtime.group
+    local, factor = ranks.shard(batch) if ranks is not None else (batch, 1.0)
     local = _to(local, runtime.device)
     with autocast_context(runtime.device, runtime.dtype):
         loss = (engine or model)(**local).loss
     shown = None
-    if group is not None:
-        loss, shown = group.scaled_loss(loss, factor)
+    if ranks is not None:
+        loss, shown = ranks.scaled_loss(loss, factor)
     loss.backward()
     if runtime.settings.max_grad_norm:
         params = [p for group in optimizer.param_groups for p in group["params"]]
