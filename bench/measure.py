@@ -83,6 +83,8 @@ def weights_sha256(module: torch.nn.Module, skip: Collection[str] = ()) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         if name in skip or not torch.is_tensor(tensor):
             continue
+        if hasattr(tensor, "full_tensor"):  # an FSDP2 shard (DTensor): the whole tensor, gathered from every rank
+            tensor = tensor.full_tensor()
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

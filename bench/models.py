@@ -157,7 +157,34 @@ def _encoder_for_tagging(model: torch.nn.Module, kind: str) -> torch.nn.Module:
 def load_tiny(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
     """Random tiny model; the same seed always gives the same weights."""
     tokenizer = _offline_tokenizer()
-    config = _tiny_config(cfg.family, tokenizer.vocab_size, tokenizer.pad_token_id)
+    return _random_model(
+        cfg, _tiny_config(cfg.family, tokenizer.vocab_size, tokenizer.pad_token_id), tokenizer, causal_lm
+    )
+
+
+def shape_config(cfg: ModelConfig, pad_id: int) -> Any:
+    """The architecture config of a ``source: shape`` model: ``model.family``'s class with the sizes in
+    ``model.shape`` (a real model's config fields) and the tiny family's special-token ids (MiniLM's
+    tokenizer feeds it, whose ids are all below any real vocabulary size)."""
+    shape = cfg.extra.get("shape")
+    if not isinstance(shape, Mapping) or not shape:
+        raise ModelLoadError(f"model '{cfg.name}' (source: shape) needs model.shape: its architecture's config fields")
+    if cfg.family not in _TINY_ARCHITECTURES:
+        raise ModelLoadError(f"model.family '{cfg.family}' has no architecture here; choices: {list(TINY_FAMILIES)}")
+    config_class, tiny = _TINY_ARCHITECTURES[cfg.family]
+    tokens = {key: value for key, value in tiny.items() if key.endswith("token_id")}
+    return config_class(pad_token_id=pad_id, **{**tokens, **dict(shape)})
+
+
+def load_shape(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
+    """Random weights in a real model's shape, built offline: what a step costs and holds at that size
+    (bench.speed), never what the model scores."""
+    tokenizer = _offline_tokenizer()
+    return _random_model(cfg, shape_config(cfg, tokenizer.pad_token_id), tokenizer, causal_lm)
+
+
+def _random_model(cfg: ModelConfig, config: Any, tokenizer: PreTrainedTokenizerBase, causal_lm: bool) -> LoadedModel:
+    """A randomly initialised model of ``config`` (seeded by ``model.init_seed``) fed by MiniLM's tokenizer."""
     torch.manual_seed(cfg.init_seed)
     model = _model_class(causal_lm, cfg.seq2seq).from_config(config, attn_implementation="sdpa")
     if cfg.generates:
@@ -240,7 +267,13 @@ def load_hub(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
 
 
 # model.source -> loader; the only list of sources (ModelConfig checks model.source against it)
-LOADERS = {"tiny": load_tiny, "minilm_package": load_minilm, "gguf_package": load_gguf_package, "hub": load_hub}
+LOADERS = {
+    "tiny": load_tiny,
+    "shape": load_shape,
+    "minilm_package": load_minilm,
+    "gguf_package": load_gguf_package,
+    "hub": load_hub,
+}
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"

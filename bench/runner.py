@@ -28,12 +28,15 @@ from bench.checkpoint import CHECKPOINT_DIR, Checkpoints, Interrupted, Signals
 from bench.data import encode_split, padding_waste
 from bench.data_checks import degenerate_data
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
+from bench.distributed import current_group, launch, node_rank
 from bench.eval_cache import EvalFeatureCache
 from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, config_hash, slug
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-exported for bench.speed
+    DistributedConfig,
     RunConfigError,
+    SettingsError,
     check_run_settings,
     resolve_device,
     resolve_dtype,
@@ -106,6 +109,9 @@ def run_point(
     label = run_label(config, hparams)
     if not config.get("force") and up_to_date(record_path, digest):
         return _skip(label, record_path, _up_to_date_reason(config, record_path), read_record(record_path))
+    follower = _follow(config, run_dir, list(overrides or []), dict(hparams or {}), digest)
+    if follower is not None:
+        return _skip(label, record_path, follower)
     lock = RunLock(run_dir / LOCK_NAME)
     held = lock.acquire()
     if held:
@@ -263,7 +269,62 @@ def _summary(record: dict[str, Any], path: Path) -> None:
     print(line, file=sys.stderr if record["status"] != "ok" else sys.stdout, flush=True)
 
 
+def _follow(
+    config: dict[str, Any], run_dir: Path, overrides: list[str], hparams: dict[str, Any], digest: str
+) -> str | None:
+    """On node k > 0 of a run over several nodes: run this node's ranks, without the lock or a record
+    (node 0 holds the one and writes the other); what to say instead. None on node 0 and on one node."""
+    try:
+        plan = DistributedConfig.from_dict(config.get("distributed") or {})
+        rank = node_rank(plan)
+    except SettingsError:
+        return None  # the run proper records the bad setting
+    if rank == 0:
+        return None
+    checked = check_run_settings(config)
+    launch(plan, checked.device, _rank_run, config, run_dir, _new_record(config, overrides, hparams, digest))
+    return f"node {rank} of {plan.nnodes}: its ranks trained, node 0 writes the record"
+
+
 def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
+    """The run in this process, or, with ``distributed.nproc_per_node``/``nnodes`` > 1, on this node's
+    ranks (bench.distributed), rank 0 handing back the record this process writes."""
+    checked = check_run_settings(config)
+    plan = checked.distributed
+    record["distributed"] = {
+        "world_size": plan.world_size,
+        "nnodes": plan.nnodes,
+        "nproc_per_node": plan.nproc_per_node,
+        "strategy": plan.strategy if plan.world_size > 1 else None,
+        "backend": plan.backend_for(checked.device) if plan.world_size > 1 else None,
+        "per_rank_peak_memory_bytes": None,
+    }
+    if plan.world_size == 1 or current_group() is not None:
+        _run_here(config, run_dir, record)
+        return
+    ranks = launch(plan, checked.device, _rank_run, config, run_dir, record)
+    if ranks[0] is not None:  # this node holds rank 0
+        record.update(ranks[0])
+
+
+def _rank_run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """One rank of a distributed run: the single-process run with this rank's group in context. Rank 0
+    returns the filled record, with every rank's peak memory (``throughput.peak_memory_bytes``: the
+    largest); the others return None."""
+    _TRACKER.set(None)  # a forked rank must not talk to the launcher's tracker; the launcher logs the record
+    _CHECKPOINTS.set(None)
+    group = current_group()
+    _run_here(config, run_dir, record)
+    peaks = group.gather(record["throughput"]["peak_memory_bytes"])
+    if group.rank != 0:
+        return None
+    record["distributed"]["per_rank_peak_memory_bytes"] = peaks
+    record["throughput"]["peak_memory_bytes"] = max(peaks)
+    return record
+
+
+def _run_here(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
+    """The run in this process (a single-process run, or one rank of a distributed one)."""
     from bench.models import load_model
     from bench.tasks import load_task  # here, not at the top: only a run needs the loaders (torch is loaded anyway)
     from methods import get_method
@@ -304,12 +365,12 @@ def _run(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> None:
     splits = _encode(task, loaded, int(task.config.get("max_length") or 256), config)
     record["metrics"]["data"] = _data_counts(task, splits)
     record["metrics"]["primary"] = task.primary_metric
-    runtime = Runtime(settings, checked.device, checked.dtype, seed)
+    runtime = Runtime(settings, checked.device, checked.dtype, seed, current_group())
     result = _train_and_test(model, task, splits, runtime, loaded.tokenizer, _encoder(task, loaded))
     record["provenance"]["optimizer_groups"] = result.optimizer_groups
     _fill_record(record, result, task)
     record["provenance"]["base_weights_sha256"] = {"before": before, "after": base_weights_sha256(model)}
-    if config.get("save_adapter"):
+    if config.get("save_adapter") and (runtime.group is None or runtime.group.rank == 0):
         from methods.peft_export import PEFT_DIR, export_peft
 
         model.save_adapter(run_dir / "adapter")

@@ -153,6 +153,80 @@ def trainer_identity(values: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
+STRATEGIES = ("ddp", "fsdp")
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+class DistributedConfigError(RunConfigError):
+    """A ``distributed.*`` setting is invalid or does not fit the device (checked before anything loads)."""
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """A ``distributed`` block: one run over several processes (bench.distributed, README "Scaling out").
+
+    ``trainer.batch_size`` stays the global batch: each step splits it over the ranks, so a run computes
+    the same numbers at any world size (up to floating-point order and dropout draws). That is why the
+    block is outside the run's identity (bench.identity.COMPUTING_PARTS does not name it)."""
+
+    nproc_per_node: int = _setting(1, int, "an integer >= 1 (1: one process, no torch.distributed)", lambda v: v >= 1)
+    nnodes: int = _setting(1, int, "an integer >= 1 (> 1: rendezvous from the environment)", lambda v: v >= 1)
+    strategy: str = _one_of("ddp", STRATEGIES)
+    backend: str = _one_of("auto", BACKENDS)  # auto: nccl on CUDA, gloo otherwise
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DistributedConfig:
+        """Build from a (Hydra) mapping; unknown keys and bad values raise :class:`DistributedConfigError`."""
+        known = _declared_fields(cls)
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise DistributedConfigError(f"distributed: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**_typed_fields(cls, values, "distributed", DistributedConfigError))
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    def backend_for(self, device: torch.device) -> str:
+        """The torch.distributed backend on ``device``: ``auto`` is nccl on CUDA, gloo otherwise."""
+        if self.backend != "auto":
+            return self.backend
+        return "nccl" if device.type == "cuda" else "gloo"
+
+
+def check_distributed(plan: DistributedConfig, device: torch.device, config: Mapping[str, Any]) -> None:
+    """What a distributed run cannot do here, as one :class:`DistributedConfigError` line."""
+    if plan.world_size == 1:
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise DistributedConfigError(f"distributed.nproc_per_node>1 needs device=cpu or cuda, not {device.type}")
+    if plan.backend_for(device) == "nccl" and device.type != "cuda":
+        raise DistributedConfigError("distributed.backend=nccl needs CUDA; allowed on cpu: gloo or auto")
+    if device.type == "cuda" and device.index is not None:
+        raise DistributedConfigError(
+            f"device={device} with distributed.nproc_per_node={plan.nproc_per_node}: each rank takes its own GPU; "
+            "allowed: device=cuda or auto"
+        )
+    if device.type == "cuda" and plan.nproc_per_node > torch.cuda.device_count():
+        raise DistributedConfigError(
+            f"distributed.nproc_per_node={plan.nproc_per_node} is not allowed; allowed: at most "
+            f"{torch.cuda.device_count()} (the GPUs of this node)"
+        )
+    trainer = config.get("trainer") or {}
+    if trainer.get("checkpoint_every") is not None:
+        raise DistributedConfigError(
+            "trainer.checkpoint_every needs distributed.nproc_per_node=1 and nnodes=1: "
+            "distributed runs do not checkpoint yet"
+        )
+    if plan.strategy == "fsdp" and config.get("save_adapter"):
+        raise DistributedConfigError("save_adapter=true is not supported with distributed.strategy=fsdp yet; use ddp")
+    if plan.strategy == "fsdp" and config.get("dtype", "fp32") != "fp32":
+        raise DistributedConfigError(
+            f"dtype={config.get('dtype')} with distributed.strategy=fsdp is not supported yet (FSDP2 shards one dtype "
+            "per layer; mixed precision policies are not wired); allowed: fp32"
+        )
+
+
 def _model_sources() -> Collection[str]:
     # read when a model config is checked: importing bench.models loads transformers, which a report
     # or a check of the settings alone never needs
@@ -377,6 +451,7 @@ class RunSettings:
     dtype: torch.dtype
     model: ModelConfig
     task: TaskConfig
+    distributed: DistributedConfig = DistributedConfig()
 
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit; torch's and Python's take these too
@@ -390,12 +465,15 @@ def check_seed(value: Any) -> int:
 
 
 def check_run_settings(config: Mapping[str, Any]) -> RunSettings:
-    """Validate the seed, the trainer, model and task blocks, ``device`` and ``dtype`` of a resolved
-    config, and that the model serves the task's kind (no loading)."""
+    """Validate the seed, the trainer, model, task and distributed blocks, ``device`` and ``dtype`` of a
+    resolved config, and that the model serves the task's kind (no loading)."""
     check_seed(config.get("seed"))
     trainer = TrainerConfig.from_dict(config.get("trainer") or {})
     model = ModelConfig.from_dict(config.get("model") or {})
     task = TaskConfig.from_dict(config.get("task") or {})
     check_model_serves(model, task.kind)
     device = resolve_device(str(config.get("device", "auto")))
-    return RunSettings(trainer, device, resolve_dtype(str(config.get("dtype", "fp32")), device), model, task)
+    dtype = resolve_dtype(str(config.get("dtype", "fp32")), device)
+    plan = DistributedConfig.from_dict(config.get("distributed") or {})
+    check_distributed(plan, device, config)
+    return RunSettings(trainer, device, dtype, model, task, plan)

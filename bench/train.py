@@ -30,6 +30,7 @@ from bench.data import (
     restore_order,
 )
 from bench.diagnostics import LossWatch
+from bench.distributed import Group
 from bench.eval_cache import CachePass, EvalFeatureCache
 from bench.measure import StepTimer, synchronize
 from bench.settings import OPTIMIZERS, TrainerConfig, TrainerConfigError
@@ -48,6 +49,7 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     seed: int = 0
+    group: Group | None = None  # this rank's process group in a distributed run (bench.distributed)
 
 
 @dataclass
@@ -279,6 +281,9 @@ def train(
     """
     settings = runtime.settings
     result = result or TrainResult()
+    # DDP's wrapper (or the model FSDP2 sharded in place): built before the optimizer, which must see
+    # the sharded parameters; evaluation and bookkeeping keep using ``model``
+    engine = runtime.group.wrap(model, runtime.device) if runtime.group is not None else None
     optimizer, scheduler, steps, per_epoch = _optimization(model, splits, runtime, result)
     eval_every = settings.eval_every or per_epoch
     rule = StopRule(settings.stop_patience, settings.stop_margin, steps)
@@ -290,7 +295,7 @@ def train(
     while state.step < steps and not plateau:
         skip = state.step - state.epoch * per_epoch  # > 0 only in the epoch a resumed run stopped in
         for batch in _epoch_batches(splits, settings, runtime.seed + state.epoch, skip):
-            loss = train_step(model, batch, optimizer, scheduler, runtime, result.timer)
+            loss = train_step(model, batch, optimizer, scheduler, runtime, result.timer, engine)
             state.step += 1
             state.losses.append(loss)
             progress.update(1)
@@ -331,17 +336,26 @@ def train_step(
     scheduler: Any,
     runtime: Runtime,
     timer: StepTimer | None = None,
+    engine: torch.nn.Module | None = None,
 ) -> float:
     """One optimizer step as the trainer takes it: forward, backward, clip, step, schedule; the loss.
 
     ``scheduler`` may be None (a fixed LR); ``timer`` (optional) records the step's time and tokens.
+    In a distributed run (``runtime.group``) ``batch`` is the global batch: this rank computes its share
+    through ``engine`` (DDP or FSDP), and the loss returned is the global batch's, as one process gets it;
+    the timer counts the global batch's tokens, so tokens/s is the whole run's.
     """
     model.train()
     if timer is not None:
         timer.start()
-    batch = _to(batch, runtime.device)
+    ranks = runtime.group
+    local, factor = ranks.shard(batch) if ranks is not None else (batch, 1.0)
+    local = _to(local, runtime.device)
     with autocast_context(runtime.device, runtime.dtype):
-        loss = model(**batch).loss
+        loss = (engine or model)(**local).loss
+    shown = None
+    if ranks is not None:
+        loss, shown = ranks.scaled_loss(loss, factor)
     loss.backward()
     if runtime.settings.max_grad_norm:
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -354,7 +368,7 @@ def train_step(
         mask = batch["attention_mask"]
         sequences = mask.shape[0] * (mask.shape[1] if batch["input_ids"].dim() == 3 else 1)
         timer.stop(int(mask.sum()), model.num_virtual_tokens * sequences, int(batch["input_ids"].shape[0]))
-    return float(loss.detach())
+    return shown if shown is not None else float(loss.detach())
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
@@ -422,30 +436,59 @@ def predict(
     # generation keeps full batches: every batch pays its decoding steps, so fewer, fuller batches win
     tolerance = None if task.kind == "generation" else EVAL_PADDING_TOLERANCE
     batches = eval_batch_indices(encoded.features, runtime.settings.eval_batch_size, sort_by_length, tolerance)
+    mine = runtime.group.eval_share(batches) if runtime.group is not None else range(len(batches))
     cache = feature_cache if feature_cache is not None else EvalFeatureCache(budget_mb=0)  # 0: never stores
-    cached = cache.begin(model, task.kind, encoded, batches, dtype)
-    outputs: list[list] = []
-    loss_sum, loss_weight = 0.0, 0
-    for number, indices in enumerate(batches):
-        features = [encoded.features[i] for i in indices]
+    cached = cache.begin(model, task.kind, encoded, [batches[n] for n in mine], dtype)
+    counts = _eval_counts(result)  # before this pass: a sharded pass adds the other ranks' tokens of it
+    outputs: dict[int, list] = {}
+    losses: dict[int, tuple[float, int]] = {}  # batch number -> (loss × labels, labels)
+    for position, number in enumerate(mine):
+        features = [encoded.features[i] for i in batches[number]]
         batch = _to(collate(features, splits.pad_id, splits.left_pad), device)
         synchronize(device)
         start = time.perf_counter()
         with autocast_context(device, dtype):
             if task.kind == "generation":
-                outputs.append(_generate(model, batch, task, tokenizer, result))
+                outputs[number] = _generate(model, batch, task, tokenizer, result)
             else:
-                out = _eval_forward(model, batch, cached, number)
+                out = _eval_forward(model, batch, cached, position)
                 weight = int((batch["labels"] != IGNORE_INDEX).sum())
-                loss_sum, loss_weight = loss_sum + float(out.loss) * weight, loss_weight + weight
-                outputs.append(_decode(task, out.logits, batch, features, splits.left_pad))
+                losses[number] = (float(out.loss) * weight, weight)
+                outputs[number] = _decode(task, out.logits, batch, features, splits.left_pad)
         synchronize(device)
         result.eval_time_s += time.perf_counter() - start
         padded, real = padded_and_real(batch)
         result.eval_tokens += real
         result.eval_padded_tokens += padded
     cache.finish(cached)
-    return restore_order(batches, outputs), (loss_sum / loss_weight if loss_weight else None)
+    if runtime.group is not None and runtime.group.strategy != "fsdp":
+        outputs, losses = _gathered(runtime.group, outputs, losses, result, counts)
+    # summed in batch order, as one process sums them, so a sharded evaluation gives the same loss
+    loss_sum = sum(losses[n][0] for n in sorted(losses))
+    loss_weight = sum(losses[n][1] for n in sorted(losses))
+    ordered = [outputs[n] for n in range(len(batches))]
+    return restore_order(batches, ordered), (loss_sum / loss_weight if loss_weight else None)
+
+
+def _eval_counts(result: TrainResult) -> tuple[int, int, int]:
+    return result.eval_tokens, result.eval_padded_tokens, result.generation_tokens
+
+
+def _gathered(
+    group: Group, outputs: dict, losses: dict, result: TrainResult, before: tuple[int, int, int]
+) -> tuple[dict, dict]:
+    """Every rank's share of an evaluation pass, merged on every rank; ``result`` counts all ranks'
+    tokens of the pass (so evaluation tokens/s is the run's, over this rank's evaluation time)."""
+    mine = tuple(now - then for now, then in zip(_eval_counts(result), before))
+    merged_outputs, merged_losses = {}, {}
+    for rank, (their_outputs, their_losses, counts) in enumerate(group.gather((outputs, losses, mine))):
+        merged_outputs.update(their_outputs)
+        merged_losses.update(their_losses)
+        if rank != group.rank:
+            result.eval_tokens += counts[0]
+            result.eval_padded_tokens += counts[1]
+            result.generation_tokens += counts[2]
+    return merged_outputs, merged_losses
 
 
 def _eval_forward(model, batch: dict[str, torch.Tensor], cached: CachePass, number: int):

@@ -37,6 +37,8 @@ def test_sweep_only_blocks_and_bookkeeping_never_enter_the_identity() -> None:
         "force=true",
         "trainer.timing_warmup_steps=9",
         "trainer.eval_feature_cache_mb=0",
+        "distributed.nproc_per_node=2",  # the same global batch over more ranks: the same computation
+        "distributed.strategy=fsdp",
     ]
     for override in others:
         other_point, other = job(BASE + [override])
