@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
 
     Returns :func:`bench.search.objective` of the record (the Optuna sweeper's objective).
     """
-    from bench.identity import composed_defaults, hparams, run_dir
+    from bench.identity import PerMethodError, job_point, run_dir
     from bench.multirun import write_outcome
     from bench.runner import INTERRUPTED, interrupted_exit_code, run_point
 
@@ -34,7 +34,11 @@ def main(cfg: DictConfig) -> float | None:
     choices = dict(hydra_cfg.runtime.choices)
     output_dir = Path(hydra_cfg.runtime.output_dir)
     mode, overrides = hydra_cfg.mode, list(hydra_cfg.overrides.task)
-    point = hparams(config, composed_defaults(choices))
+    try:
+        point = job_point(config, choices)
+    except PerMethodError as error:  # a preset's mistake: one line, before anything runs
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     outcome = run_point(config, run_dir(config, point), overrides, point)
     if mode == RunMode.MULTIRUN:
         write_outcome(output_dir, outcome.status, outcome.path, outcome.reason)

@@ -49,6 +49,10 @@ LOOKUP_TABLES = ("task.paper",)
 # Settings naming files: they enter as a digest of the files' contents (the same data at another path is
 # the same run; other data under the same path is not).
 DATA_KEYS = ("task.data_dir",)
+# A preset's per-method settings (``per_method: {<method>: {<dotted key>: value}}``): sweep-only, like a
+# protocol grid; the entry of the run's method is copied into the config before identity and folder are
+# taken, so its values enter as what they change (bench.identity.apply_per_method).
+PER_METHOD = "per_method"
 GROUPS_IN_PATH = ("method", "model", "task")
 SLUG_MAX = 64
 SAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
@@ -90,6 +94,48 @@ def identity_view(config: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(view.get(group), dict) and view[group].get(leaf):
             view[group][leaf] = data_digest(str(view[group][leaf]))
     return view
+
+
+class PerMethodError(ValueError):
+    """A ``per_method`` entry names no registered method or a setting the config does not have."""
+
+
+def apply_per_method(config: dict[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Copy the run's method's entry of the ``per_method`` block into ``config`` and drop the block (in place, so
+    a second call changes nothing); return what it set.
+
+    A preset sets e.g. ``per_method: {prompt_tuning: {method.num_virtual_tokens: 10}}`` to give one method of a
+    multirun over every method its own values. With ``base`` (the composed defaults before this), a setting
+    whose value in ``config`` differs from ``base``'s was given on the command line, and it wins."""
+    table = config.pop(PER_METHOD, None) or {}
+    from methods import method_names
+
+    unknown = sorted(set(table) - set(method_names()))
+    if unknown:
+        raise PerMethodError(f"{PER_METHOD}: {unknown[0]!r} is not a registered method; known: {method_names()}")
+    applied = {}
+    for dotted, value in (table.get(str(config.get("method", {}).get("name"))) or {}).items():
+        node, leaf = _leaf_parent(config, str(dotted))
+        if node is None:
+            raise PerMethodError(f"{PER_METHOD}.{config['method']['name']}: {dotted!r} is not a setting of this run")
+        given, default = node[leaf], _leaf_value(base, str(dotted)) if base is not None else node[leaf]
+        if given == default:
+            node[leaf] = applied[dotted] = value
+    return applied
+
+
+def _leaf_parent(tree: Mapping[str, Any] | None, dotted: str) -> tuple[dict[str, Any] | None, str]:
+    """(the mapping holding ``dotted``'s last part, that part); (None, part) when the path does not exist."""
+    *parents, leaf = dotted.split(".")
+    node: Any = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node, leaf) if isinstance(node, dict) and leaf in node else (None, leaf)
+
+
+def _leaf_value(tree: Mapping[str, Any] | None, dotted: str) -> Any:
+    node, leaf = _leaf_parent(tree, dotted)
+    return node[leaf] if node is not None else None
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -159,6 +205,17 @@ def root_choices() -> dict[str, str]:
         for part in COMPUTING_PARTS
         if part not in GROUPS_IN_PATH and part in choices and (CONF_DIR / part).is_dir()
     }
+
+
+def job_point(config: dict[str, Any], choices: Mapping[str, str | None]) -> dict[str, Any]:
+    """The hyperparameters (folder slug) of a Hydra job's resolved ``config``: its ``per_method`` entry is applied
+    to it and to the composed defaults of its group choices alike, so a preset's own per-method values are
+    not hyperparameters, while a command-line override is."""
+    defaults = composed_defaults(choices)
+    base = copy.deepcopy(defaults)
+    apply_per_method(defaults)
+    apply_per_method(config, base)
+    return hparams(config, defaults)
 
 
 def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:

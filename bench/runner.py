@@ -30,7 +30,7 @@ from bench.data_checks import degenerate_data
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.distributed import current_group, launch, node_rank
 from bench.eval_cache import EvalFeatureCache
-from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, config_hash, slug
+from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, apply_per_method, config_hash, slug
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-exported for bench.speed
@@ -104,6 +104,7 @@ def run_point(
     ``trainer=paper``'s per-task values are applied first: they change what is computed, so they are
     part of the identity the skip compares."""
     record_path = run_dir / "result.json"
+    apply_per_method(config)
     apply_paper_settings(config, set(hparams or {}))
     digest = config_hash(config)
     label = run_label(config, hparams)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from bench.identity import composed_defaults, config_hash, data_digest, hparams, identity_view, run_dir
+from bench.identity import PerMethodError, apply_per_method, config_hash, data_digest, identity_view, job_point, run_dir
 from bench.settings import TrainerConfig
 from tests.conftest import compose
 
@@ -20,7 +20,7 @@ def job(overrides: list[str]) -> tuple[dict, dict]:
     with open_dict(cfg):
         del cfg["hydra"]
     config = OmegaConf.to_container(cfg, resolve=True)
-    return hparams(config, composed_defaults(choices)), config
+    return job_point(config, choices), config
 
 
 def test_sweep_only_blocks_and_bookkeeping_never_enter_the_identity() -> None:
@@ -97,3 +97,27 @@ def test_trainer_paper_values_are_applied_before_the_hash(tmp_path: Path) -> Non
     outcome = run_point(config, tmp_path / "run", [], point)  # fails on the missing data, but records
     assert outcome.record["provenance"]["paper_settings"]["num_virtual_tokens"] == 128  # conf/task/rte.yaml
     assert outcome.record["provenance"]["config_hash"] == config_hash(config) != before
+
+
+def test_a_presets_per_method_values_reach_only_that_method_and_are_not_folder_hyperparameters() -> None:
+    demo = ["model=tiny_bert", "sweep=demo"]
+    point, config = job(["method=prompt_tuning", *demo])
+    assert config["method"]["num_virtual_tokens"] == 10 and point == {}
+    assert config_hash(config) == config_hash(
+        job(["method=prompt_tuning", "model=tiny_bert", "sweep=demo", "method.num_virtual_tokens=10"])[1]
+    )
+    # a command-line value still wins over the preset's and names the folder
+    point, config = job(["method=prompt_tuning", *demo, "method.num_virtual_tokens=5"])
+    assert config["method"]["num_virtual_tokens"] == 5 and point == {"method.num_virtual_tokens": 5}
+    lora_point, lora = job(["method=lora", *demo])  # no entry for LoRA: untouched, and no hyperparameter
+    assert "num_virtual_tokens" not in lora["method"] and lora_point == {}
+
+
+def test_a_per_method_entry_naming_no_method_or_no_setting_is_one_line() -> None:
+    import pytest
+
+    config = {"method": {"name": "lora", "r": 8}, "per_method": {"lora": {"method.rank": 4}}}
+    with pytest.raises(PerMethodError, match=r"per_method.lora: 'method.rank' is not a setting of this run"):
+        apply_per_method(config)
+    with pytest.raises(PerMethodError, match=r"per_method: 'loraa' is not a registered method"):
+        apply_per_method({"method": {"name": "lora"}, "per_method": {"loraa": {}}})
