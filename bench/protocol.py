@@ -146,6 +146,77 @@ def grid_command(plan: Plan, method: str) -> list[str]:
     )
 
 
+def grid_jobs(plan: Plan, method: str) -> list[list[str]]:
+    """The overrides of every job :func:`grid_command` launches, one list per job."""
+    return [
+        [
+            f"sweep={plan.preset}",
+            f"method={method}",
+            f"model={model}",
+            f"task={task}",
+            f"seed={plan.grid_seed}",
+            *[f"{k}={v}" for k, v in point.items()],
+            *plan.overrides,
+        ]
+        for model in plan.models
+        for task in plan.tasks
+        for point in grid_points(plan, method)
+    ]
+
+
+def seeds_jobs(plan: Plan, choice: Choice) -> list[list[str]]:
+    """The overrides of every job :func:`seeds_command` launches, one list per job."""
+    point = [f"{k}={v}" for k, v in (choice.point or {}).items()]
+    return [
+        [
+            f"sweep={plan.preset}",
+            f"method={choice.method}",
+            f"model={choice.model}",
+            f"task={choice.task}",
+            f"seed={seed}",
+            *point,
+            *plan.overrides,
+        ]
+        for seed in plan.seeds
+    ]
+
+
+def job_is_done(overrides: list[str]) -> bool:
+    """Whether the job these overrides make would skip its point as up to date: its folder and identity are
+    computed as the job computes them (bench.__main__, bench.runner.run_point). Any doubt (an error, force,
+    an artefact asked for) answers False, and the job is launched to decide for itself."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from bench.identity import config_hash, job_point, run_dir
+    from bench.runner import apply_paper_settings, up_to_date
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if config.get("force") or config.get("save_adapter"):
+            return False
+        point = job_point(config, choices)
+        folder = run_dir(config, point)
+        apply_paper_settings(config, set(point))
+        return up_to_date(folder / "result.json", config_hash(config))
+    except Exception:  # noqa: BLE001 — launching is always safe: the job skips what is finished
+        return False
+
+
+def _run_stage(command: list[str], jobs: list[list[str]], dry_run: bool) -> int:
+    """Launch a stage unless every one of its jobs is finished (a rerun of a finished protocol starts no
+    process: each would import torch only to skip its point)."""
+    if not dry_run and jobs and all(job_is_done(job) for job in jobs):
+        print(f"[protocol] {len(jobs)} run(s) up to date, not launched: " + shlex.join(["python", *command[1:]]))
+        return 0
+    return _run(command, dry_run)
+
+
 def seeds_command(plan: Plan, choice: Choice) -> list[str]:
     """Stage 2 for one method × model × task: every seed at the chosen point."""
     point = [f"{k}={v}" for k, v in (choice.point or {}).items()]
@@ -360,14 +431,14 @@ def run_protocol(plan: Plan, dry_run: bool = False, wait_locked: float = 0.0) ->
     )
     failures = 0
     for method in plan.methods:
-        failures += _run(grid_command(plan, method), dry_run) != 0
+        failures += _run_stage(grid_command(plan, method), grid_jobs(plan, method), dry_run) != 0
     choices = choose_all(plan, wait_locked)
     for choice in choices:
         print(describe(choice, plan.select_on), flush=True)
     more_seeds = bool(set(plan.seeds) - {plan.grid_seed})
     for choice in choices:
         if choice.point is not None and more_seeds:
-            failures += _run(seeds_command(plan, choice), dry_run) != 0
+            failures += _run_stage(seeds_command(plan, choice), seeds_jobs(plan, choice), dry_run) != 0
         elif dry_run and more_seeds:
             print(
                 f"# after stage 1: {choice.method}/{choice.model}/{choice.task} at seeds {plan.seeds} "

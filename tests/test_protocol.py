@@ -327,6 +327,9 @@ def test_protocol_runs_the_grid_then_seeds_and_resumes(runs_root: Path) -> None:
     second = _protocol(runs_root)
     assert second.returncode == 0
     assert {p: p.stat().st_mtime_ns for p in runs_root.glob("cpu_ner/**/result.json")} == stamps  # all skipped
+    # ... and without starting a process per stage: every stage's points were found up to date here
+    assert "$ python -m bench" not in second.stdout, second.stdout
+    assert second.stdout.count("up to date, not launched") == 4
     # editing one method's grid in the preset retrains nothing that was finished: the grid is sweep-only
     third = _protocol(runs_root, "protocol.grid.prompt_tuning={trainer.lr:[0.01,0.03,0.1,0.3]}")
     assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
@@ -335,6 +338,7 @@ def test_protocol_runs_the_grid_then_seeds_and_resumes(runs_root: Path) -> None:
     added = [p for p in after if p not in stamps]
     assert added and all("prompt_tuning" in p.parts for p in added)
     assert any("lr=0.3" in str(p) for p in added)
+    assert "$ python -m bench -m sweep=cpu_ner method=head_only" not in third.stdout  # its stages were finished
 
 
 # --- the prepared GPU check (its CPU side) -------------------------------------------------------
