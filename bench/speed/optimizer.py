@@ -24,7 +24,6 @@ MINILM_SHAPE = {
     "num_attention_heads": 12,
     "intermediate_size": 1536,
 }
-PREFIX_MLP_HIDDEN = 512  # conf/method/prefix_tuning.yaml: prefix_hidden_size
 
 
 def minilm_parameters() -> list[torch.nn.Parameter]:
@@ -34,13 +33,20 @@ def minilm_parameters() -> list[torch.nn.Parameter]:
     return list(BertModel(BertConfig(**MINILM_SHAPE)).parameters())
 
 
+def prefix_mlp_hidden() -> int:
+    """The MLP width of the first registered method that generates its parameters with an MLP."""
+    from methods import METHODS, field_defaults
+
+    return next(int(field_defaults(c)["prefix_hidden_size"]) for c in METHODS.values() if c.reparameterized)
+
+
 def prefix_mlp_parameters(tokens: int = 20) -> list[torch.nn.Parameter]:
-    """The prefix embedding and reparameterisation MLP on MiniLM: what prefix tuning trains."""
+    """The prefix embedding and reparameterisation MLP on MiniLM: what a prefix method trains."""
     hidden, layers = MINILM_SHAPE["hidden_size"], MINILM_SHAPE["num_hidden_layers"]
     mlp = torch.nn.Sequential(
         torch.nn.Embedding(tokens, hidden),
-        torch.nn.Linear(hidden, PREFIX_MLP_HIDDEN),
-        torch.nn.Linear(PREFIX_MLP_HIDDEN, 2 * layers * hidden),
+        torch.nn.Linear(hidden, prefix_mlp_hidden()),
+        torch.nn.Linear(prefix_mlp_hidden(), 2 * layers * hidden),
     )
     return list(mlp.parameters())
 
