@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import OmegaConf
+
+
+def _conf_dir() -> Path:
+    """The Hydra config folder: ``bench/conf`` inside an installed wheel (the build copies ``conf/`` there,
+    setup.py), else ``conf/`` beside the package in a checkout or an editable install. The packaged copy is
+    looked for first: beside an installed package lies site-packages, whose ``conf`` would be anyone's."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return packaged if (packaged / "config.yaml").is_file() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
+"""Where every config is read from (``conf/config.yaml``, ``conf/<group>/<name>.yaml``); nothing else says."""
 
 
 def registered(kind: str) -> str:

@@ -10,13 +10,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bench import CONF_DIR
 from bench.search import objective, register
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 register()  # before Hydra composes: hydra/sweeper=optuna is our preset (bench/optuna_sweeper.yaml)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train one adapter, write one record; in a multirun a failed run never stops the sweep.
 
@@ -50,10 +50,17 @@ def main(cfg: DictConfig) -> float | None:
     return objective(record)  # what a sweeper optimises: the best validation score of the primary metric
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``softprompt-bench`` console script, the same as ``python -m bench``. Installed as a script, Hydra
+    sees a program name (not ``-m``), so its shell completion works: ``eval "$(softprompt-bench -sc install=bash)"``.
+    """
     from bench.search import missing_extra
 
     if missing := missing_extra(sys.argv[1:]):  # before Hydra, which would only call the choice unknown
         print(f"error: {missing}", file=sys.stderr)
         sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import CONF_DIR
+
 # THE declaration of what a run computes: the parts of its resolved config its numbers depend on. Nothing
 # else enters its identity: not where or whether it runs (runs_root, sweep_name, force, save_adapter,
 # device, gradient_checkpointing — recomputation gives the same numbers), not how it is logged (logger),
@@ -240,9 +242,6 @@ def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _format(value: Any) -> str:

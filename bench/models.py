@@ -30,6 +30,7 @@ from transformers import (
     T5Config,
 )
 
+import bench
 from bench.settings import ModelConfig, check_model_serves
 
 CACHE_DIR = Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt-bench"))
@@ -276,7 +277,7 @@ LOADERS = {
 }
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF_DIR = bench.CONF_DIR / "model"
 
 
 def model_config(name: str) -> dict[str, Any]:

@@ -33,9 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import CONF_DIR
 from bench.tasks.metrics import orient
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class ProtocolError(ValueError):

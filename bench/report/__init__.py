@@ -5,6 +5,9 @@ Public API::
     df = load_runs(runs_dir)               # one tidy row per result.json, failed/unreadable included
     main_table(df, variant="tuned")        # hparams chosen on validation, test score (mean ± std, n)
     main_table(df, variant="final"|"best") # every sweep point: method × model (× hparams) rows, task columns
+    df.filter(like="hp.")                  # typed hyperparameter columns, hp.<key> (hp.trainer.lr: float64)
+    history_frame(df, metrics="all")       # validation history, long form: run × pass × metric (join on path)
+    tuned_data(df)                         # the tuned table's numbers, one row per method × model × task
     cell_stats(df, variant) / select_points(df)   # the numbers behind the tuned table
     flagged_table(df)                      # runs not converged, collapsed or without diagnostics
     cost_table(df)                         # parameters, throughput, memory, time to 95 % of best
@@ -34,7 +37,15 @@ from bench.report.comparison import (
     volume_label,
 )
 from bench.report.figures import FIGURE_NAMES, make_figures, pareto_front
-from bench.report.loading import ReportError, load_records, load_runs, time_to_fraction, unreadable
+from bench.report.loading import (
+    ReportError,
+    history_frame,
+    hparam_columns,
+    load_records,
+    load_runs,
+    time_to_fraction,
+    unreadable,
+)
 from bench.report.render import to_latex, to_markdown, write_table
 from bench.report.style import method_color
 from bench.report.tables import (
@@ -70,6 +81,8 @@ __all__ = [
     "default_out_dir",
     "failures_table",
     "flagged_table",
+    "hparam_columns",
+    "history_frame",
     "load_records",
     "load_runs",
     "main_stats",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,15 +170,35 @@ def _problem(row: pd.Series) -> str:
     return ""
 
 
+HP_PREFIX = "hp."
+"""Typed hyperparameter columns: ``hp.<key>`` for each key of the records' ``hparams`` (``hp.trainer.lr``)."""
+
+
+def hparam_columns(hparams: pd.Series) -> pd.DataFrame:
+    """One column per hyperparameter key of any record, ``hp.<key>``, holding the value as recorded.
+
+    pandas types each column from its values (``float64`` for ``hp.trainer.lr``, ``int64`` for an integer
+    setting every run names, ``str``/object for choices such as ``hp.trainer``), so they sort, filter and
+    group as numbers. A run that does not name a key ran the composed default there: NaN/None (the record
+    says which default only in ``provenance.config``).
+    """
+    settings = [value if isinstance(value, dict) else {} for value in hparams]
+    keys = sorted({str(key) for setting in settings for key in setting})
+    columns = {f"{HP_PREFIX}{key}": pd.Series([s.get(key) for s in settings], index=hparams.index) for key in keys}
+    return pd.DataFrame(columns, index=hparams.index)
+
+
 def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns every table uses: scores of the primary metric, usability, time to 95 %."""
+    """Columns every table uses: scores of the primary metric, usability, time to 95 %; ``hp.*`` columns."""
     df["score_final"] = df.apply(_score, axis=1, which="final")
     df["score_best"] = df.apply(_score, axis=1, which="best")
     df["score_test"] = df.apply(_score, axis=1, which="test")
     df["score_heldout"] = df.apply(_score, axis=1, which="validation_heldout")
     # which way the primary metric is better: every "best" in the tables is the largest score × sign
     df["score_sign"] = [direction_sign(m) for m in df.get("metrics.primary", pd.Series(None, index=df.index))]
-    df["hparams"] = [hparams_label(h) for h in df.get("hparams", pd.Series(None, index=df.index))]
+    settings = df.get("hparams", pd.Series(None, index=df.index))
+    df = pd.concat([df, hparam_columns(settings)], axis=1)
+    df["hparams"] = [hparams_label(h) for h in settings]
     df["converged"] = [_flag(v) for v in df.get("diagnostics.converged", pd.Series(None, index=df.index))]
     df["collapsed"] = [_flag(v) for v in df.get("diagnostics.collapsed", pd.Series(None, index=df.index))]
     df["problem"] = df.apply(_problem, axis=1)
@@ -228,31 +249,42 @@ def unreadable(df: pd.DataFrame) -> list[str]:
     return [str(e) for e in df.loc[df["status"] == "unreadable", "error"]]
 
 
-def history_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Validation history of usable runs, long form: method, model, task, seed, step, value."""
+HISTORY_PLACE = frozenset({"step", "epoch", "split", "time_s"})
+"""Fields of a history entry that place it in training; every other numeric field is a score."""
+_HISTORY_RUN = ("method", "model", "task", "seed", "hparams", "path")
+HISTORY_COLUMNS = (*_HISTORY_RUN, "step", "time_s", "metric", "value")
+"""The columns of :func:`history_frame`; ``path`` joins it to :func:`load_runs` (``hp.*`` columns and all)."""
+
+
+def _entry_metrics(entry: dict[str, Any], primary: Any, metrics: str | Sequence[str] | None) -> list[str]:
+    """The names :func:`history_frame` reads from one entry, those with a finite value."""
+    if metrics is None:
+        names = [str(primary)]
+    elif metrics == "all":
+        names = sorted(key for key in entry if key not in HISTORY_PLACE)
+    else:
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+    return [name for name in names if is_finite(entry.get(name))]
+
+
+def history_frame(df: pd.DataFrame, metrics: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """The validation history of usable runs, long form: one row per run × evaluation pass × metric.
+
+    ``metrics``: None, each run's primary metric (the validation-curve figure); ``"all"``, every score an
+    entry records (the primary metric's companions, ``eval_loss``, ``train_loss``, ...); or names. Columns:
+    :data:`HISTORY_COLUMNS` (``time_s`` NaN where a record has none).
+    """
     rows = []
     for _, run in df[df["usable"]].iterrows():
-        metric, history = run["metrics.primary"], run.get("metrics.history")
+        history = run.get("metrics.history")
         for entry in history if isinstance(history, list) else []:
-            if (
-                isinstance(entry, dict)
-                and _is_validation(entry)
-                and is_finite(entry.get(metric))
-                and is_finite(entry.get("step"))
-            ):
-                rows.append(
-                    {
-                        "method": run["method"],
-                        "model": run["model"],
-                        "task": run["task"],
-                        "seed": run["seed"],
-                        "metric": metric,
-                        "step": entry["step"],
-                        "value": float(entry[metric]),
-                    }
-                )
-    columns = ["method", "model", "task", "seed", "metric", "step", "value"]
-    return pd.DataFrame(rows, columns=columns)
+            if not (isinstance(entry, dict) and _is_validation(entry) and is_finite(entry.get("step"))):
+                continue
+            time_s = float(entry["time_s"]) if is_finite(entry.get("time_s")) else math.nan
+            place = {**{key: run.get(key) for key in _HISTORY_RUN}, "step": entry["step"], "time_s": time_s}
+            for name in _entry_metrics(entry, run["metrics.primary"], metrics):
+                rows.append({**place, "metric": name, "value": float(entry[name])})
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
 
 
 IDENTITY_COLUMNS = (
@@ -275,7 +307,16 @@ IDENTITY_COLUMNS = (
     "score_sign",
 )
 """The first columns of :func:`load_runs`, in this order (those a frame has)."""
-SECTION_ORDER = ("metrics.", "params.", "throughput.", "diagnostics.", "declarations.", "adapter.", "provenance.")
+SECTION_ORDER = (
+    HP_PREFIX,
+    "metrics.",
+    "params.",
+    "throughput.",
+    "diagnostics.",
+    "declarations.",
+    "adapter.",
+    "provenance.",
+)
 """Then the record's sections, each block sorted by name; anything else last."""
 
 

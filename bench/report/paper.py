@@ -30,12 +30,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bench import CONF_DIR
 from bench.reference import load_reference
 from bench.report.loading import direction_sign
 from bench.report.render import to_markdown, write_table
 from bench.report.tables import seed_matched_means
 
-CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
+CONF_MODELS = CONF_DIR / "model"
 SEEDS = "0,1,2"
 CAPTION = (
     "Paper vs measured (metric ×100; ours: mean ± std (n) over seeds of the best hyperparameter point, "

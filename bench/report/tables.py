@@ -321,7 +321,17 @@ def main_table(df: pd.DataFrame, variant: str = "final") -> pd.DataFrame:
 
 
 def tuned_data(df: pd.DataFrame) -> pd.DataFrame:
-    """The tuned table's numbers: one row per method × model × task (see :func:`cell_stats`)."""
+    """The tuned table's numbers: one row per method × model × task (see :func:`cell_stats`).
+
+    Columns: ``method, model, task``; ``mean``, ``std`` (ddof=1), ``n``: the chosen point's score on the
+    reported ``split`` (``test`` where every chosen run has one, else the best-checkpoint ``validation``
+    score, ``same_split`` True: selected and reported on one split), primary metric as a fraction;
+    ``sign`` (+1 higher is better, -1 lower); ``hparams``, the chosen point's label, with ``selection``,
+    its validation score, ``candidates``, the points compared, and ``grid_edge`` (``"lr: lowest of 3"``
+    when the choice sits at an end of its grid); ``not_converged``, ``collapsed``, ``unknown``: flag counts
+    among the ``n`` runs; ``not_ok``, ``not_ok_detail``: the chosen point's runs left out (``"1 failed"``).
+    Written as ``main_tuned_data.csv`` beside ``report.md``.
+    """
     return cell_stats(df, "tuned")
 
 

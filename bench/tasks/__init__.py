@@ -8,9 +8,9 @@ examples with the hook named by ``cfg.loader`` (from the Hub, or from the origin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 # importing the loader modules registers their hooks (TASK_LOADERS, as importing methods registers methods)
+import bench
 from bench.tasks import generation, ner, superglue, synthetic  # noqa: F401
 from bench.tasks.base import TASK_LOADERS, TaskData, TaskDataError, cap_eval_splits, finalize, plain_config
 from vocab import IGNORE_INDEX, TASK_KINDS
@@ -28,7 +28,7 @@ __all__ = [
     "task_config",
 ]
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
+CONF_DIR = bench.CONF_DIR / "task"
 
 
 def load_task(cfg: Mapping) -> TaskData:
