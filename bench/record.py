@@ -49,7 +49,6 @@ TRACKED_PACKAGES = (
     "transformers",
     "peft",
     "datasets",
-    "evaluate",
     "hydra-core",
     "omegaconf",
     "numpy",
