@@ -80,3 +80,27 @@ def test_command_line_and_bad_input(runs_root: Path) -> None:
         run_study(Study(trials=1, space={"trainer.lr": "0.1"}), base)
     assert missing_extra(["-m", "hydra/sweeper=optuna"]) == REMOVED["hydra/sweeper=optuna"]
     assert not list(runs_root.rglob("result.json"))  # bad settings train nothing
+
+
+def test_an_interrupted_trial_is_queued_again_for_the_resumed_study(runs_root: Path, monkeypatch) -> None:
+    """SIGTERM mid-trial: the study stops with 128+15, does not count the trial as finished, and the
+    resumed study runs the same point first (whose run resumes from its checkpoint)."""
+    from bench.runner import Outcome
+
+    seen: list[float] = []
+
+    def fake_run_point(config, folder, overrides, point):  # the runner's outcomes, without training
+        seen.append(config["trainer"]["lr"])
+        if len(seen) == 1:
+            return Outcome("interrupted", folder / "result.json", {"interrupted": {"signal": "SIGTERM"}})
+        record = {"status": "ok", "metrics": {"primary": "accuracy", "best": {"accuracy": 0.75}}}
+        return Outcome("ok", folder / "result.json", record)
+
+    monkeypatch.setattr("bench.runner.run_point", fake_run_point)
+    overrides = [*TINY, f"runs_root={runs_root}", "sweep_name=signal"]
+    study, status = run_study(Study(trials=2, space=SPACE, plots=False), overrides)
+    assert status == 128 + 15 and len(seen) == 1 and study.trials[0].user_attrs["interrupted"]
+    resumed, status = run_study(Study(trials=2, space=SPACE, plots=False), overrides)
+    assert status == 0 and seen[1] == seen[0]  # the interrupted point first, then a new one
+    assert [t.state.name for t in resumed.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert resumed.trials[1].value == 0.75
