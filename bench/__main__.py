@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench import CONF_DIR
 from bench.search import objective, register
 
-register()  # before Hydra composes: hydra/sweeper=optuna is our preset (bench/optuna_sweeper.yaml)
+register()  # before Hydra composes: the ${metric_direction:...} resolver
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> float | None:
     The run folder is computed here, in the job, from the config and its hyperparameters (see
     :mod:`bench.identity`), so every launcher puts each grid point in its own folder.
 
-    Returns :func:`bench.search.objective` of the record (the Optuna sweeper's objective).
+    Returns :func:`bench.search.objective` of the record (what a Hydra sweeper would optimise).
     """
     from bench.identity import PerMethodError, job_point, run_dir
     from bench.multirun import write_outcome
@@ -56,7 +56,7 @@ def cli() -> None:
     """
     from bench.search import missing_extra
 
-    if missing := missing_extra(sys.argv[1:]):  # before Hydra, which would only call the choice unknown
+    if missing := missing_extra(sys.argv[1:]):  # before Hydra, which would only call a removed choice unknown
         print(f"error: {missing}", file=sys.stderr)
         sys.exit(2)
     main()

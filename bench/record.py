@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "diverged", "interrupted")
+STATUSES = ("ok", "failed", "diverged", "interrupted", "pruned")  # pruned: ended by a search's pruner
 REQUIRED = {
     "metrics": ("primary", "final", "best", "best_step", "history", "data"),
     "params": ("trainable", "stored", "head", "backbone", "trainable_percent"),
@@ -49,7 +49,6 @@ TRACKED_PACKAGES = (
     "transformers",
     "peft",
     "datasets",
-    "evaluate",
     "hydra-core",
     "omegaconf",
     "numpy",

@@ -45,11 +45,12 @@ from bench.tasks.base import REPORT_SPLITS, warn
 from bench.tasks.buckets import input_length, score_by_length
 from bench.tasks.wording import perturb_split, perturbations_for
 from bench.tracking import SafeTracker, make_tracker
-from bench.train import Diverged, Runtime, Splits, TrainResult, predict, train
+from bench.train import Diverged, Pruned, Runtime, Splits, TrainResult, predict, train
 from methods.seq2seq import count_invalid
 
 SKIPPED = "skipped"
 INTERRUPTED = "interrupted"
+PRUNED = "pruned"
 
 
 @dataclass
@@ -204,12 +205,13 @@ def _new_record(config: dict[str, Any], overrides: list[str], hparams: dict[str,
 
 def _record_error(record: dict[str, Any], error: Exception, run_dir: Path) -> None:
     """Status and one-line error of a run that raised; the traceback to ``error.log``."""
-    record["status"] = (
-        "diverged" if isinstance(error, Diverged) else INTERRUPTED if isinstance(error, Interrupted) else "failed"
-    )
+    kinds = ((Diverged, "diverged"), (Interrupted, INTERRUPTED), (Pruned, PRUNED))
+    record["status"] = next((status for kind, status in kinds if isinstance(error, kind)), "failed")
     record["error"] = error_line(error)
     if isinstance(error, Diverged):
         record["diagnostics"] = diverged_diagnostics(str(error))
+    if isinstance(error, Pruned):  # the passes the pruner judged: why it stopped, in the record
+        record["metrics"]["history"] = error.history
     if isinstance(error, Interrupted):
         record["interrupted"] = {"signal": signal.Signals(error.signum).name, "step": error.step}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -218,12 +220,12 @@ def _record_error(record: dict[str, Any], error: Exception, run_dir: Path) -> No
 
 def _record_checkpoint(record: dict[str, Any], checkpoints: Checkpoints) -> None:
     """Where a resumed run started; where an interrupted one can resume from. A run that ended for good
-    (ok, diverged) drops its checkpoint; a failed one keeps it (an out-of-memory retry resumes)."""
+    (ok, diverged, pruned) drops its checkpoint; a failed one keeps it (an out-of-memory retry resumes)."""
     record["provenance"]["resumed_from_step"] = checkpoints.resumed_from
     if record["status"] == INTERRUPTED:
         step = checkpoints.on_disk()
         record["interrupted"]["checkpoint"] = {"path": CHECKPOINT_DIR, "step": step} if step is not None else None
-    elif record["status"] in ("ok", "diverged"):
+    elif record["status"] in ("ok", "diverged", PRUNED):
         checkpoints.remove()
 
 

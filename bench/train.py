@@ -7,10 +7,11 @@ virtual token counts, eval and generation throughput, peak memory.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,21 @@ from bench.tasks.metrics import orient
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite, or exploded (bench.diagnostics.LossWatch)."""
+
+
+class Pruned(RuntimeError):
+    """A search's pruner ended the run after a validation pass: not a failure, a hopeless trial
+    (bench.search); the record's status is ``pruned`` and its history the passes it ran."""
+
+    history: list[dict[str, Any]] = []
+
+
+PASS_HOOK: contextvars.ContextVar[Callable[[int, Mapping[str, Any]], None] | None] = contextvars.ContextVar(
+    "validation_pass_hook", default=None
+)
+"""Called with (step, history entry) after every validation pass of the run in progress; it may raise
+:class:`Pruned`. Set by a hyperparameter search (bench.search), None otherwise; a contextvar, so the
+runner's signatures stay as they are."""
 
 
 @dataclass(frozen=True)
@@ -306,8 +322,7 @@ def train(
                 tracker.on_train_step(state.step, loss, _method_lr(optimizer))
             if state.step % eval_every == 0 or state.step == steps:
                 _evaluate_and_track(model, task, state.step / per_epoch, result, state, evaluate, rule)
-                if tracker is not None:
-                    tracker.on_eval(state.step, result.history[-1])
+                _announce_pass(tracker, result.history)
                 plateau = rule.plateaued(state)
             if state.step >= steps or plateau:
                 break
@@ -321,6 +336,19 @@ def train(
     if state.best_params is not None:
         _load_trainable(model, state.best_params)  # test metrics come from the best checkpoint
     return result
+
+
+def _announce_pass(tracker: Any, history: list[dict[str, Any]]) -> None:
+    """The latest validation pass to the tracker, then to a search's hook (:data:`PASS_HOOK`), which may
+    end the run: its :class:`Pruned` carries the passes so far, for the record."""
+    if tracker is not None:
+        tracker.on_eval(history[-1]["step"], history[-1])
+    if (hook := PASS_HOOK.get()) is not None:
+        try:
+            hook(history[-1]["step"], history[-1])
+        except Pruned as error:
+            error.history = list(history)
+            raise
 
 
 def _method_lr(optimizer: torch.optim.Optimizer) -> float:
