@@ -295,6 +295,16 @@ def target_task(request: Request, kind: str):
     return task
 
 
+def _same_reading(source: Mapping[str, Any], target: Mapping[str, Any]) -> None:
+    """The adapter must read the target's inputs as it read its own (e.g. T5's one-text format)."""
+    mine, theirs = source.get("input_format") or "plain", target.get("input_format") or "plain"
+    if mine != theirs:
+        raise TransferError(
+            f"the run read its inputs as input_format={mine}, task {target.get('name')} as {theirs}: "
+            f"add task.input_format={mine}"
+        )
+
+
 def _run_config(record: Mapping[str, Any], request: Request) -> dict[str, Any]:
     """The source run's config, evaluated here in one process on the requested device and dtype."""
     config = copy.deepcopy(record["provenance"]["config"])
@@ -372,6 +382,7 @@ def run_transfer(request: Request) -> tuple[dict[str, Any], Path]:
         raise TransferError(f"the run's task is {kind}: transfer needs a label space to map ({list(TRANSFER_KINDS)})")
     names = source_labels(config)
     task = target_task(request, kind)
+    _same_reading(config["task"], task.config)
     mapping_file = Path(request.options.get("mapping") or MAPPING_FILE)
     pair = find_mapping(config["task"]["name"], task.name, mapping_file)
     target_ids = pair.target_ids(names, task.label_names or [])
@@ -390,7 +401,7 @@ def run_transfer(request: Request) -> tuple[dict[str, Any], Path]:
             "adapter_sha256": _sha256(adapter_dir / "adapter.safetensors"),
         },
         "target": {"task": task.name, "split": split, "examples": len(folded), "config": task.config},
-        "mapping": {**dataclasses.asdict(pair), "source_labels": names},
+        "mapping": {**dataclasses.asdict(pair), "file": _shown(mapping_file), "source_labels": names},
         "primary": task.primary_metric,
         "metrics": metrics,
         "provenance": _provenance(adapted[2], config, started),
@@ -423,6 +434,13 @@ def _split(task, wanted: str | None) -> str:
         if task.splits.get(split):
             return split
     raise TransferError(f"task {task.name} has no labelled split among {list(SCORED_SPLITS)}")
+
+
+def _shown(path: Path) -> str:
+    """A path as a record shows it: repository-relative when inside the repository."""
+    root = MAPPING_FILE.parents[1]
+    resolved = path.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
 
 
 def _sha256(path: Path) -> str:

@@ -95,6 +95,14 @@ def test_bad_mapping_files_say_what_is_wrong_in_one_line(tmp_path, body, words):
     assert words in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
 
 
+def test_the_target_must_be_read_as_the_run_read_its_inputs():
+    with pytest.raises(
+        TransferError, match="run read its inputs as input_format=t5, task cb as plain: add task.input_format=t5"
+    ):
+        transfer._same_reading({"name": "rte", "input_format": "t5"}, {"name": "cb", "input_format": "plain"})
+    transfer._same_reading({"name": "rte"}, {"name": "cb", "input_format": "plain"})  # plain is the default
+
+
 def test_an_undeclared_pair_lists_the_declared_ones():
     with pytest.raises(TransferError, match=r"no label mapping for rte -> boolq \(declared: .*rte -> cb"):
         find_mapping("rte", "boolq")
@@ -142,6 +150,7 @@ def test_transfer_to_the_three_class_task_folds_neutral(trained):
     assert out["mapping"]["labels"]["neutral"] == "contradiction" and out["mapping"]["source_labels"] == RTE[:1] + [
         "contradiction"
     ]
+    assert out["mapping"]["file"] == "conf/transfer.yaml" and out["mapping"]["why"].startswith("The built-in pair")
     assert out["target"]["examples"] == 12 and out["target"]["config"]["n_classes"] == 3
     assert 0.0 <= out["metrics"]["accuracy"] <= 1.0 and "f1_macro" in out["metrics"]
     assert transfer.read_transfers(trained)["synth_cls"]["metrics"] == out["metrics"]
