@@ -220,7 +220,7 @@ class Request:
     @classmethod
     def parse(cls, argv: Sequence[str]) -> Request:
         """``RUN_DIR task=NAME [task.a.b=V ...] [split=... device=... ...]`` (values read as YAML)."""
-        if not argv or "=" in argv[0]:
+        if not argv or _is_setting(argv[0]):  # a run folder's own name holds "=" (seed=0, lr=...)
             raise TransferError("usage: python -m bench.transfer RUN_DIR task=NAME [task.FIELD=VALUE ...] " + _usage())
         request = cls(Path(argv[0]), "")
         for arg in argv[1:]:
@@ -239,6 +239,11 @@ class Request:
         if not request.task:
             raise TransferError("missing task=NAME: the target task to score the adapter on")
         return request
+
+
+def _is_setting(arg: str) -> bool:
+    key = arg.partition("=")[0]
+    return "=" in arg and (key == "task" or key.startswith("task.") or key in OPTIONS)
 
 
 def _usage() -> str:

@@ -121,7 +121,7 @@ def trained(tmp_path_factory, one_thread) -> Path:
     from bench.runner import execute
     from tests.test_runner import run_config
 
-    run_dir = tmp_path_factory.mktemp("run")
+    run_dir = tmp_path_factory.mktemp("run") / "lr=0.1" / "seed=0"  # the layout of a sweep's run folders
     record = execute(run_config(SOURCE + SMALL), run_dir)
     assert record["status"] == "ok", record["error"]
     return run_dir
@@ -169,6 +169,7 @@ def test_the_command_refuses_bad_requests_in_one_line(trained, tmp_path, capsys)
         ([str(trained), "task=synth_ner"], "task synth_ner is token_classification"),
         ([str(trained), "task=synth_cls", "epochs=3"], "unknown setting 'epochs'"),
         ([str(trained)], "missing task=NAME"),
+        (["task=synth_cls", str(trained)], "usage: python -m bench.transfer RUN_DIR task=NAME"),
     ]
     for argv, words in cases:
         assert transfer.main(argv) == 2
