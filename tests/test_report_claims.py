@@ -222,8 +222,8 @@ def test_long_inputs_without_scores_by_length_are_inconclusive(tmp_path):
     _cell(tmp_path, "p_tuning_v2", "rte", 0.79)
     row = _row(_verdicts(tmp_path), "p_tuning_v2", "long_inputs")
     assert row["verdict"] == "inconclusive" and "metrics.by_length" in row["reason"]
-    unmeasured = _verdicts(tmp_path).loc[("p_tuning_v2", "works in zero-shot settings")]
-    assert unmeasured["verdict"] == "inconclusive" and unmeasured["reason"].startswith("not measured")
+    unmeasured = _row(_verdicts(tmp_path), "p_tuning_v2", "transfer")
+    assert unmeasured["verdict"] == "inconclusive" and unmeasured["reason"].startswith("no transfer records")
 
 
 def test_the_report_writes_the_claims_table(tmp_path):

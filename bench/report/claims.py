@@ -32,6 +32,7 @@ from bench.report.comparison import (
     relative_scores,
     volume_label,
 )
+from bench.report.loading import direction_sign
 from bench.report.tables import (
     KEYS,
     _stats,
@@ -43,6 +44,7 @@ from bench.report.tables import (
     task_metrics,
 )
 from bench.tasks.base import HELDOUT
+from bench.transfer import transfer_score
 
 CLAIM = claim()
 FULL, HEAD = references()
@@ -99,7 +101,7 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement(PT2, "slightly more parameters than prompt and prefix tuning", "volume", (PROMPT, PREFIX)),
     Statement(PT2, "works on long inputs (drop short→long no larger than full FT's)", "long_inputs"),
     Statement(PT2, "works in few-shot settings (≈ full FT)", "few_shot"),
-    Statement(PT2, "works in zero-shot settings", "not_measured", ("no transfer protocol",)),
+    Statement(PT2, "works in zero-shot settings (transfer to an unseen task ≈ full FT)", "transfer"),
     *_ordering(),
 )
 """Every statement of the comparison, in the order the claims table lists them."""
@@ -278,11 +280,6 @@ def check_volume(ctx: Context, statement: Statement, model: str) -> Result:
     return measurement, evidence, (VIOLATED if against else HOLDS), "; ".join(against)
 
 
-def check_not_measured(ctx: Context, statement: Statement, model: str) -> Result:
-    """A statement the records hold no measurement for (yet): inconclusive, saying what is missing."""
-    return "not measured", "-", INCONCLUSIVE, f"not measured: {statement.args[0]} in the records"
-
-
 def difficulty_pair(ctx: Context, model: str, method: str) -> tuple[str, str, str] | str:
     """(metric, easiest task, hardest task) by full fine-tuning's error, among the tasks both methods ran
     that share a primary metric (errors in different metrics do not compare); else why there is none.
@@ -449,6 +446,55 @@ def check_wording(ctx: Context, statement: Statement, model: str) -> Result:
     return measurement, evidence, *over_tasks(checks)
 
 
+TRANSFER_ARROW = "→"
+
+
+def transfer_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method × model × transfer pair (``task`` = ``source→target``) over the tuned point's runs:
+    mean/std/n of the target's primary metric in the transfer records (bench.transfer), with the source
+    runs' convergence counts (the adapter transferred is the run's) and head-only's mean as ``head``."""
+    runs = selected_runs(df)
+    rows = []
+    for _, run in runs[runs["usable"]].iterrows():
+        transfers = run.get("transfer")
+        for target, record in sorted(transfers.items()) if isinstance(transfers, dict) else ():
+            value = transfer_score(record)
+            if value is not None:
+                row = run.copy()
+                row["task"], row["transfer_score"] = f"{run['task']}{TRANSFER_ARROW}{target}", value
+                row["score_sign"] = direction_sign(record.get("primary"))
+                rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=[*KEYS, "mean", "std", "n", "head"])
+    stats = _stats(pd.DataFrame(rows), "transfer_score", KEYS)
+    stats = stats[stats["n"] > 0]
+    head = stats[stats["method"] == HEAD].set_index(["model", "task"])["mean"]
+    return stats.assign(head=pd.MultiIndex.from_frame(stats[["model", "task"]]).map(head.to_dict()).to_numpy())
+
+
+def check_transfer(ctx: Context, statement: Statement, model: str) -> Result:
+    """ "Works in zero-shot settings": per transfer pair (an adapter scored on a task it never trained on,
+    bench.transfer), the method's score ≈ full fine-tuning's transferred adapter (the claim check's "≈",
+    head-only's transfer as its floor).  Combined over pairs by :func:`over_tasks`."""
+    measurement = f"target-task score of the adapter transferred without training vs {FULL}'s (bench.transfer, points)"
+    stats = transfer_stats(ctx.df)
+    stats = stats[stats["model"] == model]
+    rows = {(r["method"], r["task"]): r for _, r in stats.iterrows()}
+    checks, parts = {}, []
+    for pair in sorted(stats["task"].unique()):
+        mine, full = rows.get((statement.method, pair)), rows.get((FULL, pair))
+        checks[pair] = _verdict("≈", mine, full, statement.method, FULL, rows.get((HEAD, pair)))
+        if mine is not None and full is not None:
+            parts.append(
+                f"{pair}: {statement.method} {mine['mean'] * 100:.1f} ± {mine['std'] * 100:.1f} vs {FULL} "
+                f"{full['mean'] * 100:.1f} ± {full['std'] * 100:.1f} (n {int(mine['n'])}/{int(full['n'])}) "
+                f"→ {checks[pair]['verdict']}"
+            )
+    if not checks:
+        return measurement, "-", INCONCLUSIVE, "no transfer records (python -m bench.transfer RUN_DIR task=TARGET)"
+    return measurement, "; ".join(parts) or "-", *over_tasks(checks)
+
+
 CHECKS: dict[str, Callable[[Context, Statement, str], Result]] = {
     "mechanism": check_mechanism,
     "ordering": check_ordering,
@@ -459,7 +505,7 @@ CHECKS: dict[str, Callable[[Context, Statement, str], Result]] = {
     "hard_task": check_hard_task,
     "long_inputs": check_long_inputs,
     "wording": check_wording,
-    "not_measured": check_not_measured,
+    "transfer": check_transfer,
 }
 """How each kind of statement is measured (:attr:`Statement.check` names one)."""
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.record import SCHEMA_VERSION
+from bench.transfer import read_transfers
 
 REQUIRED_KEYS = ("status", "method", "model", "task", "seed", "metrics")
 """Top-level keys without which a record cannot be placed in any table."""
@@ -218,7 +219,8 @@ def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_records(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per ``**/result.json`` under ``runs_dir`` with flattened ``a.b.c`` columns.
+    """One row per ``**/result.json`` under ``runs_dir`` with flattened ``a.b.c`` columns; a run with
+    transfer records beside it (``transfer/<target>.json``, bench.transfer) gets them whole in ``transfer``.
 
     Failed, diverged and unreadable records are kept (``status``, ``error``, ``problem``);
     ``usable`` marks the rows that enter averages.  Raises :class:`ReportError` when the
@@ -234,6 +236,8 @@ def load_records(runs_dir: str | Path) -> pd.DataFrame:
     for path in files:
         row = read_report_row(path)
         row["path"] = path.relative_to(root).as_posix()
+        if transfers := read_transfers(path.parent):  # the sibling transfer records (bench.transfer)
+            row["transfer"] = transfers
         rows.append(row)
     df = pd.DataFrame(rows)
     for column in ("error", "method", "model", "task", "seed", "metrics.primary"):
