@@ -111,7 +111,8 @@ def test_trainer_paper_resolves_lesters_t5_setting_with_t5s_input() -> None:
 
 
 def test_paper_initialisations_draw_from_their_distributions() -> None:
-    from methods.virtual import BackboneSpec, initial_embeddings
+    from methods.soft_prompt import initial_embeddings
+    from methods.virtual import BackboneSpec
 
     spec = BackboneSpec(hidden_size=64, num_layers=1, num_kv_heads=1, head_dim=64, vocab_size=10, embedding_std=0.02)
     generator = torch.Generator().manual_seed(0)

@@ -39,7 +39,7 @@ def claim() -> tuple[tuple[str, str, str], ...]:
 
 def claim_pairs() -> tuple[tuple[str, str, str], ...]:
     """Every pair of methods the claim orders, left before right in the chain, with the relation the chain
-    implies: "≈" where every link between them is "≈", else "<" (``prompt_tuning < full_finetune`` follows
+    implies: "≈" where every link between them is "≈", else "<" (prompt tuning < full fine-tuning follows
     from prompt < prefix < P-Tuning v2 ≈ full fine-tuning, up to the tolerance of "≈").  The direct links
     are :func:`claim` itself; the others let numbers that hold only two of the methods (a paper's table)
     speak to the chain."""

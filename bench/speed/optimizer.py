@@ -24,7 +24,7 @@ MINILM_SHAPE = {
     "num_attention_heads": 12,
     "intermediate_size": 1536,
 }
-PREFIX_MLP_HIDDEN = 512  # conf/method/prefix_tuning.yaml: prefix_hidden_size
+PREFIX_MLP_HIDDEN = 512  # the prefix methods' prefix_hidden_size (conf/method/*.yaml)
 
 
 def minilm_parameters() -> list[torch.nn.Parameter]:
