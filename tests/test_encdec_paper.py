@@ -59,7 +59,7 @@ def test_t5_input_format_multirc_order_and_markup(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(("task", "message"), [("copa", "written for"), ("e2e", "input_format 't5' not in")])
+@pytest.mark.parametrize(("task", "message"), [("copa", "written for"), ("e2e", "input_format='t5' is not allowed")])
 def test_t5_input_format_is_refused_where_it_is_not_written(task: str, message: str, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "train.jsonl", [{"premise": "p", "choice1": "a", "choice2": "b", "question": "cause"}])
     with pytest.raises(TaskDataError, match=message):
