@@ -10,23 +10,24 @@ The top-level ``device`` and ``dtype`` are checked here too, so a bad setting ne
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from bench.tasks.base import DEFAULTS as TASK_DEFAULTS, INPUT_FORMATS, TASK_LOADERS
-from bench.tasks.metrics import METRICS
-from vocab import POOLING, TASK_KINDS
-
-
-class SettingsError(ValueError):
-    """A setting holds a value the harness cannot use; the message names the key and what is allowed."""
-
-
-class RunConfigError(SettingsError):
-    """A top-level run setting (device, dtype, ...) is invalid."""
+# the task block is declared with the task layer, which checks it too; re-exported for runs and callers
+from bench.tasks.config import TaskConfig, TaskConfigError  # noqa: F401
+from bench.typed import (  # noqa: F401 — SettingsError, RunConfigError and REQUIRED re-exported for callers
+    REQUIRED,
+    RunConfigError,
+    SettingsError,
+    declared_fields as _declared_fields,
+    one_of as _one_of,
+    setting as _setting,
+    typed_fields as _typed_fields,
+)
+from vocab import POOLING
 
 
 class TrainerConfigError(SettingsError):
@@ -37,45 +38,9 @@ class ModelConfigError(RunConfigError):
     """A ``model.*`` setting is invalid (checked before the model loads)."""
 
 
-class TaskConfigError(RunConfigError):
-    """A ``task.*`` setting is invalid (checked before the task loads)."""
-
-
 OPTIMIZERS = ("adamw", "adafactor")
 LR_SCHEDULES = ("linear", "constant")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-REQUIRED: Any = dataclasses.MISSING
-"""The default of a setting every config must give (``task.kind``, ``model.source``...)."""
-
-
-def _setting(
-    default: Any,
-    kind: type,
-    allowed: str | Callable[[], str],
-    check: Callable[[Any], bool] = lambda v: True,
-    nullable: bool = False,
-    computes: bool = True,
-) -> Any:
-    """A dataclass field carrying its own type, range check and the range's wording for errors.
-
-    ``allowed`` may be a function when the range is a registry filled at import time (read when an
-    error is worded). ``computes=False`` declares a setting that changes how fast or how a run is
-    observed, never the numbers it computes; it stays out of the run's identity (bench.identity)."""
-    metadata = {"kind": kind, "allowed": allowed, "check": check, "nullable": nullable, "computes": computes}
-    return field(default=default, metadata=metadata)
-
-
-def _one_of(default: Any, choices: Collection[str] | Callable[[], Collection[str]], nullable: bool = False) -> Any:
-    """A string setting whose value is one of ``choices`` (a tuple, a registry, or a function returning
-    one when reading it at import time would load too much); errors list them as ``a|b|c``."""
-    live = choices if callable(choices) else lambda: choices
-
-    def allowed() -> str:
-        return "one of " + "|".join(live()) + (", or null" if nullable else "")
-
-    return _setting(default, str, allowed, lambda v: v in live(), nullable)
 
 
 @dataclass(frozen=True)
@@ -292,110 +257,6 @@ def check_model_serves(model: ModelConfig, kind: str) -> None:
             f"task kind 'generation' needs a decoder or an encoder-decoder; model '{model.name}' is an encoder "
             "(model.decoder and model.seq2seq are false)"
         )
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """A ``task`` block (``conf/task/*.yaml``), typed: what is asked of the model and how it is scored.
-
-    Loader-specific keys (files, hub, protocol, generation...) are kept, unchecked, in ``extra``; the
-    loaders read them from the mapping (bench.tasks)."""
-
-    name: str = _setting(REQUIRED, str, "a task name")
-    kind: str = _one_of(REQUIRED, TASK_KINDS)
-    loader: str = _one_of(REQUIRED, lambda: sorted(TASK_LOADERS))
-    metric: list[str] = _setting(
-        REQUIRED,
-        list,
-        lambda: "a metric name or a list of them, each one of " + "|".join(METRICS),
-        lambda v: bool(v) and all(name in METRICS for name in v),
-    )
-    # which of task.metric's result keys is the primary one: checked against them in __post_init__
-    primary_metric: str = _setting(REQUIRED, str, "a result key task.metric reports (e.g. accuracy, f1)")
-    max_length: int = _setting(TASK_DEFAULTS["max_length"], int, "an integer >= 1 (tokens)", lambda v: v >= 1)
-    label_names: list[str] | None = _setting(None, list, "a list of names, or null (set by the loader)", nullable=True)
-    # how an example's fields become the input text (trainer=paper sets t5 for Lester et al.'s T5 runs)
-    input_format: str = _one_of(TASK_DEFAULTS["input_format"], INPUT_FORMATS)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        produced = [key for name in self.metric if name in METRICS for key in METRICS[name].keys]
-        if self.primary_metric not in produced:
-            raise TaskConfigError(
-                f"task.primary_metric={self.primary_metric!r} is not allowed; allowed: one of "
-                f"{'|'.join(produced)} (what task.metric={self.metric} reports)"
-            )
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TaskConfig:
-        """Build from a (Hydra) mapping; a bad value raises :class:`TaskConfigError` in one line."""
-        known = _declared_fields(cls)
-        extra = {key: value for key, value in values.items() if key not in known}
-        return cls(**_typed_fields(cls, values, "task", TaskConfigError), extra=extra)
-
-
-def _declared_fields(cls: type) -> dict[str, dataclasses.Field]:
-    """The fields of a typed config declared with :func:`_setting` (an ``extra`` mapping is not one)."""
-    return {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
-
-
-def _typed_fields(cls: type, values: Mapping[str, Any], prefix: str, error: type[SettingsError]) -> dict[str, Any]:
-    """The declared fields of ``values``, each converted and checked; a missing required one, or a bad
-    value, raises ``error`` in one line naming ``prefix.field``, the value and what is allowed."""
-    fields = _declared_fields(cls)
-    for name, spec in fields.items():
-        if spec.default is REQUIRED and name not in values:
-            raise error(f"{prefix}.{name} is missing; allowed: {_allowed(spec.metadata)}")
-    return {
-        key: _checked(f"{prefix}.{key}", value, fields[key].metadata, error)
-        for key, value in values.items()
-        if key in fields
-    }
-
-
-def _allowed(spec: Mapping[str, Any]) -> str:
-    allowed = spec["allowed"]
-    return allowed() if callable(allowed) else allowed
-
-
-def _checked(key: str, value: Any, spec: Mapping[str, Any], error: type[SettingsError] = TrainerConfigError) -> Any:
-    """``value`` converted to the field's type, or a one-line error naming ``key`` and the range."""
-    if value is None and spec["nullable"]:
-        return None
-    converted = _convert(value, spec["kind"])
-    if converted is None or not spec["check"](converted):
-        raise error(f"{key}={_plain(value)!r} is not allowed; allowed: {_allowed(spec)}")
-    return converted
-
-
-def _plain(value: Any) -> Any:
-    """A value as the user wrote it: OmegaConf's list and mapping nodes shown as a list and a dict."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _convert(value: Any, kind: type) -> Any:
-    """``value`` as ``kind`` or None; booleans are never numbers, numbers never booleans; a list setting
-    takes one string as a list of one (``task.metric=accuracy``) and holds strings only."""
-    if isinstance(value, bool) or value is None:
-        return value if kind is bool else None
-    if kind is list:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, Sequence) or not all(isinstance(item, str) for item in items):
-            return None
-        return list(items)
-    if kind is int:
-        return value if isinstance(value, int) else None
-    if kind is float:
-        try:
-            number = float(value)  # Hydra hands over `1e-3` as a float, a YAML `1` as an int
-        except (TypeError, ValueError):
-            return None
-        return number if number == number else None  # NaN is never in range
-    return value if isinstance(value, kind) else None
 
 
 def resolve_device(name: str) -> torch.device:

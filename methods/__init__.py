@@ -43,8 +43,10 @@ CLAIM = (
     ("prefix_tuning", "<", "p_tuning_v2"),
     ("p_tuning_v2", "≈", "full_finetune"),
 )
-# The shared machinery, not methods: left to whoever needs it (model/injection pull in transformers).
-SUPPORT = ("registry", "virtual", "injection", "model", "seq2seq")
+# The shared machinery, not methods: left to whoever needs it. Every module below except registry and
+# virtual imports torch (model/injection/peft_export transformers or safetensors too); method files import
+# none of them at module level, so importing this package (the registry) loads no torch.
+SUPPORT = ("registry", "virtual", "soft_prompt", "injection", "model", "seq2seq", "peft_export")
 
 
 class PluginError(ImportError):

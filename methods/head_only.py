@@ -9,11 +9,12 @@ linear probe.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from methods.registry import MethodConfig, NothingToTrainError, register
+
+if TYPE_CHECKING:  # annotations only: the registry loads without torch (a report never needs it)
+    from torch import nn
 
 
 def untie_lm_head(backbone: nn.Module) -> nn.Linear:
@@ -25,6 +26,8 @@ def untie_lm_head(backbone: nn.Module) -> nn.Linear:
     tied model's until the first step. The config is left alone: in older transformers T5 read
     ``tie_word_embeddings`` at every forward to scale the decoder output by d_model**-0.5.
     """
+    from torch import nn  # here, not at the top: importing the registry must not load torch
+
     head = backbone.get_output_embeddings()
     if head is None:
         raise NothingToTrainError(f"method 'head_only': {type(backbone).__name__} has no LM head to train")

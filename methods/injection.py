@@ -29,21 +29,11 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from methods.registry import MethodConfigError
+from methods.virtual import PLACEMENTS, POSITION_BIASES  # declared with the method configs that check them
 
 IMPLEMENTATION = "softprompt_prefix"
 _PREFIX_ATTR = "_softprompt_prefix"
 _BIAS_ATTR = "_softprompt_bias_table"  # the stack's relative-bias module, when prefix keys take the 'past' bias
-POSITION_BIASES = ("zero", "past")
-"""``method.prefix_position_bias`` on relative-position-bias models (T5): ``zero`` (prefix keys get no bias) or
-``past`` (the bias of the N positions before the real tokens: PEFT's ``past_key_values`` behaviour)."""
-# where prefixes go: Li & Liang put them everywhere ("all"); PEFT (0.21) puts a seq2seq model's prefix in the
-# decoder self-attention only ("decoder": it empties the cross-attention part of its prefix cache)
-PLACEMENTS = {
-    "all": ("encoder", "decoder", "cross"),
-    "encoder": ("encoder",),
-    "decoder": ("decoder",),
-    "decoder_cross": ("decoder", "cross"),
-}
 # observers (module, query, key with prefix, extended mask, n_prefix) -> None; bench.diagnostics
 # measures prefix-key norms and attention shares through them without a second attention path
 _PROBES: list[Callable[..., None]] = []

@@ -24,7 +24,8 @@ from torch import nn
 from methods.injection import find_attention_sites, select_sites, set_bias_tables, set_prefixes
 from methods.registry import MethodConfig, MethodConfigError, NothingToTrainError
 from methods.seq2seq import invalid_beyond, label_targets, label_word_ids, map_generations
-from methods.virtual import BackboneSpec, SoftPrompt
+from methods.soft_prompt import SoftPrompt
+from methods.virtual import BackboneSpec
 from vocab import IGNORE_INDEX, POOLING, TASK_KINDS, choice_names
 
 # placeholder tokens that never occur in text: [unused7] (BERT), <unused7>, <|im_start|>-style control tokens

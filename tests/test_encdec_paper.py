@@ -59,7 +59,7 @@ def test_t5_input_format_multirc_order_and_markup(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(("task", "message"), [("copa", "written for"), ("e2e", "input_format 't5' not in")])
+@pytest.mark.parametrize(("task", "message"), [("copa", "written for"), ("e2e", "input_format='t5' is not allowed")])
 def test_t5_input_format_is_refused_where_it_is_not_written(task: str, message: str, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "train.jsonl", [{"premise": "p", "choice1": "a", "choice2": "b", "question": "cause"}])
     with pytest.raises(TaskDataError, match=message):
@@ -111,7 +111,8 @@ def test_trainer_paper_resolves_lesters_t5_setting_with_t5s_input() -> None:
 
 
 def test_paper_initialisations_draw_from_their_distributions() -> None:
-    from methods.virtual import BackboneSpec, initial_embeddings
+    from methods.soft_prompt import initial_embeddings
+    from methods.virtual import BackboneSpec
 
     spec = BackboneSpec(hidden_size=64, num_layers=1, num_kv_heads=1, head_dim=64, vocab_size=10, embedding_std=0.02)
     generator = torch.Generator().manual_seed(0)

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 # importing the loader modules registers their hooks (TASK_LOADERS, as importing methods registers methods)
 import bench
 from bench.tasks import generation, ner, superglue, synthetic  # noqa: F401
-from bench.tasks.base import TASK_LOADERS, TaskData, TaskDataError, cap_eval_splits, finalize, plain_config
+from bench.tasks.base import TASK_LOADERS, TaskData, TaskDataError, cap_eval_splits, finalize
+from bench.tasks.config import TaskConfig, TaskConfigError, plain_config
 from vocab import IGNORE_INDEX, TASK_KINDS
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "IGNORE_INDEX",
     "TASK_KINDS",
     "TASK_LOADERS",
+    "TaskConfig",
+    "TaskConfigError",
     "TaskData",
     "TaskDataError",
     "available_tasks",
@@ -34,15 +37,11 @@ CONF_DIR = bench.CONF_DIR / "task"
 def load_task(cfg: Mapping) -> TaskData:
     """Load the task described by ``cfg`` (DictConfig or dict); see docs/TASKS.md.
 
-    Raises TaskDataError (a ValueError) with a one-line message on bad data or config.
+    Raises TaskDataError (a ValueError) with a one-line message on bad data or config (a bad field of
+    the task block: TaskConfigError, one of them).
     """
-    config = plain_config(cfg)
-    hook = TASK_LOADERS.get(config["loader"])
-    if hook is None:
-        raise TaskDataError(
-            f"task {config['name']}: field 'loader' is {config['loader']!r}, expected one of {sorted(TASK_LOADERS)}"
-        )
-    return finalize(config, hook(config))
+    config = plain_config(cfg)  # checked: the loader is a registered one
+    return finalize(config, TASK_LOADERS[config["loader"]](config))
 
 
 def available_tasks() -> list[str]:

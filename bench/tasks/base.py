@@ -10,7 +10,6 @@ The evaluation cap is a trainer setting (``trainer.max_eval_samples``) applied b
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import random
 import string
@@ -21,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.tasks.holdout import apply_holdout, split_validation
-from bench.tasks.metrics import METRICS, ScoringInput, score_split
-from vocab import TASK_KINDS
+from bench.tasks.metrics import ScoringInput, score_split
 
 SPLITS = ("train", "validation", "test")
 HELDOUT = "validation_heldout"
@@ -142,43 +140,6 @@ class TaskData:
             predictions, examples = [predictions[i] for i in indices], [examples[i] for i in indices]
         given = ScoringInput(list(predictions), examples, self.label_names, self.name, invalid)
         return score_split(self.config["metric"], given)
-
-
-def plain_config(cfg: Mapping) -> dict:
-    """Return the task cfg (DictConfig or mapping) as a resolved plain dict with defaults filled."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
-        pass
-    out = {**DEFAULTS, **copy.deepcopy(dict(cfg))}
-    if "max_eval_samples" in out:  # one eval cap only: the trainer's, which keeps groups whole
-        raise TaskDataError(
-            f"task config {out.get('name', '?')}: field 'max_eval_samples' was removed; use trainer.max_eval_samples=N"
-        )
-    for key in ("name", "kind", "loader", "metric", "primary_metric"):
-        if not out.get(key):
-            raise TaskDataError(f"task config {out.get('name', '?')}: missing field {key!r}")
-    if out["kind"] not in TASK_KINDS:
-        raise TaskDataError(f"task config {out['name']}: kind {out['kind']!r} not in {TASK_KINDS}")
-    form = out["input_format"]
-    if form not in INPUT_FORMATS or (INPUT_FORMATS[form] is not None and out["loader"] not in INPUT_FORMATS[form]):
-        allowed = [name for name, loaders in INPUT_FORMATS.items() if loaders is None or out["loader"] in loaders]
-        raise TaskDataError(
-            f"task config {out['name']}: input_format {form!r} not in {allowed} (loader {out['loader']})"
-        )
-    if isinstance(out["metric"], str):
-        out["metric"] = [out["metric"]]
-    unknown = [m for m in out["metric"] if m not in METRICS]
-    produced = [key for m in out["metric"] if m in METRICS for key in METRICS[m].keys]
-    if unknown or out["primary_metric"] not in produced:
-        raise TaskDataError(
-            f"task config {out['name']}: metric {out['metric']} / primary_metric "
-            f"{out['primary_metric']!r} invalid (metrics: {sorted(METRICS)})"
-        )
-    return out
 
 
 def get_field(row: Mapping, key: str, where: str, types: type | tuple = object) -> Any:
