@@ -20,8 +20,9 @@ its parent has computed anything (measured). On CUDA they are spawned (CUDA cann
 from __future__ import annotations
 
 import contextvars
+import importlib
+import json
 import os
-import pickle
 import signal
 import tempfile
 import traceback
@@ -209,7 +210,7 @@ class RankTraceback(Exception):  # noqa: N818 — it carries a traceback, it is 
 
 def _worker(local_rank: int, spec: _Spec, target: Callable[..., Any], args: tuple) -> None:
     """One rank: join the group, run ``target`` with the :class:`Group` in context, leave its outcome
-    in ``<out>/<local_rank>.pkl`` for the launcher."""
+    in ``<out>/<local_rank>.json`` for the launcher."""
     for number in SIGNALS:  # the launcher decides what a signal does to the run
         signal.signal(number, signal.SIG_DFL)
     plan = spec.plan
@@ -233,25 +234,56 @@ def _worker(local_rank: int, spec: _Spec, target: Callable[..., Any], args: tupl
 
 
 def _write(folder: str, rank: int, outcome: tuple[str, Any]) -> None:
+    """A rank's outcome as JSON (a record, or its exception's class, arguments and attributes): nothing the
+    launcher reads back can run code."""
+    status, value = outcome
+    if status == "error":
+        error, text = value
+        kind = type(error)
+        body = {
+            "status": status,
+            "class": f"{kind.__module__}:{kind.__qualname__}",
+            "args": error.args,
+            "attrs": vars(error),
+            "traceback": text,
+        }
+    else:
+        body = {"status": status, "value": value}
     try:
-        body = pickle.dumps(outcome)
-    except Exception:  # noqa: BLE001 — an exception that does not pickle: its type and message
-        error, text = outcome[1]
-        body = pickle.dumps(("error", (RuntimeError(f"{type(error).__name__}: {error}"), text)))
+        payload = json.dumps(body, default=str)
+    except (TypeError, ValueError):  # an argument JSON cannot hold even as text: keep the message
+        payload = json.dumps({**body, "class": "builtins:RuntimeError", "args": [str(value)], "attrs": {}})
     temp = Path(folder, f"{rank}.tmp")
-    temp.write_bytes(body)
-    temp.replace(Path(folder, f"{rank}.pkl"))
+    temp.write_text(payload, encoding="utf-8")
+    temp.replace(Path(folder, f"{rank}.json"))
+
+
+def _exception(name: str, args: list[Any], attrs: dict[str, Any]) -> BaseException:
+    """The exception a rank raised, rebuilt from its class name (ours or a builtin; any other becomes a
+    RuntimeError naming it), arguments and attributes, without calling its constructor."""
+    module, _, qualname = name.partition(":")
+    kind: Any = None
+    if module == "builtins" or module.split(".")[0] in ("bench", "methods"):
+        kind = getattr(importlib.import_module(module), qualname, None)
+    if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+        return RuntimeError(f"{qualname}: {' '.join(map(str, args))}")
+    error = kind.__new__(kind)
+    error.args = tuple(args)
+    error.__dict__.update(attrs)
+    return error
 
 
 def _read(folder: str, rank: int) -> tuple[str, Any]:
-    # written by this launch's own workers into its private temporary folder, never by anyone else
-    return pickle.loads(Path(folder, f"{rank}.pkl").read_bytes())  # noqa: S301
+    body = json.loads(Path(folder, f"{rank}.json").read_text(encoding="utf-8"))
+    if body["status"] == "error":
+        return "error", (_exception(body["class"], body["args"], body["attrs"]), body["traceback"])
+    return body["status"], body["value"]
 
 
 def _rank_error(folder: str, ranks: int) -> BaseException | None:
     """The exception of the lowest local rank that left one, its traceback chained as the cause."""
     for rank in range(ranks):
-        if Path(folder, f"{rank}.pkl").exists():
+        if Path(folder, f"{rank}.json").exists():
             status, value = _read(folder, rank)
             if status == "error":
                 error, text = value

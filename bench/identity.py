@@ -106,7 +106,7 @@ def apply_per_method(config: dict[str, Any], base: Mapping[str, Any] | None = No
     """Copy the run's method's entry of the ``per_method`` block into ``config`` and drop the block (in place, so
     a second call changes nothing); return what it set.
 
-    A preset sets e.g. ``per_method: {prompt_tuning: {method.num_virtual_tokens: 10}}`` to give one method of a
+    A preset sets e.g. ``per_method: {<method>: {method.num_virtual_tokens: 10}}`` to give one method of a
     multirun over every method its own values. With ``base`` (the composed defaults before this), a setting
     whose value in ``config`` differs from ``base``'s was given on the command line, and it wins."""
     table = config.pop(PER_METHOD, None) or {}

@@ -372,7 +372,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Study, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.search",
         description="An Optuna study over runs: resumable (same command again), pruned per validation pass.",
-        epilog="Other arguments are Hydra overrides, e.g. method=prompt_tuning task=rte sweep_name=rte_lr.",
+        epilog="Other arguments are Hydra overrides, e.g. method=<name> task=rte sweep_name=rte_lr.",
     )
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should hold in all")
     parser.add_argument(
