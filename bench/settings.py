@@ -25,6 +25,7 @@ from bench.typed import (  # noqa: F401 — SettingsError, RunConfigError and RE
     declared_fields as _declared_fields,
     one_of as _one_of,
     setting as _setting,
+    strict_fields,
     typed_fields as _typed_fields,
 )
 from vocab import POOLING
@@ -94,11 +95,7 @@ class TrainerConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
         """Build from a (Hydra) mapping; unknown keys and bad values raise :class:`TrainerConfigError`."""
-        known = _declared_fields(cls)
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise TrainerConfigError(f"trainer: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**_typed_fields(cls, values, "trainer", TrainerConfigError))
+        return cls(**strict_fields(cls, values, "trainer", TrainerConfigError))
 
     def with_method_lr(self, method_lr: float) -> TrainerConfig:
         """These settings with ``lr`` (and ``head_lr``) resolved: null means the method's LR."""
@@ -142,11 +139,7 @@ class DistributedConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DistributedConfig:
         """Build from a (Hydra) mapping; unknown keys and bad values raise :class:`DistributedConfigError`."""
-        known = _declared_fields(cls)
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise DistributedConfigError(f"distributed: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**_typed_fields(cls, values, "distributed", DistributedConfigError))
+        return cls(**strict_fields(cls, values, "distributed", DistributedConfigError))
 
     @property
     def world_size(self) -> int:

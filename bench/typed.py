@@ -73,6 +73,15 @@ def typed_fields(cls: type, values: Mapping[str, Any], prefix: str, error: type[
     }
 
 
+def strict_fields(cls: type, values: Mapping[str, Any], block: str, error: type[SettingsError]) -> dict[str, Any]:
+    """:func:`typed_fields` of a block that takes no key it does not declare (an unknown one: one line)."""
+    known = declared_fields(cls)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise error(f"{block}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return typed_fields(cls, values, block, error)
+
+
 def _allowed(spec: Mapping[str, Any]) -> str:
     allowed = spec["allowed"]
     return allowed() if callable(allowed) else allowed

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from bench import CONF_DIR
 from bench.reference import load_reference
 from bench.report.loading import direction_sign
-from bench.report.render import to_markdown, write_table
+from bench.report.render import append_section, write_table
 from bench.report.tables import seed_matched_means
 
 CONF_MODELS = CONF_DIR / "model"
@@ -230,9 +230,5 @@ def write_paper_vs_measured(df: pd.DataFrame, out_dir: Path, report_page: Path |
     """``paper_vs_measured.{csv,md,tex}`` (+ ``_data.csv``) in ``out_dir``; appended to ``report_page``."""
     table = paper_vs_measured(df)
     paths = write_table(table, Path(out_dir), "paper_vs_measured", CAPTION, paper_vs_measured_data(df))
-    if report_page is not None and report_page.exists():
-        page = report_page.read_text(encoding="utf-8")
-        section = f"## {CAPTION}\n\n{to_markdown(table)}\n"
-        if section not in page:
-            report_page.write_text(page.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+    append_section(report_page, CAPTION, table)
     return paths

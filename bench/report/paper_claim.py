@@ -41,7 +41,7 @@ from bench.report.comparison import (
     relative_scores,
 )
 from bench.report.loading import direction_sign
-from bench.report.render import to_markdown, write_table
+from bench.report.render import append_section, write_table
 
 CAPTION = (
     "Paper claim: the published numbers alone on each pair of methods the claim orders (task's primary "
@@ -172,9 +172,5 @@ def write_paper_claim(df: pd.DataFrame | None, out_dir: Path, report_page: Path 
     """``paper_claim.{csv,md,tex}`` (+ ``_data.csv``) in ``out_dir``; appended to ``report_page``."""
     table = paper_claim_table(df)
     paths = write_table(table, Path(out_dir), "paper_claim", CAPTION, paper_claim_data(df))
-    if report_page is not None and report_page.exists():
-        page = report_page.read_text(encoding="utf-8")
-        section = f"## {CAPTION}\n\n{to_markdown(table)}\n"
-        if section not in page:
-            report_page.write_text(page.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+    append_section(report_page, CAPTION, table)
     return paths

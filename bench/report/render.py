@@ -90,6 +90,16 @@ def to_csv_frame(table: pd.DataFrame) -> pd.DataFrame:
     return table.map(lambda v: _BOLD.sub(r"\1*", v) if isinstance(v, str) else v)
 
 
+def append_section(report_page: Path | None, caption: str, table: pd.DataFrame) -> None:
+    """Append ``## caption`` and the table to an existing report page, once (a rerun does not repeat it)."""
+    if report_page is None or not report_page.exists():
+        return
+    page = report_page.read_text(encoding="utf-8")
+    section = f"## {caption}\n\n{to_markdown(table)}\n"
+    if section not in page:
+        report_page.write_text(page.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+
+
 def write_table(
     table: pd.DataFrame, out_dir: Path, name: str, caption: str = "", data: pd.DataFrame | None = None
 ) -> dict[str, Path]:
