@@ -2,7 +2,8 @@
 
 A report page names the command that wrote it (``Regenerate: `python -m bench.report RUNS --out OUT```);
 the test reruns that command into a temporary folder and compares every table (Markdown, CSV, LaTeX)
-byte for byte. Figures are not compared: PNG/PDF bytes depend on the renderer's version.
+byte for byte. Figures are not compared (PNG/PDF bytes depend on the renderer's version), so they are not drawn
+(``--no-figures``); tests/test_report.py draws them.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def test_committed_report_regenerates_exactly(page: Path, tmp_path: Path, monkey
     assert (ROOT / out).resolve() == page.parent.resolve(), "the page's command must write this folder"
     monkeypatch.chdir(ROOT)  # the committed command uses repository-relative paths
     fresh = tmp_path / "report"
-    assert report_main([runs, "--out", str(fresh)]) == 0
+    assert report_main([runs, "--out", str(fresh), "--no-figures"]) == 0
     committed_tables = sorted(p.relative_to(page.parent) for p in page.parent.glob("*.*") if p.suffix != ".md")
     committed_tables += sorted(p.relative_to(page.parent) for p in page.parent.glob("*.md"))
     fresh_files = {p.relative_to(fresh) for p in fresh.glob("*.*")}
+    assert not any((fresh / "figures").iterdir()), "--no-figures drew a figure"
     assert set(committed_tables) == fresh_files
     for name in committed_tables:
         mine, theirs = (page.parent / name).read_text(encoding="utf-8"), (fresh / name).read_text(encoding="utf-8")

@@ -215,9 +215,12 @@ def _report_page(tables: dict, figures: list[Path], out_dir: Path, bad: list[str
     return "\n".join(parts) + "\n"
 
 
-def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, name: str | None = None) -> ReportPaths:
+def write_report(
+    runs_dir: str | Path, out_dir: str | Path | None = None, name: str | None = None, figures: bool = True
+) -> ReportPaths:
     """Read every record under ``runs_dir`` and write tables (CSV, Markdown, LaTeX), figures
     (PNG, PDF) and ``report.md`` into ``out_dir`` (default :func:`default_out_dir`).
+    ``figures=False`` leaves the figures folder as it is (report.md still links every figure).
 
     Raises :class:`ReportError` when ``runs_dir`` is missing or empty; malformed records are
     listed in ``ReportPaths.unreadable`` and in the failures table, the others still reported.
@@ -230,6 +233,6 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, name: 
         # ``sign`` (which way the metric is better) is the metric registry's, not a number the table measured
         data = data.drop(columns=["sign"], errors="ignore") if data is not None else None
         paths.tables[table_name] = write_table(table, out, table_name, caption, data)
-    paths.figures = make_figures(df, out / "figures")
+    paths.figures = make_figures(df, out / "figures", draw=figures)
     paths.report.write_text(_report_page(tables, paths.figures, out, paths.unreadable, runs_dir), encoding="utf-8")
     return paths

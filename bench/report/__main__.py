@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print one screen: tuned table, claim check, convergence, where the rest is (make demo)",
     )
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="tables and report.md only; figures already in OUT are left as they are (about twice as fast)",
+    )
     return parser
 
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import ReportError, write_report  # after argparse so --help stays fast
 
     try:
-        paths = write_report(args.runs_dir, args.out, args.name)
+        paths = write_report(args.runs_dir, args.out, args.name, figures=not args.no_figures)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
