@@ -189,8 +189,7 @@ def test_a_plugin_method_runs_and_appears_in_catalog_report_and_sweeps(toy_plugi
 
     report = python(
         ["-m", "bench.report", str(runs / "plugin"), "--out", str(tmp_path / "report"), "--no-figures"], env
-    )
-    report = report.stdout
+    ).stdout
     assert "| toy_short_prompt |" in report
     # one more process (each start imports torch): the catalog CLI, the YAML check, the every-method
     # sweep value, the figure colour and the speed benchmark's contenders, as seen with the plugin loaded
