@@ -160,7 +160,6 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(runs_root: Path) -> None:
             "model=tiny_bert",
             "task=synth_cls",
             "trainer=smoke",
-            "trainer.max_steps=30",
             f"runs_root={runs_root}",
             "sweep_name=par",
         ]
