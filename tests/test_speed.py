@@ -88,6 +88,13 @@ def test_contenders_timed(quick_run):
     for section in ("generation", "eval", "s2s_generation"):
         for name, stats in record["sections"][section]["methods"].items():
             assert positive(stats["tokens_per_s"]), (section, name)
+    for section in ("cls", "lm", "s2s"):  # training steps: tokens/s and what the step holds, per contender
+        for name, stats in record["sections"][section]["methods"].items():
+            if "error" in stats:
+                continue
+            assert positive(stats["tokens_per_s"]) and positive(stats["memory"]["peak"]), (section, name)
+            assert stats["memory"]["peak"] >= stats["memory"]["weights"] + stats["memory"]["saved"], (section, name)
+        assert record["sections"][section]["memory_ratios"], section
     for section, names in (
         ("generation", ["prefix_tuning", "p_tuning_v2"]),
         ("s2s_generation", ["prefix_tuning@decoder"]),

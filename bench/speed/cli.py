@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bench.models import model_spec
+from bench.models import model_spec, shared_shape_weights
 from bench.record import write_record
 from bench.speed.config import QUICK, SpeedConfig
 from bench.speed.eval_section import eval_section
@@ -92,7 +92,8 @@ def run_speed(cfg: SpeedConfig) -> dict[str, Any]:
     profile = None
     with quiet():
         for name in cfg.sections:
-            body = run_section(name, cfg, device, dtype)
+            with shared_shape_weights(device):  # a shape model's contenders share one random init, made on device
+                body = run_section(name, cfg, device, dtype)
             gc.collect()
             if body is not None:
                 sections[name] = body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from bench.measure import StepTimer
 from bench.models import load_model, model_config
 from bench.speed.config import LR, SpeedConfig, soft_methods
+from bench.speed.memory import step_memory
 
 
 def synthetic_batch(
@@ -106,7 +108,8 @@ def build_peft_classifier(model_name: str, method: str, cfg: SpeedConfig, device
     loaded = load_model(model_config(model_name), "classification")
     config = loaded.backbone.config
     config.num_labels, config.pad_token_id = 2, loaded.tokenizer.pad_token_id
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    with torch.device(device):  # initialised where it runs: a second of GPU time, not 7 s of CPU at RoBERTa-large
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
     # pooler/score weights absent from a bare backbone stay at their init: timing only
     model.base_model.load_state_dict(loaded.backbone.state_dict(), strict=False)
     return get_peft_model(model, peft_config(method, "SEQ_CLS", cfg)).to(device)
@@ -130,8 +133,9 @@ def speed_runtime(device: torch.device, dtype: torch.dtype, **settings: Any):
 
 def trainer_step(
     model: torch.nn.Module, device: torch.device, dtype: torch.dtype
-) -> tuple[Callable[[dict[str, torch.Tensor]], float], StepTimer]:
-    """The trainer's own step (:func:`bench.train.train_step`) as ``step(batch)``, and the timer it reports to.
+) -> tuple[Callable[[dict[str, torch.Tensor]], float], StepTimer, torch.optim.Optimizer]:
+    """The trainer's own step (:func:`bench.train.train_step`) as ``step(batch)``, the timer it reports to and
+    the optimizer it steps.
 
     A step is what the trainer does: forward, backward, clipping, the optimizer (the trainer's parameter
     groups), the scheduler and zero_grad.  It works for PEFT models too: any module whose forward takes
@@ -151,15 +155,31 @@ def trainer_step(
     def step(batch: dict[str, torch.Tensor]) -> float:
         return the_trainers_step(model, batch, optimizer, scheduler, runtime, timer)
 
-    return step, timer
+    return step, timer, optimizer
+
+
+@dataclass
+class StepRun:
+    """The trainer's step on one fixed batch, as a callable (what the step sections time), with what it trains."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[], float]
+
+    def __call__(self) -> float:
+        return self.step()
+
+    def memory(self, device: torch.device) -> dict[str, Any]:
+        """One more, untimed step: what it holds in memory, by part (:func:`bench.speed.memory.step_memory`)."""
+        return step_memory(self.model, self.optimizer, self.step, device)
 
 
 def train_step(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype
-) -> Callable[[], float]:
+) -> StepRun:
     """The trainer's step on one fixed batch: what the step sections time."""
-    step, _ = trainer_step(model, device, dtype)
-    return lambda: step(batch)
+    step, _, optimizer = trainer_step(model, device, dtype)
+    return StepRun(model, optimizer, lambda: step(batch))
 
 
 def generate_kwargs(cfg: SpeedConfig, tokenizer) -> dict[str, Any]:

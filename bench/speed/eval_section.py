@@ -150,7 +150,7 @@ def train_epoch(
     model, encoded: Encoded, splits: Splits, cfg: SpeedConfig, device: torch.device, dtype: torch.dtype
 ) -> Callable[[], None]:
     """One epoch of the trainer's steps, batched as the trainer batches (shuffled, length-grouped)."""
-    step, _ = trainer_step(model, device, dtype)
+    step, _, _ = trainer_step(model, device, dtype)
     epochs = iter(range(10**9))
 
     def run() -> None:

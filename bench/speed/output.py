@@ -103,13 +103,15 @@ def print_section(name: str, body: dict[str, Any]) -> None:
     if "error" in body:
         print(f"\n== {name}: n/a ({body['error']})")
         return
-    figures = {k: v for k, v in body.items() if k not in ("shapes", "methods", "ratios")}
+    figures = {k: v for k, v in body.items() if k not in ("shapes", "methods", "ratios", "memory_ratios")}
     print(f"\n== {name}: " + ", ".join(f"{k}={v}" for k, v in {**body.get("shapes", {}), **figures}.items()))
     if body.get("methods"):
         print_contenders(body["methods"])
     for key, ratio in body.get("ratios", {}).items():
         text = _fmt(ratio["value"]) + (f"  (IQR {ratio['iqr']:.3f})" if ratio.get("iqr") is not None else "")
         print(f"   ratio {key:38} {text if ratio['value'] is not None else 'n/a (' + ratio['na'] + ')'}")
+    for key, value in body.get("memory_ratios", {}).items():
+        print(f"   peak memory {key:32} {value:.3f}")
 
 
 def print_contenders(methods: dict[str, dict[str, Any]]) -> None:
@@ -124,10 +126,21 @@ def print_contenders(methods: dict[str, dict[str, Any]]) -> None:
             )
             continue
         extra = f"  {stats['tokens_per_s']} tok/s" if "tokens_per_s" in stats else ""
+        extra += memory_text(stats.get("memory"))
         print(
             f"   {contender:22} {stats['median_s']:9.4f} {stats['iqr_s']:8.4f} {stats['cpu_median_s']:8.3f} "
             f"{stats['n']:3d}  {stats['repeat_medians_s']}{extra}"
         )
+
+
+def memory_text(memory: dict[str, Any] | None) -> str:
+    """A contender's step memory as the table prints it: peak GB (how it was measured) and its parts."""
+    if not memory:
+        return ""
+    if "error" in memory:
+        return f"  peak memory n/a ({memory['error']})"
+    parts = "+".join(f"{memory[k] / 1e9:.2f}" for k in ("weights", "optimizer", "gradients", "saved"))
+    return f"  peak {memory['peak'] / 1e9:.2f} GB ({memory['peak_source']}; weights+optimizer+grads+saved {parts})"
 
 
 def print_targets(targets: dict[str, dict[str, Any]]) -> None:
@@ -141,16 +154,21 @@ def print_targets(targets: dict[str, dict[str, Any]]) -> None:
 
 
 def record_figures(record: dict[str, Any]) -> dict[str, float]:
-    """Every ratio, contender median/tokens-per-second and plain figure of one record, by ``section:key``."""
+    """Every ratio, contender median/tokens-per-second/peak memory and plain figure of one record, by
+    ``section:key``."""
     values: dict[str, float] = {}
     for section, body in record["sections"].items():
         for key, ratio in body.get("ratios", {}).items():
             if ratio.get("value") is not None:
                 values[f"{section}:{key}"] = ratio["value"]
+        for key, value in body.get("memory_ratios", {}).items():
+            values[f"{section}:peak_memory:{key}"] = value
         for name, stats in body.get("methods", {}).items():
             for figure in ("median_s", "tokens_per_s"):
                 if stats.get(figure) is not None:
                     values[f"{section}:{name}:{figure}"] = stats[figure]
+            if stats.get("memory", {}).get("peak"):
+                values[f"{section}:{name}:peak_bytes"] = stats["memory"]["peak"]
         for key, value in body.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values[f"{section}:{key}"] = value

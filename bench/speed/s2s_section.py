@@ -23,8 +23,8 @@ from bench.speed.contenders import (
     seq2seq_batch,
     train_step,
 )
-from bench.speed.sections import ours_generation, timed_generation
-from bench.speed.timing import Contender, guarded, paired_ratio, round_robin, timing_results
+from bench.speed.sections import ours_generation, step_section, timed_generation
+from bench.speed.timing import Contender, guarded, paired_ratio
 
 SEQ2SEQ_PEFT_TASK = "SEQ_2_SEQ_LM"
 
@@ -49,11 +49,8 @@ def s2s_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> d
     soft, full = s2s_contenders(), full_method()
     contenders = [guarded(name, lambda m=m, o=o: ours(m, o)) for name, (m, o) in {**soft, full: (full, {})}.items()]
     contenders += [guarded(f"peft_{m}", lambda m=m: peft(m)) for m in sorted(set(s2s_peft_pairs().values()))]
-    times = round_robin(contenders, cfg.warmup, cfg.steps, cfg.repeats, device)
-    results, errors = timing_results(contenders, times)
     pairs = [(ours_name, f"peft_{m}") for ours_name, m in s2s_peft_pairs().items()]
     pairs += [(name, full) for name in soft]
-    ratios = {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in pairs}
     shapes = {
         "model": cfg.s2s_model,
         "batch": cfg.batch,
@@ -61,7 +58,11 @@ def s2s_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> d
         "target_length": cfg.s2s_target_length,
         "virtual": cfg.virtual,
     }
-    return {"shapes": shapes, "methods": results, "ratios": ratios}
+
+    def ratios(times: dict, errors: dict[str, str]) -> dict[str, dict[str, Any]]:
+        return {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in pairs}
+
+    return step_section(contenders, cfg, device, shapes, ratios, pairs)
 
 
 def s2s_generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:

@@ -28,8 +28,10 @@ from bench.speed.contenders import (
     synthetic_batch,
     train_step,
 )
+from bench.speed.memory import measure_memory, memory_ratios
 from bench.speed.timing import (
     Contender,
+    add_tokens_per_s,
     guarded,
     overhead_key,
     overhead_ratio,
@@ -55,22 +57,44 @@ def cls_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> d
 
     contenders = [guarded(m, lambda m=m: ours(m)) for m in step_methods()]
     contenders += [guarded(f"peft_{m}", lambda m=m: peft(m)) for m in peft_methods()]
-    times = round_robin(contenders, cfg.warmup, cfg.steps, cfg.repeats, device)
-    results, errors = timing_results(contenders, times)
     shapes = {"model": cfg.cls_model, "batch": cfg.batch, "length": cfg.length, "virtual": cfg.virtual}
-    return {"shapes": shapes, "methods": results, "ratios": cls_ratios(times, errors)}
+    return step_section(contenders, cfg, device, shapes, cls_ratios, cls_pairs())
 
 
-def cls_ratios(times: dict, errors: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Each soft method against the references (full fine-tuning, head-only) and PEFT; PEFT against full
-    fine-tuning; each method declaring an ``overhead_bound`` against the methods it names."""
-    from methods import METHODS
+def step_section(
+    contenders: list[Contender],
+    cfg: SpeedConfig,
+    device: torch.device,
+    shapes: dict[str, Any],
+    ratios: Callable[[dict, dict[str, str]], dict[str, dict[str, Any]]],
+    pairs: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """Time training-step contenders round-robin, then measure each one's step memory: per contender the
+    median step, tokens/s (``shapes``' batch x length real tokens) and peak memory; ``ratios(times, errors)``
+    of the step times and the peak-memory ratios of ``pairs``."""
+    times = round_robin(contenders, cfg.warmup, cfg.steps, cfg.repeats, device)
+    measure_memory(contenders, device)
+    results, errors = timing_results(contenders, times)
+    add_tokens_per_s(results, shapes["batch"] * shapes["length"])
+    body = {"shapes": shapes, "methods": results, "ratios": ratios(times, errors)}
+    body["memory_ratios"] = memory_ratios(results, pairs)
+    return body
 
+
+def cls_pairs() -> list[tuple[str, str]]:
+    """(a, b) pairs of the cls section's ``a/b`` ratios: each soft method against PEFT and the references,
+    head-only and PEFT against full fine-tuning."""
     full, frozen = full_method(), frozen_method()
     pairs = [(m, f"peft_{m}") for m in peft_methods()]
     pairs += [(m, reference) for m in soft_methods() for reference in (full, frozen)]
-    pairs += [(frozen, full)] + [(f"peft_{m}", full) for m in peft_methods()]
-    ratios = {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in pairs}
+    return pairs + [(frozen, full)] + [(f"peft_{m}", full) for m in peft_methods()]
+
+
+def cls_ratios(times: dict, errors: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each pair of :func:`cls_pairs`; each method declaring an ``overhead_bound`` against the methods it names."""
+    from methods import METHODS
+
+    ratios = {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in cls_pairs()}
     for method, cls in METHODS.items():
         if cls.overhead_bound:
             ratios[overhead_key(method, cls.overhead_bound)] = overhead_ratio(times, errors, method, cls.overhead_bound)
@@ -78,24 +102,39 @@ def cls_ratios(times: dict, errors: dict[str, str]) -> dict[str, dict[str, Any]]
 
 
 def lm_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """LM-loss training step on the decoder: ours vs PEFT (the LM head is a large, equal share)."""
-    loaded = load_model(model_config(cfg.lm_model), "generation")  # one frozen backbone for our methods
-    batch = synthetic_batch(loaded.backbone.config.vocab_size, cfg.lm_batch, cfg.lm_length, device, lm=True)
+    """LM-loss training step on the decoder: ``--lm-methods`` (each on its own load: full fine-tuning,
+    head-only and LoRA change the backbone they get) vs PEFT, and vs full fine-tuning when it is one of them."""
+    model_cfg = model_config(cfg.lm_model)
+    vocab = load_model(model_cfg, "generation").backbone.config.vocab_size
+    batch = synthetic_batch(vocab, cfg.lm_batch, cfg.lm_length, device, lm=True)
     with_peft = [m for m in cfg.lm_methods if m in peft_methods()]
 
     def ours(method: str) -> Callable[[], float]:
-        return train_step(build_ours(loaded, method, "generation", cfg, device), batch, device, dtype)
+        model = build_ours(load_model(model_cfg, "generation"), method, "generation", cfg, device)
+        return train_step(model, batch, device, dtype)
 
     def peft(method: str) -> Callable[[], float]:
         return train_step(build_peft_lm(cfg.lm_model, method, cfg, device), batch, device, dtype)
 
     contenders = [guarded(m, lambda m=m: ours(m)) for m in cfg.lm_methods]
     contenders += [guarded(f"peft_{m}", lambda m=m: peft(m)) for m in with_peft]
-    times = round_robin(contenders, cfg.warmup, cfg.steps, cfg.repeats, device)
-    results, errors = timing_results(contenders, times)
-    ratios = {f"{m}/peft_{m}": paired_ratio(times, errors, (m, f"peft_{m}")) for m in with_peft}
+    pairs = lm_pairs(cfg.lm_methods, with_peft)
     shapes = {"model": cfg.lm_model, "batch": cfg.lm_batch, "length": cfg.lm_length, "virtual": cfg.virtual}
-    return {"shapes": shapes, "methods": results, "ratios": ratios}
+
+    def ratios(times: dict, errors: dict[str, str]) -> dict[str, dict[str, Any]]:
+        return {f"{a}/{b}": paired_ratio(times, errors, (a, b)) for a, b in pairs}
+
+    return step_section(contenders, cfg, device, shapes, ratios, pairs)
+
+
+def lm_pairs(methods: tuple[str, ...], with_peft: list[str]) -> list[tuple[str, str]]:
+    """(a, b) pairs of the LM section's ratios: ours against PEFT, and every contender against full
+    fine-tuning when full fine-tuning is among ``methods``."""
+    full = full_method()
+    pairs = [(m, f"peft_{m}") for m in with_peft]
+    if full in methods:
+        pairs += [(name, full) for name in (*methods, *(f"peft_{m}" for m in with_peft)) if name != full]
+    return pairs
 
 
 def generation_section(cfg: SpeedConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
@@ -114,9 +153,7 @@ def timed_generation(
     contenders = build_contenders(cfg, base, batch, kwargs, device, dtype)
     times = round_robin(contenders, 1, cfg.gen_steps, cfg.repeats, device)
     results, errors = timing_results(contenders, times)
-    for body in results.values():
-        if "median_s" in body:
-            body["tokens_per_s"] = round(cfg.gen_batch * cfg.new_tokens / body["median_s"], 2)
+    add_tokens_per_s(results, cfg.gen_batch * cfg.new_tokens)
     ratios = {f"{c.name}/base": paired_ratio(times, errors, (c.name, "base")) for c in contenders[1:]}
     shapes = {
         "model": model_name,

@@ -168,3 +168,10 @@ def overhead_ratio(times: dict, errors: dict[str, str], method: str, parts: tupl
     per_round = [v for v in per_round if v == v]
     q1, _, q3 = quartiles(per_round) if per_round else (value, value, value)
     return {"value": round(value, 4), "iqr": round(q3 - q1, 4), "n": len(times[floor]["wall"])}
+
+
+def add_tokens_per_s(results: dict[str, dict[str, Any]], tokens: int) -> None:
+    """``tokens_per_s`` of every timed contender: ``tokens`` (real ones, per call) over its median call."""
+    for body in results.values():
+        if body.get("median_s"):
+            body["tokens_per_s"] = round(tokens / body["median_s"], 2)
