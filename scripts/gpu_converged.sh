@@ -8,13 +8,13 @@
 # times are therefore contended: the records' scores are what this check is for, not their throughput.
 # Everything lands in OUT (the device tool returns at most 8 files): the log, records.tgz (every run folder
 # without weights or checkpoints, the protocol's per-method logs), and the shapes check's own files.
-# Environment: PY (default .venv/bin/python), PROTOCOL_S (the protocol's wall-clock limit, default 460),
-#   DEADLINE_S (the shapes check gets what is left of it, default 570 s after the start), METHODS (default:
+# Environment: PY (default .venv/bin/python), PROTOCOL_S (the protocol's wall-clock limit, default 440),
+#   DEADLINE_S (the shapes check gets what is left of it, default 575 s after the start), METHODS (default:
 #   every registered method), EXTRA (overrides for every run, e.g. "device=cpu trainer.epochs=1" for a dry check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_converged.sh OUT}
-PY=${PY:-.venv/bin/python}
+export PY=${PY:-.venv/bin/python}  # scripts/gpu_shapes.sh reads it too
 RUNS=${RUNS:-/tmp/gpu_runs}
 mkdir -p "$OUT" "$RUNS/logs"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -40,7 +40,7 @@ run_protocols() {  # one protocol process per method, all at once; each is resum
   read -r -a extra <<< "${EXTRA:-}"
   local pids=()
   for method in $METHODS; do
-    timeout --signal=TERM --kill-after=20 "${PROTOCOL_S:-460}" "$PY" -m bench.protocol gpu_ner_converged \
+    timeout --signal=TERM --kill-after=20 "${PROTOCOL_S:-440}" "$PY" -m bench.protocol gpu_ner_converged \
       --methods "$method" "runs_root=$RUNS" hydra/launcher=local_parallel hydra.launcher.n_jobs=3 "${extra[@]}" \
       > "$RUNS/logs/protocol_$method.log" 2>&1 &
     pids+=($!)
@@ -60,7 +60,7 @@ run_protocols() {  # one protocol process per method, all at once; each is resum
   echo "gpu-converged: protocol stage done in $((SECONDS - start)) s"
   tar czf "$OUT/records.tgz" -C "$RUNS" --exclude='*.safetensors' --exclude='*.pt' --exclude='checkpoint*' --exclude='.hydra' .
   if [[ -x scripts/gpu_shapes.sh ]]; then
-    timeout "$(( ${DEADLINE_S:-570} - SECONDS > 10 ? ${DEADLINE_S:-570} - SECONDS : 10 ))" scripts/gpu_shapes.sh "$RUNS/shapes" || echo "gpu-converged: shapes exited $?"
+    timeout "$(( ${DEADLINE_S:-575} - SECONDS > 10 ? ${DEADLINE_S:-575} - SECONDS : 10 ))" scripts/gpu_shapes.sh "$RUNS/shapes" || echo "gpu-converged: shapes exited $?"
     tar czf "$OUT/shapes.tgz" -C "$RUNS" shapes
   fi
   echo "gpu-converged: done in $SECONDS s"
