@@ -10,7 +10,7 @@
 # without weights or checkpoints, the protocol's per-method logs), and the shapes check's own files.
 # Environment: PY (default .venv/bin/python), PROTOCOL_S (the protocol's wall-clock limit, default 440),
 #   DEADLINE_S (the shapes check gets what is left of it, default 575 s after the start), METHODS (default:
-#   every registered method), EXTRA (overrides for every run, e.g. "device=cpu trainer.epochs=1" for a dry check).
+#   every registered method), SKIP_SHAPES (set: no shapes check), RUNS (records already made: resumed), EXTRA (overrides for every run, e.g. "device=cpu trainer.epochs=1" for a dry check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_converged.sh OUT}
@@ -63,7 +63,7 @@ run_protocols() {  # one protocol process per method, all at once; each is resum
   run_protocols
   echo "gpu-converged: protocol stage done in $((SECONDS - start)) s"
   tar czf "$OUT/records.tgz" -C "$RUNS" --exclude='*.safetensors' --exclude='*.pt' --exclude='checkpoint*' --exclude='.hydra' .
-  if [[ -x scripts/gpu_shapes.sh ]]; then
+  if [[ -x scripts/gpu_shapes.sh && -z "${SKIP_SHAPES:-}" ]]; then
     timeout "$(( ${DEADLINE_S:-575} - SECONDS > 10 ? ${DEADLINE_S:-575} - SECONDS : 10 ))" scripts/gpu_shapes.sh "$RUNS/shapes" || echo "gpu-converged: shapes exited $?"
     tar czf "$OUT/shapes.tgz" -C "$RUNS" shapes
   fi
