@@ -128,13 +128,14 @@ def _head_section(export: ExportFacts) -> str:
 
 def _loading_section(export: ExportFacts) -> str:
     auto = AUTO_CLASSES[export.task_type]
-    labels = ""
+    labels, arguments = "", ""
     if export.head is not None and export.label_names:
-        id2label = dict(enumerate(export.label_names))
-        labels = f", id2label={id2label!r}, label2id={ {v: k for k, v in id2label.items()}!r}"
+        labels = f"id2label = {dict(enumerate(export.label_names))!r}\n"
+        arguments = ", id2label=id2label, label2id={name: i for i, name in id2label.items()}"
     code = (
         f"from peft import {auto}\nfrom transformers import AutoTokenizer\n\n"
-        f'path = "<this folder or its Hub repository>"\nmodel = {auto}.from_pretrained(path{labels}).eval()\n'
+        f'path = "<this folder or its Hub repository>"\n{labels}'
+        f"model = {auto}.from_pretrained(path{arguments}).eval()\n"
         "tokenizer = AutoTokenizer.from_pretrained(path)"
     )
     lines = ["## Loading", "", "```python", code, "```"]

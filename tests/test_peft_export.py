@@ -296,10 +296,9 @@ def test_a_head_peft_cannot_hold_stays_out_and_says_why(
 
 def test_save_adapter_writes_a_hub_ready_folder(tmp_path: Path) -> None:
     """A real smoke run (LoRA, tiny BERT, synthetic NER) whose model.hub_id names a saved copy of its base:
-    the folder carries the Hub metadata and the run's card, and AutoPeftModelForTokenClassification,
-    with the folder's own tokenizer, predicts what the run's adapter/ predicts."""
-    from peft import AutoPeftModelForTokenClassification
-    from transformers import AutoTokenizer
+    the folder carries the Hub metadata and the run's card, whose loading code (AutoPeftModelForTokenClassification
+    with the labels, the folder's own tokenizer) predicts what the run's adapter/ predicts."""
+    from peft import PeftModelForTokenClassification
 
     from bench.runner import execute
     from bench.tasks import load_task
@@ -329,8 +328,11 @@ def test_save_adapter_writes_a_hub_ready_folder(tmp_path: Path) -> None:
     method = get_method("lora").from_dict({k: v for k, v in config["method"].items() if k != "name"})
     ours = AdaptedModel(loaded.backbone, method, "token_classification", num_labels=len(names)).eval()
     ours.load_adapter(tmp_path / "run" / "adapter")
-    theirs = auto_peft(AutoPeftModelForTokenClassification, folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))  # pads right, as saved
+    snippet = text.split("```python\n")[1].split("```")[0]  # the card's loading code, run as written
+    scope: dict = {}
+    exec(snippet.replace("<this folder or its Hub repository>", str(folder)), scope)  # noqa: S102 — our own card
+    theirs, tokenizer = scope["model"], scope["tokenizer"]  # the folder's tokenizer pads right, as saved
+    assert isinstance(theirs, PeftModelForTokenClassification) and tokenizer.padding_side == "right"
     inputs = dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
     with torch.no_grad():
         assert_same_predictions(ours(**inputs).logits, theirs(**inputs).logits, inputs["attention_mask"].bool())
