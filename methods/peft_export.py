@@ -37,6 +37,7 @@ import copy
 import importlib
 import inspect
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,15 +147,15 @@ def _head_mismatch(model: Any, task_type: str) -> str | None:
             f"PEFT's {task_type} prefix path needs a `past_key_values` argument in the task model's forward, "
             "which this transformers version does not name so"
         )
-    if task_type == "SEQ_CLS" and model.pooling != "pooler":
-        return (
-            "BertForSequenceClassification reads its pooler (dense + tanh) on the first token; this run's head "
-            f"read the hidden state itself (model.pooling={model.pooling}): train with model.pooling=pooler"
-        )
     if task_type == "SEQ_CLS" and model.num_virtual_tokens:
         return (
             "PEFT puts the virtual tokens first, where BertForSequenceClassification's pooler reads; "
             "our head reads the first real token"
+        )
+    if task_type == "SEQ_CLS" and model.pooling != "pooler":
+        return (
+            "BertForSequenceClassification reads its pooler (dense + tanh) on the first token; this run's head "
+            f"read the hidden state itself (model.pooling={model.pooling}): train with model.pooling=pooler"
         )
     return None
 
@@ -302,7 +303,9 @@ def export_peft(
     build = _lora if getattr(model.backbone, "peft_config", None) else _prompt_learning
     with torch.no_grad():
         config, tensors = build(model, plan.task_type)
-        peft_model = get_peft_model(_task_model(model, plan.task_type, base_model, label_names), config)
+        with warnings.catch_warnings():  # PEFT 0.21 reads a property transformers 5.2x deprecates: not ours to fix
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            peft_model = get_peft_model(_task_model(model, plan.task_type, base_model, label_names), config)
         _assign(peft_model, model, plan, tensors)
     peft_type = str(config.peft_type.value)
     facts = ExportFacts(
@@ -319,7 +322,9 @@ def export_peft(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "README.md").write_text(render_card(facts, run))
     _save_beside(directory, model, tokenizer, label_names)
-    peft_model.save_pretrained(str(directory))  # the adapter, its config and PEFT's card metadata
+    # the adapter, its config and PEFT's card metadata; no embedding layers: no method we export trains or
+    # resizes them, and PEFT's "auto" would ask the Hub for the base model's config to find out
+    peft_model.save_pretrained(str(directory), save_embedding_layers=False)
     if not base_model:
         _without_empty_base(directory)
     entry = {"peft": True, "peft_path": directory.name, "peft_type": peft_type, "task_type": plan.task_type}
