@@ -4,6 +4,7 @@ over :class:`RunFacts`; methods/peft_export.py :class:`ExportFacts`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 # PEFT's task type -> the AutoPeftModel class that loads it, and the Hub's pipeline tag
@@ -128,14 +129,16 @@ def _head_section(export: ExportFacts) -> str:
 
 def _loading_section(export: ExportFacts) -> str:
     auto = AUTO_CLASSES[export.task_type]
-    labels, arguments = "", ""
+    load = f"model = {auto}.from_pretrained(path).eval()\n"
     if export.head is not None and export.label_names:
-        labels = f"id2label = {dict(enumerate(export.label_names))!r}\n"
-        arguments = ", id2label=id2label, label2id={name: i for i, name in id2label.items()}"
+        names = ", ".join(f"{index}: {json.dumps(name)}" for index, name in enumerate(export.label_names))
+        load = (
+            f"id2label = {{{names}}}\nmodel = {auto}.from_pretrained(\n"
+            "    path, id2label=id2label, label2id={name: i for i, name in id2label.items()}\n).eval()\n"
+        )
     code = (
         f"from peft import {auto}\nfrom transformers import AutoTokenizer\n\n"
-        f'path = "<this folder or its Hub repository>"\n{labels}'
-        f"model = {auto}.from_pretrained(path{arguments}).eval()\n"
+        f'path = "<this folder or its Hub repository>"\n{load}'
         "tokenizer = AutoTokenizer.from_pretrained(path)"
     )
     lines = ["## Loading", "", "```python", code, "```"]
