@@ -400,7 +400,7 @@ def _export_peft(
         scores={split: values for split, values in scores.items() if values},
         primary_metric=task.primary_metric,
         identity={
-            "record": "../result.json (beside this folder in the run's directory)",
+            "record": "../result.json",  # the export sits in the run's folder, beside its record
             "run": run_label(provenance["config"], record.get("hparams")),
             "config_hash": str(provenance["config_hash"]),
             "git": f"{provenance['git_sha']}{' (uncommitted changes)' if provenance.get('git_dirty') else ''}",
