@@ -245,7 +245,7 @@ def _conditions(model: Any, peft_type: str, task_type: str) -> tuple[str, ...]:
     saved = "left, for generation" if task_type == "CAUSAL_LM" else "right"
     padding = f"unpadded or right-padded inputs (the saved tokenizer pads {saved})"
     conditions = [padding]
-    if model.causal:
+    if model.causal and peft_type == "LORA":  # prompt learning adds N positions PEFT numbers itself
         conditions.append("left padding: pass `position_ids = attention_mask.cumsum(-1) - 1` (ours follow the mask)")
     if peft_type == "PROMPT_TUNING" and task_type == "FEATURE_EXTRACTION" and "token_type_ids" in model.accepts:
         conditions.append("no `token_type_ids` (PEFT's feature-extraction path drops them; ours keep them)")
@@ -303,6 +303,7 @@ def export_peft(
     build = _lora if getattr(model.backbone, "peft_config", None) else _prompt_learning
     with torch.no_grad():
         config, tensors = build(model, plan.task_type)
+        config.base_model_name_or_path = base_model  # None: PEFT looks for one, finds none
         with warnings.catch_warnings():  # PEFT 0.21 reads a property transformers 5.2x deprecates: not ours to fix
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
             peft_model = get_peft_model(_task_model(model, plan.task_type, base_model, label_names), config)
