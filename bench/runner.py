@@ -35,6 +35,7 @@ from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-exported for bench.speed
     DistributedConfig,
+    ModelConfig,
     RunConfigError,
     SettingsError,
     check_run_settings,
@@ -374,10 +375,38 @@ def _run_here(config: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> 
     _fill_record(record, result, task)
     record["provenance"]["base_weights_sha256"] = {"before": before, "after": base_weights_sha256(model)}
     if config.get("save_adapter") and (runtime.group is None or runtime.group.rank == 0):
-        from methods.peft_export import PEFT_DIR, export_peft
-
         model.save_adapter(run_dir / "adapter")
-        record["adapter"] = {"path": "adapter", **export_peft(model, run_dir / PEFT_DIR)}
+        record["adapter"] = {"path": "adapter", **_export_peft(model, run_dir, record, checked.model, loaded, task)}
+
+
+def _export_peft(
+    model: Any, run_dir: Path, record: dict[str, Any], spec: ModelConfig, loaded: Any, task: Any
+) -> dict[str, Any]:
+    """``<run>/peft/``: the Hub-ready PEFT folder (its card reports this run's scores and identity); the
+    record's ``adapter`` entry."""
+    from bench.models import HUB_RELATION
+    from methods.model_card import RunFacts
+    from methods.peft_export import PEFT_DIR, export_peft
+
+    metrics, provenance = record["metrics"], record["provenance"]
+    scores = {"validation": metrics.get("best"), **{split: metrics.get(split) for split in REPORT_SPLITS}}
+    facts = RunFacts(
+        method=record["method"],
+        model=spec.name,
+        task=task.name,
+        seed=record.get("seed"),
+        weights=loaded.weights_id,
+        base_note=HUB_RELATION[spec.source],
+        scores={split: values for split, values in scores.items() if values},
+        primary_metric=task.primary_metric,
+        identity={
+            "record": "../result.json",  # the export sits in the run's folder, beside its record
+            "run": run_label(provenance["config"], record.get("hparams")),
+            "config_hash": str(provenance["config_hash"]),
+            "git": f"{provenance['git_sha']}{' (uncommitted changes)' if provenance.get('git_dirty') else ''}",
+        },
+    )
+    return export_peft(model, run_dir / PEFT_DIR, spec.hub_id, loaded.tokenizer, task.label_names, facts)
 
 
 def base_weights_sha256(model) -> str:

@@ -43,10 +43,10 @@ CLAIM = (
     ("prefix_tuning", "<", "p_tuning_v2"),
     ("p_tuning_v2", "≈", "full_finetune"),
 )
-# The shared machinery, not methods: left to whoever needs it. Every module below except registry and
-# virtual imports torch (model/injection/peft_export transformers or safetensors too); method files import
+# The shared machinery, not methods: left to whoever needs it. Every module below except registry, virtual
+# and model_card imports torch (model/injection/peft_export transformers or safetensors too); method files import
 # none of them at module level, so importing this package (the registry) loads no torch.
-SUPPORT = ("registry", "virtual", "soft_prompt", "injection", "model", "seq2seq", "peft_export")
+SUPPORT = ("registry", "virtual", "soft_prompt", "injection", "model", "seq2seq", "peft_export", "model_card")
 
 
 class PluginError(ImportError):
