@@ -190,7 +190,7 @@ def load_shape(cfg: ModelConfig, causal_lm: bool) -> LoadedModel:
     device, built = _SHARED_SHAPES
     key = (cfg.name, cfg.init_seed, causal_lm, cfg.seq2seq, repr(config.to_dict()))
     if key not in built:
-        with torch.device(device):  # on a GPU the random init takes well under a second, not 27 s on a CPU
+        with torch.device(device):  # on a GPU the init is a few kernels per tensor, not 27 s of one CPU thread
             built[key] = _random_model(cfg, config, tokenizer, causal_lm).backbone
     return _with_tokenizer(cfg, share_weights(built[key]), tokenizer, f"random:{cfg.init_seed}@{device}")
 

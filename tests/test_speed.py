@@ -31,7 +31,8 @@ def expected_ratios() -> dict[str, list[str]]:
         "cls": [f"{m}/{ref}" for m in soft for ref in (FULL, FROZEN)]
         + [f"{m}/peft_{m}" for m in peft]
         + [f"peft_{m}/{FULL}" for m in peft]
-        + [f"{FROZEN}/{FULL}", "p_tuning_v2_overhead/(prompt+prefix)"],
+        + [f"{m}/{FULL}" for m in speed.step_methods() if m not in soft and m != FULL]  # head-only, LoRA
+        + ["p_tuning_v2_overhead/(prompt+prefix)"],
         "lm": ["prefix_tuning/peft_prefix_tuning"],
         "generation": [f"{m}/base" for m in soft] + ["peft_prefix_tuning/base"],
         "eval": ["eval/head_only_train", "sorted/file_order_generation"],

@@ -10,8 +10,9 @@ own parts, each counted from the tensors themselves:
 * ``saved``: the tensors autograd saves for backward during the forward (activations; weights excluded),
   the part a frozen backbone shrinks, since only what the input gradients need is saved.
 
-``accounted_peak = weights + optimizer + gradients + saved`` bounds the step's peak from above up to the
-temporaries of single ops.  On CUDA the allocator measures the step instead:
+``accounted_peak = weights + optimizer + gradients + saved`` counts activations and gradients as if alive at
+once (backward frees the first as it makes the second) and leaves out the temporaries of single ops.  On
+CUDA the allocator measures the step instead:
 ``cuda_peak = weights + optimizer + (max allocated during the step - allocated before it)``, which adds the
 temporaries (the optimizer's foreach buffers, autocast's bf16 copies) and is the figure reported there.
 """

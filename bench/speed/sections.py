@@ -83,11 +83,12 @@ def step_section(
 
 def cls_pairs() -> list[tuple[str, str]]:
     """(a, b) pairs of the cls section's ``a/b`` ratios: each soft method against PEFT and the references,
-    head-only and PEFT against full fine-tuning."""
+    every other baseline (head-only, LoRA) and PEFT against full fine-tuning."""
     full, frozen = full_method(), frozen_method()
     pairs = [(m, f"peft_{m}") for m in peft_methods()]
     pairs += [(m, reference) for m in soft_methods() for reference in (full, frozen)]
-    return pairs + [(frozen, full)] + [(f"peft_{m}", full) for m in peft_methods()]
+    pairs += [(m, full) for m in step_methods() if m not in soft_methods() and m != full]
+    return pairs + [(f"peft_{m}", full) for m in peft_methods()]
 
 
 def cls_ratios(times: dict, errors: dict[str, str]) -> dict[str, dict[str, Any]]:
