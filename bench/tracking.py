@@ -25,6 +25,7 @@ import json
 import math
 import netrc
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -222,16 +223,13 @@ def _hparam_info(name: str, values: list[Any]) -> Any:
     return info  # mixed kinds (null in one run, a number in another): no type, no domain
 
 
-EXPERIMENT_SUFFIX = ".sweep"
-"""The file name ending of the sweep's HParams experiment event file (the only file rewritten in place)."""
-
-
 def update_experiment(folder: Path, params: Mapping[str, Any], metrics: list[str]) -> dict[str, Any]:
     """Merge a run's hyperparameters and result metrics into its sweep's HParams experiment; return the union.
 
-    TensorBoard reads one experiment definition per log root (the first it meets), so a sweep keeps exactly
-    one: the union so far sits in ``experiment.json``, and each update, under an exclusive lock on it (runs
-    of one sweep may end at once, in several processes), writes a new event file and removes the old one."""
+    TensorBoard takes one experiment definition per log root (the first it meets) and reads a tag's definition
+    once, so a sweep keeps exactly one, and each update replaces its folder: the union so far sits in
+    ``experiment.json``; under an exclusive lock (runs of one sweep may end at once, in several processes)
+    an update writes ``hparams-<n+1>/`` and removes ``hparams-<n>/``, which a running TensorBoard drops."""
     from tensorboard.plugins.hparams import api_pb2, metadata
     from torch.utils.tensorboard.writer import FileWriter
 
@@ -239,23 +237,24 @@ def update_experiment(folder: Path, params: Mapping[str, Any], metrics: list[str
     with open(folder / "experiment.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         path = folder / "experiment.json"
-        union = json.loads(path.read_text()) if path.exists() else {"hparams": {}, "metrics": []}
+        union = json.loads(path.read_text()) if path.exists() else {"version": 0, "hparams": {}, "metrics": []}
         for key, value in params.items():
             seen = union["hparams"].setdefault(key, [])
             seen.extend([] if value in seen else [value])
         union["metrics"] = sorted(set(union["metrics"]) | set(metrics))
-        path.with_suffix(".tmp").write_text(json.dumps(union, indent=1))
-        path.with_suffix(".tmp").replace(path)
-        old = list(folder.glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"))
+        union["version"] += 1
         experiment = api_pb2.Experiment(
             hparam_infos=[_hparam_info(key, values) for key, values in sorted(union["hparams"].items())],
             metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m), display_name=m) for m in union["metrics"]],
         )
-        writer = FileWriter(str(folder), filename_suffix=EXPERIMENT_SUFFIX)
+        writer = FileWriter(str(folder / f"hparams-{union['version']}"))
         writer.add_summary(_hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment))
         writer.close()
-        for file in old:
-            file.unlink(missing_ok=True)
+        path.with_suffix(".tmp").write_text(json.dumps(union, indent=1))
+        path.with_suffix(".tmp").replace(path)
+        for old in folder.glob("hparams-*"):
+            if old.name != f"hparams-{union['version']}":
+                shutil.rmtree(old, ignore_errors=True)
     return union
 
 

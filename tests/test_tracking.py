@@ -184,8 +184,8 @@ def test_tensorboard_one_experiment_per_sweep_and_a_session_group_per_setting(tm
     from tensorboard.plugins.hparams import api_pb2, metadata
 
     records = tiny_sweep(tmp_path, SWEEP, "logger=tensorboard")
-    root = tmp_path / "runs" / "grp" / "tensorboard"
-    assert len(list(root.glob("events.out.tfevents.*"))) == 1  # rewritten, never a second definition
+    (root,) = (tmp_path / "runs" / "grp" / "tensorboard").glob("hparams-*")  # replaced, never a second definition
+    assert root.name == f"hparams-{2 * len(SWEEP)}"  # each run updated it as it started and as it ended
     experiment = metadata.parse_experiment_plugin_data(_hparams_plugin(root)[metadata.EXPERIMENT_TAG])
     infos = {info.name: info for info in experiment.hparam_infos}
     assert {"method.num_virtual_tokens", "method.r", "method.name", "trainer.lr"} <= set(infos)  # every method's keys
@@ -307,11 +307,9 @@ def test_concurrent_experiment_updates_keep_every_key_in_one_definition(tmp_path
     keys = [f"k{i}" for i in range(6)]
     with multiprocessing.get_context("fork").Pool(3) as pool:  # runs of one sweep ending at once
         pool.starmap(_update, [(str(tmp_path), key) for key in keys])
-    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
-    experiment = metadata.parse_experiment_plugin_data(_hparams_plugin(tmp_path)[metadata.EXPERIMENT_TAG])
+    (folder,) = tmp_path.glob("hparams-*")
+    experiment = metadata.parse_experiment_plugin_data(_hparams_plugin(folder)[metadata.EXPERIMENT_TAG])
     infos = {info.name: info for info in experiment.hparam_infos}
-    assert (
-        set(infos) == {*keys, "shared"}
-        and sorted(infos["shared"].domain_discrete.values[i].string_value for i in range(6)) == keys
-    )
+    assert set(infos) == {*keys, "shared"}
+    assert sorted(value.string_value for value in infos["shared"].domain_discrete.values) == keys
     assert {info.name.tag for info in experiment.metric_infos} == {f"final/{key}" for key in keys}
