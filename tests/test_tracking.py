@@ -21,7 +21,7 @@ from bench.identity import run_dir, setting_label
 from bench.record import read_record
 from bench.runner import execute, run_point
 from bench.tracking import TRACKERS, TrackingError, eval_values, make_tracker, summary_values, sweep_parent
-from tests.conftest import CONF, group_choices
+from tests.conftest import CONF, ROOT, group_choices
 from tests.test_identity import job
 from tests.test_runner import run_config
 
@@ -313,3 +313,17 @@ def test_concurrent_experiment_updates_keep_every_key_in_one_definition(tmp_path
     assert set(infos) == {*keys, "shared"}
     assert sorted(value.string_value for value in infos["shared"].domain_discrete.values) == keys
     assert {info.name.tag for info in experiment.metric_infos} == {f"final/{key}" for key in keys}
+
+
+def test_the_mlflow_extra_installs_what_mlflow_ui_needs() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [Requirement(r).name for r in extras["mlflow"]] == ["mlflow"]  # the full package, not mlflow-skinny
+    pytest.importorskip("flask", reason="mlflow-skinny is installed here, not the 'mlflow' extra: no server, no UI")
+    import mlflow
+    import mlflow.server  # noqa: F401 — what `mlflow ui` starts
+
+    assert (Path(mlflow.__file__).parent / "server" / "js" / "build" / "index.html").is_file()  # the web UI
