@@ -56,6 +56,9 @@ DATA_KEYS = ("task.data_dir",)
 # taken, so its values enter as what they change (bench.identity.apply_per_method).
 PER_METHOD = "per_method"
 GROUPS_IN_PATH = ("method", "model", "task")
+REPEAT = "seed"
+"""The setting a run repeats: a run is its setting plus this key. The report averages a setting's runs over it
+and the trackers group them by what is left (:func:`setting_label`, :func:`setting_hash`)."""
 SLUG_MAX = 64
 SAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 LOCK_NAME = "run.lock"
@@ -176,7 +179,7 @@ def data_digest(path: str) -> str:
 
 def _in_path(key: str) -> bool:
     group, _, leaf = key.partition(".")
-    return key == "seed" or (leaf == "name" and group in GROUPS_IN_PATH)
+    return key == REPEAT or (leaf == "name" and group in GROUPS_IN_PATH)
 
 
 def hparams(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,12 +266,28 @@ def slug(params: Mapping[str, Any]) -> str | None:
     return f"{safe[: SLUG_MAX - 10]}__{digest}"
 
 
+def setting_label(config: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> str:
+    """``method/model/task[/<slug>]``: a run's setting as its folder names it, the seed level left out; the
+    report's point (method, model, task, hparams) and a tracker's group."""
+    names = [str((config.get(group) or {}).get("name")) for group in GROUPS_IN_PATH]
+    point = slug(params or {})
+    return "/".join(names + ([point] if point else []))
+
+
+def run_label(config: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> str:
+    """``method/model/task/[slug/]seed=n``: a run's folder below its sweep, how summaries and trackers name it."""
+    return f"{setting_label(config, params)}/{REPEAT}={config.get(REPEAT)}"
+
+
+def setting_hash(config: Mapping[str, Any]) -> str:
+    """Hash of :func:`identity_view` without the seed: equal for the repeats of one setting, and only for them."""
+    view = {part: value for part, value in identity_view(config).items() if part != REPEAT}
+    return hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_dir(config: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
     """``<runs_root>/<sweep_name>/<method>/<model>/<task>/[<slug>/]seed=<n>``."""
-    parts = [str(config["runs_root"]), str(config["sweep_name"])]
-    parts += [str(config[group]["name"]) for group in GROUPS_IN_PATH]
-    point = slug(params)
-    return Path(*parts, *([point] if point else []), f"seed={config['seed']}")
+    return Path(str(config["runs_root"]), str(config["sweep_name"]), run_label(config, params))
 
 
 @dataclass

@@ -30,7 +30,7 @@ from bench.data_checks import degenerate_data
 from bench.diagnostics import PrefixProbe, diverged_diagnostics, run_diagnostics
 from bench.distributed import current_group, launch, node_rank
 from bench.eval_cache import EvalFeatureCache
-from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, apply_per_method, config_hash, slug
+from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, apply_per_method, config_hash, run_label
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
 from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
 from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-exported for bench.speed
@@ -138,13 +138,6 @@ def _up_to_date_reason(config: Mapping[str, Any], record_path: Path) -> str:
     return "up to date"
 
 
-def run_label(config: Mapping[str, Any], hparams: Mapping[str, Any] | None = None) -> str:
-    """``method/model/task/[slug/]seed=n``: how summaries name a run."""
-    names = [str(config.get(k, {}).get("name")) for k in GROUPS_IN_PATH]
-    point = slug(hparams or {})
-    return "/".join(names + ([point] if point else []) + [f"seed={config.get('seed')}"])
-
-
 def _skip(label: str, path: Path, reason: str, record: dict[str, Any] | None = None) -> Outcome:
     print(f"skip {label}: {reason}", flush=True)
     return Outcome(SKIPPED, path, record, reason)
@@ -163,7 +156,7 @@ def _execute(
     with Signals() as checkpoints.signals:
         try:
             tracker = make_tracker(config)  # an unknown logger or a missing library fails here, before training
-            tracker.on_start(config, run_dir)
+            tracker.on_start(config, run_dir, hparams)
             tokens = _TRACKER.set(tracker), _CHECKPOINTS.set(checkpoints)  # read by the training loop
             try:
                 _run(config, run_dir, record)  # keeps its 3-argument seam

@@ -1,11 +1,17 @@
 """Experiment tracking: ``logger=none|tensorboard|mlflow|wandb`` (conf/logger/).
 
 A tracker is a small callback object the runner and the training loop call:
-``on_start(config, run_dir)``, ``on_train_step(step, loss, lr)`` every optimizer step,
+``on_start(config, run_dir, hparams)``, ``on_train_step(step, loss, lr)`` every optimizer step,
 ``on_eval(step, metrics)`` every validation pass, ``on_end(record)`` once the record is written.
 Each backend writes through its library's own API: TensorBoard's ``SummaryWriter`` (event files in
 ``<run>/tensorboard/``), MLflow's fluent API (a local file store by default, ``logger.tracking_uri``
 when given) and W&B's ``wandb.init`` (offline unless the user is logged in; ``<run>/wandb/``).
+
+Every tracker groups runs as the report does (:func:`run_names`): a run's *setting* is its folder less
+the seed level (``method/model/task[/hparams]``, bench.identity.setting_label), so the seeds of one setting
+form one group (TensorBoard's HParams session group, W&B's ``group``, MLflow's ``setting`` tag), and the
+sweep is the level above (one HParams experiment, W&B tag, MLflow parent run). Parameters are the resolved
+config: ``trainer.lr: null`` is logged as the method's LR the run trains with (:func:`resolved_config`).
 
 The record is the source of truth: a tracker that fails prints one warning line and stops, and the
 run and its record go on.
@@ -13,21 +19,27 @@ run and its record go on.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import math
 import netrc
 import os
+import shutil
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from bench.identity import REPEAT, flatten, identity_view, run_label, setting_hash, setting_label
 from bench.record import error_line
 
 EXTRA = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 """logger name -> the optional extra that installs its library."""
+SUMMARY_SECTIONS = ("final", "best", "test")
+"""The record's metric sections every tracker declares as a run's result (``final/<metric>``, ...)."""
 
 
 class TrackingError(RuntimeError):
@@ -53,8 +65,49 @@ def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping):
             flat.update(flat_config(value, name + "."))
         else:
-            flat[name] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
+            flat[name] = _scalar(value)
     return flat
+
+
+def _scalar(value: Any) -> bool | int | float | str:
+    """A value every tracker takes: numbers, booleans and strings as they are, anything else as JSON."""
+    return value if isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
+
+
+def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the trainer's LRs as the run trains with them: ``trainer.lr``/``head_lr`` null → the
+    method's LR (bench.settings.TrainerConfig.with_method_lr). Unchanged when the method or trainer block is
+    invalid: the run then fails before training and its record says why."""
+    from bench.settings import TrainerConfig
+    from methods import get_method
+
+    try:
+        fields = {key: value for key, value in config["method"].items() if key != "name"}
+        method = get_method(str(config["method"]["name"])).from_dict(fields)
+        trainer = TrainerConfig.from_dict(config.get("trainer") or {}).with_method_lr(method.lr)
+    except (KeyError, TypeError, ValueError):
+        return dict(config)
+    return {**config, "trainer": {**config["trainer"], "lr": trainer.lr, "head_lr": trainer.head_lr}}
+
+
+def run_names(config: Mapping[str, Any], hparams: Mapping[str, Any] | None) -> dict[str, str]:
+    """How every tracker names and groups a run: ``sweep``, ``setting`` (the report's point: the run's folder
+    less the seed level), ``setting_hash`` (its seed-free identity), ``run`` (the setting plus ``seed=<n>``),
+    and the ``method``, ``model`` and ``task`` names."""
+    return {
+        "sweep": str(config.get("sweep_name") or "default"),
+        "setting": setting_label(config, hparams),
+        "setting_hash": setting_hash(config),
+        "run": run_label(config, hparams),
+        **{group: str((config.get(group) or {}).get("name")) for group in ("method", "model", "task")},
+    }
+
+
+def setting_params(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """The settings that decide what a run computes (bench.identity.identity_view, seed left out), flat:
+    what a setting's HParams trial shows. ``config`` should be resolved (:func:`resolved_config`)."""
+    flat = flatten({part: value for part, value in identity_view(config).items() if part != REPEAT})
+    return {key: _scalar(value) for key, value in sorted(flat.items())}
 
 
 def _finite(value: Any) -> bool:
@@ -65,13 +118,8 @@ def summary_values(record: Mapping[str, Any]) -> dict[str, float]:
     """A record's final numbers: ``final/<metric>``, ``best/<metric>``, ``test/<metric>``,
     ``params/<name>``, ``throughput/<name>`` (finite numbers only)."""
     metrics = record.get("metrics") or {}
-    sections = {
-        "final": metrics.get("final"),
-        "best": metrics.get("best"),
-        "test": metrics.get("test"),
-        "params": record.get("params"),
-        "throughput": record.get("throughput"),
-    }
+    sections = {name: metrics.get(name) for name in SUMMARY_SECTIONS}
+    sections.update(params=record.get("params"), throughput=record.get("throughput"))
     values = {
         f"{name}/{key}": float(value)
         for name, section in sections.items()
@@ -81,6 +129,11 @@ def summary_values(record: Mapping[str, Any]) -> dict[str, float]:
     if _finite(metrics.get("best_step")):
         values["best/step"] = float(metrics["best_step"])
     return values
+
+
+def result_names(summary: Mapping[str, float]) -> list[str]:
+    """The summary values that are a run's result (``final/``, ``best/``, ``test/``): HParams' metric columns."""
+    return sorted(key for key in summary if key.split("/", 1)[0] in SUMMARY_SECTIONS)
 
 
 def eval_values(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -100,9 +153,10 @@ class Tracker:
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.settings = dict(settings or {})
         self.location: str | None = None  # where the tracker writes: a folder or a tracking URI
+        self.names: dict[str, str] = {}
 
-    def on_start(self, config: Mapping[str, Any], run_dir: Path) -> None:
-        """Open the tracker's run; log the resolved config as parameters."""
+    def on_start(self, config: Mapping[str, Any], run_dir: Path, hparams: Mapping[str, Any] | None = None) -> None:
+        """Open the tracker's run; log the resolved config as parameters; name and group it (:func:`run_names`)."""
 
     def on_train_step(self, step: int, loss: float, lr: float) -> None:
         """Log one optimizer step's training loss and learning rate."""
@@ -115,24 +169,117 @@ class Tracker:
 
     def describe(self) -> dict[str, Any]:
         """What the record keeps about tracking (``record["tracking"]``)."""
-        return {"logger": self.name, "location": self.location}
+        return {"logger": self.name, "location": self.location, "group": self.names.get("setting")}
+
+
+def tensorboard_dirs(settings: Mapping[str, Any], config: Mapping[str, Any], run_dir: Path) -> tuple[Path, Path]:
+    """(this run's TensorBoard folder, its sweep's HParams experiment folder).
+
+    The log root is ``logger.dir``, or the sweep folder (``<runs_root>/<sweep_name>``): a run logs in
+    ``<root>/<its folder below the sweep>/tensorboard``, the sweep's experiment lives in ``<root>/tensorboard``,
+    so ``tensorboard --logdir <root>`` sees both. A run outside its sweep's folder is a sweep of its own."""
+    sweep = Path(str(config.get("runs_root") or ".")) / str(config.get("sweep_name") or "default")
+    try:
+        below = Path(run_dir).resolve().relative_to(sweep.resolve())
+    except ValueError:
+        below, sweep = Path(), Path(run_dir)
+    root = Path(settings.get("dir") or sweep)
+    return root / below / "tensorboard", root / "tensorboard"
+
+
+def _hparams_summary(tag: str, **data: Any) -> Any:
+    """A TensorBoard summary carrying one HParams plugin message (``experiment``, ``session_start_info``...)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    content = plugin_data_pb2.HParamsPluginData(**data)
+    value = Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(content), tensor=metadata.NULL_TENSOR)
+    return Summary(value=[value])
+
+
+def _hparam_value(value: bool | int | float | str) -> Any:
+    from google.protobuf import struct_pb2
+
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, (int, float)):
+        return struct_pb2.Value(number_value=float(value))
+    return struct_pb2.Value(string_value=str(value))
+
+
+def _hparam_info(name: str, values: list[Any]) -> Any:
+    """A hyperparameter's column: its type, and its domain over the values the sweep's runs took."""
+    from google.protobuf import struct_pb2
+    from tensorboard.plugins.hparams import api_pb2
+
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str for v in values}
+    info = api_pb2.HParamInfo(name=name, display_name=name, differs=len(values) > 1)
+    if kinds == {float}:
+        info.type = api_pb2.DATA_TYPE_FLOAT64
+        info.domain_interval.min_value, info.domain_interval.max_value = min(values), max(values)
+    elif len(kinds) == 1:  # strings or booleans: the values seen are the domain
+        info.type = api_pb2.DATA_TYPE_STRING if kinds == {str} else api_pb2.DATA_TYPE_BOOL
+        info.domain_discrete.CopyFrom(struct_pb2.ListValue(values=[_hparam_value(v) for v in values]))
+    return info  # mixed kinds (null in one run, a number in another): no type, no domain
+
+
+def update_experiment(folder: Path, params: Mapping[str, Any], metrics: list[str]) -> dict[str, Any]:
+    """Merge a run's hyperparameters and result metrics into its sweep's HParams experiment; return the union.
+
+    TensorBoard takes one experiment definition per log root (the first it meets) and reads a tag's definition
+    once, so a sweep keeps exactly one, and each update replaces its folder: the union so far sits in
+    ``experiment.json``; under an exclusive lock (runs of one sweep may end at once, in several processes)
+    an update writes ``hparams-<n+1>/`` and removes ``hparams-<n>/``, which a running TensorBoard drops."""
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from torch.utils.tensorboard.writer import FileWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "experiment.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        path = folder / "experiment.json"
+        union = json.loads(path.read_text()) if path.exists() else {"version": 0, "hparams": {}, "metrics": []}
+        for key, value in params.items():
+            seen = union["hparams"].setdefault(key, [])
+            seen.extend([] if value in seen else [value])
+        union["metrics"] = sorted(set(union["metrics"]) | set(metrics))
+        union["version"] += 1
+        experiment = api_pb2.Experiment(
+            hparam_infos=[_hparam_info(key, values) for key, values in sorted(union["hparams"].items())],
+            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m), display_name=m) for m in union["metrics"]],
+        )
+        writer = FileWriter(str(folder / f"hparams-{union['version']}"))
+        writer.add_summary(_hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment))
+        writer.close()
+        path.with_suffix(".tmp").write_text(json.dumps(union, indent=1))
+        path.with_suffix(".tmp").replace(path)
+        for old in folder.glob("hparams-*"):
+            if old.name != f"hparams-{union['version']}":
+                shutil.rmtree(old, ignore_errors=True)
+    return union
 
 
 class TensorBoardTracker(Tracker):
-    """Scalars, the config as text and hparams, the record folder as text; ``<run>/tensorboard/``."""
+    """Scalars, the config as text, an HParams session per run grouped by setting, one experiment per sweep."""
 
     name = "tensorboard"
 
-    def on_start(self, config: Mapping[str, Any], run_dir: Path) -> None:
+    def on_start(self, config: Mapping[str, Any], run_dir: Path, hparams: Mapping[str, Any] | None = None) -> None:
         require("tensorboard", self.name)
+        from tensorboard.plugins.hparams import metadata, plugin_data_pb2
         from torch.utils.tensorboard import SummaryWriter
 
-        folder = Path(self.settings.get("dir") or run_dir / "tensorboard")
-        self.location = str(folder)
+        resolved = resolved_config(config)
+        folder, self.experiment_dir = tensorboard_dirs(self.settings, config, run_dir)
+        self.location, self.names = str(folder), run_names(config, hparams)
+        self.params = setting_params(resolved)
         self.writer = SummaryWriter(log_dir=str(folder))
-        self.params = flat_config(config)
-        self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```")
+        self.writer.add_text("config", "```\n" + json.dumps(resolved, indent=2, default=str) + "\n```")
         self.writer.add_text("record_dir", str(Path(run_dir).resolve()))
+        start = plugin_data_pb2.SessionStartInfo(group_name=self.names["setting"], start_time_secs=time.time())
+        for key, value in self.params.items():
+            start.hparams[key].CopyFrom(_hparam_value(value))
+        self.writer.file_writer.add_summary(_hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=start))
+        update_experiment(self.experiment_dir, self.params, [])
 
     def on_train_step(self, step: int, loss: float, lr: float) -> None:
         self.writer.add_scalar("train/loss", loss, step)
@@ -143,36 +290,66 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(key, value, step)
 
     def on_end(self, record: Mapping[str, Any]) -> None:
-        from torch.utils.tensorboard.summary import hparams
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
         summary = summary_values(record)
         step = int(summary.get("best/step", 0))
         for key, value in summary.items():
             self.writer.add_scalar(key, value, step)
-        for part in hparams(self.params, {key: value for key, value in summary.items() if key.startswith("final/")}):
-            self.writer.file_writer.add_summary(part)
+        status = api_pb2.STATUS_SUCCESS if record.get("status") == "ok" else api_pb2.STATUS_FAILURE
+        end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
+        self.writer.file_writer.add_summary(_hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=end))
         self.writer.close()
+        update_experiment(self.experiment_dir, self.params, result_names(summary))
+
+
+SWEEP_ROLE = "sweep"
+"""MLflow: the ``role`` tag of a sweep's parent run (its children carry ``role=run``)."""
+
+
+def sweep_parent(client: Any, experiment_id: str, sweep: str) -> str:
+    """The id of the sweep's parent run in this experiment, created when there is none.
+
+    Runs of one sweep may start at once in several processes: each that finds none creates one, then all
+    keep the oldest (start time, then id) and a creator that lost deletes its own."""
+    query = f"tags.role = '{SWEEP_ROLE}' and tags.sweep = '{sweep}'"
+
+    def oldest() -> str | None:
+        runs = client.search_runs([experiment_id], query, max_results=100)
+        return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if runs else None
+
+    found = oldest()
+    if found is not None:
+        return found
+    ours = client.create_run(experiment_id, run_name=sweep, tags={"role": SWEEP_ROLE, "sweep": sweep}).info.run_id
+    client.set_terminated(ours, "FINISHED")  # a container: its children hold the numbers
+    chosen = oldest() or ours
+    if chosen != ours:
+        client.delete_run(ours)
+    return chosen
 
 
 class MlflowTracker(Tracker):
-    """MLflow's fluent API: params, step metrics, summary metrics, ``result.json`` as an artefact."""
+    """MLflow's fluent API: a child of the sweep's parent run, named and tagged by setting; params, step
+    metrics, summary metrics, ``result.json`` and the saved adapter as artefacts."""
 
     name = "mlflow"
 
-    def on_start(self, config: Mapping[str, Any], run_dir: Path) -> None:
+    def on_start(self, config: Mapping[str, Any], run_dir: Path, hparams: Mapping[str, Any] | None = None) -> None:
         mlflow = require("mlflow", self.name)
         uri = self.settings.get("tracking_uri")
         if not uri:  # a local file store; MLflow 3 asks for this opt-in to keep using one
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             uri = Path(self.settings.get("dir") or "mlruns").resolve().as_uri()
         mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(self.settings.get("experiment") or str(config.get("sweep_name") or "default"))
+        self.names = run_names(config, hparams)
+        experiment = mlflow.set_experiment(self.settings.get("experiment") or self.names["sweep"])
+        parent = sweep_parent(mlflow.MlflowClient(), experiment.experiment_id, self.names["sweep"])
         self.run_dir, self.mlflow, self.location = Path(run_dir), mlflow, uri
-        name = "/".join(str((config.get(k) or {}).get("name")) for k in ("method", "model", "task"))
-        self.run = mlflow.start_run(run_name=f"{name}/seed={config.get('seed')}")
-        params = {key: str(value)[:6000] for key, value in flat_config(config).items()}  # MLflow's value limit
-        mlflow.log_params(params)
-        mlflow.set_tag("record_dir", str(self.run_dir.resolve()))
+        tags = {"role": "run", "record_dir": str(self.run_dir.resolve()), **self.names}
+        self.run = mlflow.start_run(run_name=self.names["run"], parent_run_id=parent, tags=tags)
+        params = {key: str(value)[:6000] for key, value in flat_config(resolved_config(config)).items()}
+        mlflow.log_params(params)  # 6000: MLflow's longest parameter value
 
     def on_train_step(self, step: int, loss: float, lr: float) -> None:
         self.mlflow.log_metrics({"train/loss": loss, "train/lr": lr}, step=step)
@@ -185,6 +362,10 @@ class MlflowTracker(Tracker):
         self.mlflow.set_tag("status", record.get("status"))
         if (self.run_dir / "result.json").exists():
             self.mlflow.log_artifact(str(self.run_dir / "result.json"), artifact_path="record")
+        adapter = record.get("adapter") or {}
+        for key, artifact_path in (("path", "adapter"), ("peft_path", "peft")):
+            if adapter.get(key) and (self.run_dir / adapter[key]).is_dir():
+                self.mlflow.log_artifacts(str(self.run_dir / adapter[key]), artifact_path=artifact_path)
         status = "FINISHED" if record.get("status") == "ok" else "FAILED"
         self.mlflow.end_run(status=status)
 
@@ -204,26 +385,33 @@ def wandb_logged_in() -> bool:
         return False
 
 
+WANDB_TAG_MAX = 64
+"""W&B's longest tag."""
+
+
 class WandbTracker(Tracker):
-    """``wandb.init`` in ``<run>/wandb/``: offline unless logged in (``logger.mode`` overrides)."""
+    """``wandb.init`` in ``<run>/wandb/``: offline unless logged in (``logger.mode`` overrides); ``group`` is
+    the setting, ``job_type`` the method, tags the sweep, method, model and task."""
 
     name = "wandb"
 
-    def on_start(self, config: Mapping[str, Any], run_dir: Path) -> None:
+    def on_start(self, config: Mapping[str, Any], run_dir: Path, hparams: Mapping[str, Any] | None = None) -> None:
         wandb = require("wandb", self.name)
         mode = (
             self.settings.get("mode") or os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
         )
         folder = Path(self.settings.get("dir") or run_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        name = "/".join(str((config.get(k) or {}).get("name")) for k in ("method", "model", "task"))
+        names = self.names = run_names(config, hparams)
         self.run = wandb.init(
             project=self.settings.get("project") or "softprompt-bench",
             dir=str(folder),
             mode=mode,
-            config=dict(config),
-            name=f"{name}/seed={config.get('seed')}",
-            group=str(config.get("sweep_name") or "default"),
+            config={**resolved_config(config), "setting": names["setting"], "setting_hash": names["setting_hash"]},
+            name=names["run"],
+            group=names["setting"],
+            job_type=names["method"],
+            tags=[names[key][:WANDB_TAG_MAX] for key in ("sweep", "method", "model", "task")],
             reinit="finish_previous",
         )
         self.run.config.update({"record_dir": str(Path(run_dir).resolve())}, allow_val_change=True)
@@ -264,9 +452,9 @@ class SafeTracker:
             self.error = f"logger={self.tracker.name} stopped in {method}: {error_line(error)}"
             print(f"warning: {self.error}", file=sys.stderr, flush=True)
 
-    def on_start(self, config: Mapping[str, Any], run_dir: Path) -> None:
+    def on_start(self, config: Mapping[str, Any], run_dir: Path, hparams: Mapping[str, Any] | None = None) -> None:
         """Open the tracker's run (see :meth:`Tracker.on_start`)."""
-        self._call("on_start", config, run_dir)
+        self._call("on_start", config, run_dir, hparams)
 
     def on_train_step(self, step: int, loss: float, lr: float) -> None:
         """See :meth:`Tracker.on_train_step`."""

@@ -121,3 +121,15 @@ def test_a_per_method_entry_naming_no_method_or_no_setting_is_one_line() -> None
         apply_per_method(config)
     with pytest.raises(PerMethodError, match=r"per_method: 'loraa' is not a registered method"):
         apply_per_method({"method": {"name": "lora"}, "per_method": {"loraa": {}}})
+
+
+def test_setting_is_the_run_less_its_seed() -> None:
+    from bench.identity import run_label, setting_hash, setting_label
+
+    point, config = job(BASE)
+    _, other_seed = job([*BASE, "seed=7"])
+    other_point, other_lr = job([*BASE, "trainer.lr=0.5"])
+    assert setting_hash(config) == setting_hash(other_seed) != setting_hash(other_lr)
+    assert setting_label(config, point) == setting_label(other_seed, point) != setting_label(other_lr, other_point)
+    assert run_label(config, point) == f"{setting_label(config, point)}/seed={config['seed']}"
+    assert str(run_dir(config, point)).endswith(run_label(config, point))
