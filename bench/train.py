@@ -17,8 +17,6 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-from transformers.optimization import Adafactor
 
 from bench.data import (
     EVAL_PADDING_TOLERANCE,
@@ -196,12 +194,23 @@ def parameter_groups(model: torch.nn.Module, settings: TrainerConfig) -> list[di
     ]
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, settings: TrainerConfig, steps: int) -> Any:
-    """Warm-up over ``warmup_ratio`` of the cap, then linear decay to 0 at the cap or a constant LR."""
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, settings: TrainerConfig, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up over ``warmup_ratio`` of the cap, then linear decay to 0 at the cap or a constant LR.
+
+    The factors are transformers' ``get_{linear,constant}_schedule_with_warmup`` (a test checks them step
+    for step); they are written here because importing ``transformers.optimization`` pulls in peft, about
+    1.2 s of every run process's start."""
     warmup = int(settings.warmup_ratio * steps)
-    if settings.lr_schedule == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup)
-    return get_linear_schedule_with_warmup(optimizer, warmup, steps)
+    constant = settings.lr_schedule == "constant"
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return 1.0 if constant else max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def make_optimizer(groups: list[dict[str, Any]], name: str) -> torch.optim.Optimizer:
@@ -213,6 +222,8 @@ def make_optimizer(groups: list[dict[str, Any]], name: str) -> torch.optim.Optim
         # full fine-tuning step ~4.5x more optimizer time (`python -m bench.speed.optimizer` prints the ratio)
         return torch.optim.AdamW(groups, fused=fusable(groups))
     if name == "adafactor":
+        from transformers.optimization import Adafactor  # only here: the module imports peft (see make_scheduler)
+
         return Adafactor(groups, scale_parameter=False, relative_step=False, warmup_init=False)
     raise TrainerConfigError(f"trainer.optimizer={name!r} is not allowed; allowed: {list(OPTIMIZERS)}")
 

@@ -74,6 +74,31 @@ def test_lr_schedules_after_warm_up(schedule: str, expected: float) -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+@pytest.mark.parametrize("warmup_ratio, steps", [(0.0, 7), (0.02, 300), (0.06, 1890), (0.5, 3)])
+def test_lr_schedules_equal_transformers_step_for_step(schedule: str, warmup_ratio: float, steps: int) -> None:
+    """Our schedule replaced transformers' (whose module imports peft); every LR a run trains at is unchanged."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    def lrs(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+        scheduler, seen = make(optimizer), []
+        for _ in range(steps + 2):  # two past the cap: linear stays at 0
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    warmup = int(warmup_ratio * steps)
+    theirs = (
+        (lambda o: get_constant_schedule_with_warmup(o, warmup))
+        if schedule == "constant"
+        else (lambda o: get_linear_schedule_with_warmup(o, warmup, steps))
+    )
+    ours = lambda o: make_scheduler(o, TrainerConfig(warmup_ratio=warmup_ratio, lr_schedule=schedule), steps)  # noqa: E731
+    assert lrs(ours) == lrs(theirs)
+
+
 def test_stop_settings_are_checked_before_anything_loads() -> None:
     with pytest.raises(TrainerConfigError, match="trainer.stop_patience=0"):
         TrainerConfig.from_dict({"stop_patience": 0})
