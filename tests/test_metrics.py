@@ -1,6 +1,7 @@
 """Metric functions: perfect predictions score 1.0, hand-checked cases match the official definitions."""
 
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,18 @@ from bench.tasks import metrics
 def test_accuracy_hand_checked():
     assert metrics.accuracy([0, 1, 1, 0], [0, 1, 0, 0]) == 0.75
     assert metrics.accuracy([2, 1, 0], [2, 1, 0]) == 1.0
+
+
+@pytest.mark.parametrize("n", [1, 7, 277, 3250])
+def test_accuracy_equals_sklearn_to_the_bit(n: int) -> None:
+    from sklearn.metrics import accuracy_score
+
+    rng = random.Random(n)
+    labels = [rng.randrange(3) for _ in range(n)]
+    predictions = [label if rng.random() < 0.7 else rng.randrange(3) for label in labels]
+    assert metrics.accuracy(predictions, labels) == float(accuracy_score(labels, predictions))
+    with pytest.raises(ValueError, match="predictions for"):
+        metrics.accuracy(predictions[:-1], labels)
 
 
 def test_f1_macro_hand_checked():
