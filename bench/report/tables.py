@@ -137,11 +137,11 @@ def select_points(df: pd.DataFrame) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-def selected_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The runs of each cell's chosen point (:func:`select_points`); every run of a cell that has no
-    usable run at all (so its failures are still counted)."""
+def selected_runs(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The runs of each cell's chosen point (``chosen``, default :func:`select_points` of ``df``); every run
+    of a cell that has no usable run at all (so its failures are still counted)."""
     df = _with_points(df)
-    chosen = select_points(df)
+    chosen = select_points(df) if chosen is None else chosen
     cell = pd.MultiIndex.from_frame(df[KEYS].astype(str))
     point = pd.MultiIndex.from_frame(df[POINT].astype(str))
     picked = point.isin(pd.MultiIndex.from_frame(chosen[POINT].astype(str)))
@@ -177,9 +177,10 @@ def _tuned_scores(runs: pd.DataFrame) -> pd.DataFrame:
 def cell_stats(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """Per method × model × task, the chosen point's ``variant`` score (see :data:`VARIANTS`) with
     its hparams, the selection score, how many points competed and the reported split."""
-    runs = _tuned_scores(selected_runs(df))
+    selection = select_points(df)  # once: choosing is most of a tuned table's time
+    runs = _tuned_scores(selected_runs(df, selection))
     stats = _stats(runs, score_column(variant), KEYS)
-    chosen = select_points(df)[KEYS + ["hparams", "selection", "candidates"]]
+    chosen = selection[KEYS + ["hparams", "selection", "candidates"]]
     stats = stats.merge(chosen, on=KEYS, how="left")
     split = runs[runs["usable"]].groupby(KEYS)["split"].first() if variant == "tuned" else None
     stats["split"] = (
