@@ -843,3 +843,22 @@ def test_selection_compares_points_on_their_shared_seeds():
     assert chosen["hparams"].tolist() == ["lr=a"]
     disjoint = df.assign(seed=[1, 2, 3, 0])  # no seed in common: each point's own mean decides
     assert select_points(disjoint)["hparams"].tolist() == ["lr=b"]
+
+
+def test_shared_choices_computes_each_tuned_cell_once_and_hands_out_copies(runs, monkeypatch):
+    from bench.report import tables
+
+    df = report.load_runs(runs)
+    plain = tables.cell_stats(df, "tuned")
+    calls = []
+    original = tables._cell_stats
+    monkeypatch.setattr(tables, "_cell_stats", lambda *a: calls.append(a[1:]) or original(*a))
+    with tables.shared_choices():
+        first = tables.cell_stats(df, "tuned")
+        first["mean"] = -1.0  # a caller changing its copy must not change what the next caller gets
+        second = tables.cell_stats(df, "tuned")
+        tables.cell_stats(df, "final")
+        tables.cell_stats(df.copy(), "tuned")  # another frame is another entry
+    tables.cell_stats(df, "tuned")  # outside the block nothing is shared
+    assert calls == [("tuned",), ("final",), ("tuned",), ("tuned",)]
+    pd.testing.assert_frame_equal(second, plain)

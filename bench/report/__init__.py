@@ -59,6 +59,7 @@ from bench.report.tables import (
     main_table,
     run_counts,
     select_points,
+    shared_choices,
     tuned_data,
 )
 
@@ -227,7 +228,8 @@ def write_report(
     """
     df = load_runs(runs_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs_dir, name)
-    tables = _tables(df)
+    with shared_choices():
+        tables = _tables(df)
     paths = ReportPaths(out_dir=out, report=out / "report.md", unreadable=unreadable(df), records=len(df))
     for table_name, (table, caption, data) in tables.items():
         # ``sign`` (which way the metric is better) is the metric registry's, not a number the table measured

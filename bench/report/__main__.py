@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{paths.records} record(s) from {args.runs_dir} -> {paths.out_dir}")
-    paper = _paper_vs_measured(args.runs_dir, paths)
+    from bench.report.tables import shared_choices
+
+    with shared_choices():  # the paper claim asks for the same tuned cells twice
+        paper = _paper_vs_measured(args.runs_dir, paths)
     if args.summary:
         from bench.report import load_runs
         from bench.report.summary import summary_lines

@@ -8,7 +8,10 @@ counted next to the numbers and listed by :func:`failures_table`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -174,9 +177,41 @@ def _tuned_scores(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(score_tuned=score, split=split.to_numpy())
 
 
+# (records frame, its cell_stats by variant) per id(frame), while a report is written; None: no sharing
+_SHARED: contextvars.ContextVar[dict[int, tuple[pd.DataFrame, dict[str, pd.DataFrame]]] | None] = (
+    contextvars.ContextVar("cell_stats_shared", default=None)
+)
+
+
+@contextlib.contextmanager
+def shared_choices() -> Iterator[None]:
+    """Within the block :func:`cell_stats` computes each (records frame, variant) once and hands out copies:
+    a report's tables ask for the same tuned cells a dozen times, and choosing them is most of a report's
+    time. The frames passed in must not be changed in place inside the block (the report never does: every
+    table builds new frames); the cache holds them, so an id is never reused while it lasts."""
+    token = _SHARED.set({} if _SHARED.get() is None else _SHARED.get())
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def cell_stats(df: pd.DataFrame, variant: str = "tuned") -> pd.DataFrame:
     """Per method × model × task, the chosen point's ``variant`` score (see :data:`VARIANTS`) with
-    its hparams, the selection score, how many points competed and the reported split."""
+    its hparams, the selection score, how many points competed and the reported split (computed once per
+    frame and variant inside :func:`shared_choices`)."""
+    shared = _SHARED.get()
+    if shared is None:
+        return _cell_stats(df, variant)
+    frame, by_variant = shared.setdefault(id(df), (df, {}))
+    if frame is not df:  # cannot happen while the cache holds ``frame``; never trust a reused id
+        return _cell_stats(df, variant)
+    if variant not in by_variant:
+        by_variant[variant] = _cell_stats(df, variant)
+    return by_variant[variant].copy()
+
+
+def _cell_stats(df: pd.DataFrame, variant: str) -> pd.DataFrame:
     selection = select_points(df)  # once: choosing is most of a tuned table's time
     runs = _tuned_scores(selected_runs(df, selection))
     stats = _stats(runs, score_column(variant), KEYS)
