@@ -269,6 +269,28 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _one_gguf_parse() -> Iterator[None]:
+    """transformers opens the GGUF three times (config, weights, tokenizer), and each ``gguf.GGUFReader``
+    parses every field again (SmolLM2's 49k-token vocabulary: the slow part); inside the block one reader per
+    file serves all three. Same files written (checked byte for byte); 16.4 s -> 11.5 s on an idle core."""
+    import gguf as gguf_module
+
+    original, readers = gguf_module.GGUFReader, {}
+
+    def shared(path: Any, *args: Any, **kwargs: Any) -> Any:
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf_module.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf_module.GGUFReader = original
+
+
 def _gguf_cache(gguf: Path) -> Path:
     """Dequantise the GGUF once (~20 s) into a safetensors folder keyed by the file's size and mtime."""
     stat = gguf.stat()
@@ -282,10 +304,11 @@ def _gguf_cache(gguf: Path) -> Path:
             dequantise = {"quantization_config": GgufConfig(dequantize=True)}
         except ImportError:  # older transformers always dequantised GGUF files
             dequantise = {}
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, **dequantise
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with _one_gguf_parse():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, **dequantise
+            )
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         partial = target.with_name(target.name + ".partial")
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)

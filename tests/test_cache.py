@@ -110,3 +110,25 @@ def test_no_code_unpickles_or_torch_loads_files():
                 if unsafe.search(line):
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_one_gguf_parse_shares_a_reader_per_file_and_restores_gguf(monkeypatch) -> None:
+    """SmolLM2's one-time dequantisation opens its GGUF three times; inside the block each file is parsed once."""
+    import gguf
+
+    from bench.models import _one_gguf_parse
+
+    opened = []
+
+    class FakeReader:
+        def __init__(self, path, mode="r"):
+            opened.append((str(path), mode))
+
+    monkeypatch.setattr(gguf, "GGUFReader", FakeReader)
+    with _one_gguf_parse():
+        first, again, other = gguf.GGUFReader("a.gguf"), gguf.GGUFReader("a.gguf"), gguf.GGUFReader("b.gguf")
+    assert first is again and other is not first
+    assert opened == [("a.gguf", "r"), ("b.gguf", "r")]
+    assert gguf.GGUFReader is FakeReader  # the library is left as it was
+    gguf.GGUFReader("a.gguf")
+    assert len(opened) == 3  # outside the block every open parses again

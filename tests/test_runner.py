@@ -85,7 +85,7 @@ def test_multirun_writes_one_record_per_run_and_a_rerun_skips_them(runs_root: Pa
     assert [r["provenance"]["finished_at"] for r in records(runs_root / "grid")] == [
         r["provenance"]["finished_at"] for r in found
     ]
-    forced = run_bench(args[:2] + args[3:] + ["task=synth_cls", "force=true"])
+    forced = run_bench(["-m", "method=prompt_tuning", *args[3:], "task=synth_cls", "force=true"])  # a finished point
     assert forced.stdout.count("up to date") == 0 and forced.returncode == 0
 
 
