@@ -143,10 +143,14 @@ def _leaf_value(tree: Mapping[str, Any] | None, dotted: str) -> Any:
     return node[leaf] if node is not None else None
 
 
+def _digest(value: Any, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as canonical JSON (keys sorted)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """Hash of :func:`identity_view`: equal hash ⇔ the same computation."""
-    text = json.dumps(identity_view(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _digest(identity_view(config), 16)
 
 
 def _method_identity(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,7 +266,7 @@ def slug(params: Mapping[str, Any]) -> str | None:
     safe = SAFE.sub("_", text)
     if safe == text and len(text) <= SLUG_MAX:
         return text
-    digest = hashlib.sha256(json.dumps(dict(params), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    digest = _digest(dict(params), 8)
     return f"{safe[: SLUG_MAX - 10]}__{digest}"
 
 
@@ -282,7 +286,7 @@ def run_label(config: Mapping[str, Any], params: Mapping[str, Any] | None = None
 def setting_hash(config: Mapping[str, Any]) -> str:
     """Hash of :func:`identity_view` without the seed: equal for the repeats of one setting, and only for them."""
     view = {part: value for part, value in identity_view(config).items() if part != REPEAT}
-    return hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(view, 16)
 
 
 def run_dir(config: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
