@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import itertools
 import json
 import math
@@ -453,18 +454,37 @@ def run_protocol(plan: Plan, dry_run: bool = False, wait_locked: float = 0.0) ->
 
 
 def _write_choices(plan: Plan, choices: list[Choice]) -> None:
+    """Write this plan's choices into protocol.json, keeping every other cell's choice already there.
+
+    Protocol processes for one preset may run at once, each over a subset (``--methods``, as the device script
+    runs them); each rewrites the file under an exclusive lock, replacing only its own cells, so none erases
+    another's choices (one file per preset, the last writer's view of each cell)."""
     plan.runs_dir.mkdir(parents=True, exist_ok=True)
     path = plan.runs_dir / "protocol.json"
-    body = {
-        "preset": plan.preset,
-        "select_on": plan.select_on,
-        "grid_seed": plan.grid_seed,
-        "seeds": plan.seeds,
-        "choices": [asdict(c) for c in choices],
-    }
-    temp = path.with_suffix(".json.tmp")
-    temp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
-    temp.replace(path)
+    with open(plan.runs_dir / "protocol.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        mine = {(c.method, c.model, c.task) for c in choices}
+        kept = [c for c in _read_choices(path) if (c["method"], c["model"], c["task"]) not in mine]
+        body = {
+            "preset": plan.preset,
+            "select_on": plan.select_on,
+            "grid_seed": plan.grid_seed,
+            "seeds": plan.seeds,
+            "choices": kept + [asdict(c) for c in choices],
+        }
+        temp = path.with_suffix(".json.tmp")
+        temp.write_text(json.dumps(body, indent=1, default=str) + "\n", encoding="utf-8")
+        temp.replace(path)
+
+
+def _read_choices(path: Path) -> list[dict[str, Any]]:
+    """The choices an existing protocol.json holds (none when there is no file)."""
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["choices"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ProtocolError(f"{path}: not a protocol.json ({error}); move it aside and rerun") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -489,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = make_plan(args.preset, args.overrides, only)
         if args.seeds:
             plan.seeds = [int(s) for s in _split(args.seeds)]
+        _read_choices(plan.runs_dir / "protocol.json")  # a damaged file stops the protocol now, not after its runs
     except ValueError as error:  # ProtocolError, or a --seeds value that is not an integer
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -9,8 +9,12 @@
 # Everything lands in OUT (the device tool returns at most 8 files): the log, records.tgz (every run folder
 # without weights or checkpoints, the protocol's per-method logs), and the shapes check's own files.
 # Environment: PY (default .venv/bin/python), PROTOCOL_S (the protocol's wall-clock limit, default 440),
-#   DEADLINE_S (the shapes check gets what is left of it, default 575 s after the start), METHODS (default:
-#   every registered method), SKIP_SHAPES (set: no shapes check), RUNS (records already made: resumed), EXTRA (overrides for every run, e.g. "device=cpu trainer.epochs=1" for a dry check).
+#   DEADLINE_S (the shapes check gets what is left of it, default 575 s after the start), PROTOCOLS (words
+#   "preset" or "preset:method,method", all run at once; default "gpu_ner_converged"), METHODS (a preset's methods
+#   where its word names none; default: every registered method), SKIP_SHAPES (set: no shapes check), RUNS
+#   (records already made: resumed), EXTRA (overrides for every run, e.g. "device=cpu trainer.epochs=1" for a dry
+#   check). Issue 21 item 5 and the subset's missing prompt-tuning runs in one call:
+#   PROTOCOLS="gpu_ner_full gpu_ner_converged:prompt_tuning" SKIP_SHAPES=1 scripts/gpu_converged.sh OUT
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_converged.sh OUT}
@@ -40,14 +44,19 @@ PY
   export PYTHONPATH=/tmp/site:$PWD SOFTPROMPT_DATA=/tmp/data
 }
 
-run_protocols() {  # one protocol process per method, all at once; each is resumable and writes its own log
+run_protocols() {  # one protocol process per preset and method, all at once; each is resumable, with its own log
   read -r -a extra <<< "${EXTRA:-}"
-  local pids=()
-  for method in $METHODS; do
-    timeout --signal=TERM --kill-after=20 "${PROTOCOL_S:-440}" "$PY" -m bench.protocol gpu_ner_converged \
-      --methods "$method" "runs_root=$RUNS" hydra/launcher=local_parallel hydra.launcher.n_jobs=3 "${extra[@]}" \
-      > "$RUNS/logs/protocol_$method.log" 2>&1 &
-    pids+=($!)
+  local pids=() spec preset methods method
+  for spec in ${PROTOCOLS:-gpu_ner_converged}; do
+    preset=${spec%%:*}
+    methods=$METHODS
+    [[ $spec == *:* ]] && methods=${spec#*:}
+    for method in ${methods//,/ }; do
+      timeout --signal=TERM --kill-after=20 "${PROTOCOL_S:-440}" "$PY" -m bench.protocol "$preset" \
+        --methods "$method" "runs_root=$RUNS" hydra/launcher=local_parallel hydra.launcher.n_jobs=3 "${extra[@]}" \
+        > "$RUNS/logs/protocol_${preset}_$method.log" 2>&1 &
+      pids+=($!)
+    done
   done
   for pid in "${pids[@]}"; do wait "$pid" || echo "gpu-converged: a protocol process exited $?"; done
   grep -h -E "^\[protocol\]|^\[ok\]|^\[fail|diverged|Error" "$RUNS"/logs/protocol_*.log | cut -c1-220
@@ -58,7 +67,7 @@ run_protocols() {  # one protocol process per method, all at once; each is resum
   unpack_carry || { echo "gpu-converged: unpacking .gpu failed"; exit 3; }
   METHODS=${METHODS:-$("$PY" -c "import methods; print(' '.join(methods.method_names()))")}
   "$PY" -c "import torch, transformers; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu', '| torch', torch.__version__, '| transformers', transformers.__version__)"
-  echo "methods: $METHODS"
+  echo "protocols: ${PROTOCOLS:-gpu_ner_converged} | methods: $METHODS"
   start=$SECONDS
   run_protocols
   echo "gpu-converged: protocol stage done in $((SECONDS - start)) s"

@@ -253,6 +253,30 @@ def test_wait_locked_waits_for_the_running_point_then_chooses(tmp_path: Path, mo
     assert "[protocol] waiting for 1 running grid point(s)" in capsys.readouterr().out
 
 
+
+def test_protocols_run_per_method_at_once_keep_each_others_choices(tmp_path: Path, monkeypatch) -> None:
+    """The device script runs one protocol process per method; protocol.json must end with every method's."""
+    grid = {"trainer.lr": [0.01, 0.03, 0.1]}
+    for method, best in (("prompt_tuning", 0.03), ("lora", 0.1)):
+        for lr in grid["trainer.lr"]:
+            _write(tmp_path, method, lr, 0, 0.9 if lr == best else 0.5)
+    monkeypatch.setattr("bench.protocol._run", lambda command, dry_run: 0)
+    for method in ("prompt_tuning", "lora", "prompt_tuning"):  # a rerun replaces its own cell only
+        plan = Plan("cpu_ner", tmp_path, [method], ["minilm"], ["conll2003"], {method: grid}, 0, [0], "best")
+        monkeypatch.setattr("bench.protocol.make_plan", lambda *a, plan=plan, **k: plan)
+        assert main(["cpu_ner"]) == 0
+    chosen = json.loads((tmp_path / "protocol.json").read_text())["choices"]
+    assert sorted((c["method"], c["point"]["trainer.lr"]) for c in chosen) == [("lora", 0.1), ("prompt_tuning", 0.03)]
+
+
+def test_a_damaged_protocol_json_stops_the_protocol_before_any_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "protocol.json").write_text("{not json", encoding="utf-8")
+    monkeypatch.setattr("bench.protocol.make_plan", lambda *a, **k: _plan(tmp_path))
+    monkeypatch.setattr("bench.protocol._run", lambda command, dry_run: pytest.fail("a run started"))
+    assert main(["cpu_ner"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / 'protocol.json'}: not a protocol.json") and "\n" not in err
+
 STAGE = """
 import signal, sys, time
 from pathlib import Path
