@@ -35,7 +35,6 @@ def test_the_gpu_preset_is_the_cpu_protocol_in_bf16_on_cuda() -> None:
     assert all(grid_points(cpu_plan, m) == grid_points(gpu_plan, m) for m in cpu_plan.methods)
 
 
-
 def test_the_full_set_preset_changes_only_the_training_set_size_and_the_grids() -> None:
     """gpu_ner_full must be gpu_ner_converged on all training sentences: the same halves, stopping and cap."""
     subset, full = _plain("gpu_ner_converged"), _plain("gpu_ner_full")
@@ -49,6 +48,7 @@ def test_the_full_set_preset_changes_only_the_training_set_size_and_the_grids() 
     plan = make_plan("gpu_ner_full", [])
     for choice in chosen:  # each grid is centred on (holds) the subset protocol's choice
         assert choice["point"] in grid_points(plan, choice["method"]), choice["method"]
+
 
 def test_a_gpu_record_never_shares_an_identity_with_the_cpu_one() -> None:
     run = {"method": {"name": "prompt_tuning"}, "model": {"name": "minilm"}, "task": {"name": "conll2003"}}

@@ -253,7 +253,6 @@ def test_wait_locked_waits_for_the_running_point_then_chooses(tmp_path: Path, mo
     assert "[protocol] waiting for 1 running grid point(s)" in capsys.readouterr().out
 
 
-
 def test_protocols_run_per_method_at_once_keep_each_others_choices(tmp_path: Path, monkeypatch) -> None:
     """The device script runs one protocol process per method; protocol.json must end with every method's."""
     grid = {"trainer.lr": [0.01, 0.03, 0.1]}
@@ -276,6 +275,7 @@ def test_a_damaged_protocol_json_stops_the_protocol_before_any_run(tmp_path: Pat
     assert main(["cpu_ner"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path / 'protocol.json'}: not a protocol.json") and "\n" not in err
+
 
 STAGE = """
 import signal, sys, time
