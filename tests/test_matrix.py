@@ -53,21 +53,6 @@ def test_every_method_on_every_tiny_encoder_decoder(method: str, model: str, tmp
     assert record["throughput"]["generation_tokens_per_s"] > 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_on_the_offline_pretrained_models(method: str, tmp_path: Path) -> None:
-    smoke([f"method={method}", "model=minilm", "task=synth_cls"], tmp_path / "minilm")
-    # SmolLM2 (135M, GGUF weights, GQA): forward passes are most of this test's time, so two steps and one
-    # validation pass of 4 examples; what is tested is that every method loads, trains, evaluates and decodes
-    # on the real weights and tokenizer, not what it learns
-    short = ["trainer.max_steps=2", "trainer.max_eval_samples=4"]
-    smoke([f"method={method}", "model=smollm2", "task=synth_cls", *short], tmp_path / "smollm2")
-    smoke(
-        [f"method={method}", "model=smollm2", "task=synth_d2t", "task.generation.max_new_tokens=8", *short],
-        tmp_path / "smollm2_d2t",
-    )
-
-
 needs_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is absent")
 SUPERGLUE = SHARED_DATA / "superglue"
 REAL_TASKS = [

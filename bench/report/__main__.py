@@ -83,7 +83,7 @@ def _print_full(paths, paper: str) -> None:
     print(paper)
     print(_left_out(paths))
     print(f"Report: {paths.report}")
-    print("Figures:")
+    print("Figures:" if paths.figures else "Figures: none drawn (--no-figures)")
     for path in paths.figures:
         print(f"  {path}")
 
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.no_figures:  # report.md still links them (a committed page stays the same); none was drawn now
+        paths.figures = []
     print(f"{paths.records} record(s) from {args.runs_dir} -> {paths.out_dir}")
     from bench.report.tables import shared_choices
 
