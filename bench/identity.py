@@ -227,6 +227,18 @@ def job_point(config: dict[str, Any], choices: Mapping[str, str | None]) -> dict
     return hparams(config, defaults)
 
 
+_COMPOSED: dict[tuple[str, ...], dict[str, Any]] = {}
+"""composed_defaults' answers in this process: a protocol checks, and a multirun process runs, many points of the
+same group choices, and each composition costs a quarter of a second. Keyed on the overrides and on what the
+configs' interpolations read besides the files (the environment, ``${registry:methods}``)."""
+
+
+def _composition_inputs() -> tuple[str, ...]:
+    import methods
+
+    return (repr(sorted(os.environ.items())), ",".join(methods.method_names()))
+
+
 def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:
     """The config Hydra composes from these group choices alone (no value overrides), resolved."""
     from hydra import compose, initialize_config_dir
@@ -243,12 +255,17 @@ def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:
 
         # extra config folders (a plugin method's YAML, README "Adding a method") must stay searchable
         searchpath = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
-        extra = [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
-        cfg = compose(config_name="config", overrides=overrides + extra)
+        overrides += [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
+        key = ("job", *_composition_inputs(), *overrides)
+        if key not in _COMPOSED:
+            _COMPOSED[key] = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
     else:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+        key = (str(CONF_DIR), *_composition_inputs(), *overrides)
+        if key not in _COMPOSED:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name="config", overrides=overrides)
+            _COMPOSED[key] = OmegaConf.to_container(cfg, resolve=True)
+    return copy.deepcopy(_COMPOSED[key])
 
 
 def _format(value: Any) -> str:

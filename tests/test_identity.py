@@ -133,3 +133,25 @@ def test_setting_is_the_run_less_its_seed() -> None:
     assert setting_label(config, point) == setting_label(other_seed, point) != setting_label(other_lr, other_point)
     assert run_label(config, point) == f"{setting_label(config, point)}/seed={config['seed']}"
     assert str(run_dir(config, point)).endswith(run_label(config, point))
+
+
+def test_composed_defaults_are_composed_once_per_choices_and_environment(monkeypatch) -> None:
+    import hydra
+
+    import bench.identity as identity
+
+    calls = []
+
+    counted = hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **k: calls.append(k["overrides"]) or counted(*a, **k))
+    monkeypatch.setattr(identity, "_COMPOSED", {})
+    choices = {"method": "lora", "model": "tiny_bert", "task": "conll2003", "trainer": "smoke", "sweep": "cpu_ner"}
+    first = identity.composed_defaults(choices)
+    first["trainer"]["lr"] = 123.0  # a caller's edit must not reach the next caller
+    second = identity.composed_defaults(choices)
+    assert len(calls) == 1 and second["trainer"]["lr"] != 123.0
+    fresh = OmegaConf.to_container(compose([f"{g}={c}" for g, c in choices.items()], hydra_node=False), resolve=True)
+    assert second == fresh
+    calls.clear()
+    monkeypatch.setenv("SOFTPROMPT_DATA", "/elsewhere")  # an interpolation reads it: composed anew
+    assert identity.composed_defaults(choices)["task"]["data_dir"] == "/elsewhere/ner/conll2003" and len(calls) == 1

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from bench.report.comparison import VOLUME_AXES
 from bench.report.loading import history_frame
 from bench.report.style import method_color, model_markers, order_methods
 from bench.report.tables import _column, cell_stats, cost_data, main_averages, selected_runs, task_metrics
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: tables alone (--no-figures) never pay for it
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 FIGURE_NAMES = ("score_vs_params", "score_vs_stored_params", "throughput", "task_bars", "validation_curves", "pareto")
 """Every figure :func:`make_figures` writes, each as ``<name>.png`` and ``<name>.pdf``."""
@@ -28,6 +29,9 @@ FIGURE_NAMES = ("score_vs_params", "score_vs_stored_params", "throughput", "task
 
 def _figure(panels: int, size: tuple[float, float] = (4.2, 3.2)) -> tuple[Figure, list[Axes]]:
     """A constrained-layout figure with ``panels`` axes, three per row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     cols = max(1, min(panels, 3))
     rows = max(1, math.ceil(panels / cols))
     fig = Figure(figsize=(size[0] * cols + 2.2, size[1] * rows + 0.4), layout="constrained")
@@ -40,6 +44,8 @@ def _figure(panels: int, size: tuple[float, float] = (4.2, 3.2)) -> tuple[Figure
 
 def _legend(fig: Figure, methods: list[str], models: list[str]) -> None:
     """One legend for the figure: a colour per method, a marker per model when several."""
+    from matplotlib.lines import Line2D
+
     handles = [Line2D([], [], color=method_color(m), marker="s", linestyle="-", label=m) for m in methods]
     if len(models) > 1:
         markers = model_markers(models)
