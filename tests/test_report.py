@@ -867,3 +867,25 @@ def test_shared_choices_computes_each_tuned_cell_once_and_hands_out_copies(runs,
     tables.cell_stats(df, "tuned")  # outside the block nothing is shared
     assert calls == [("tuned",), ("final",), ("tuned",), ("tuned",)]
     pd.testing.assert_frame_equal(second, plain)
+
+
+def test_cost_times_come_from_the_main_device_only():
+    """A grid point checked on a CPU beside a GPU protocol counts as a run, but its step time is not averaged in."""
+    from bench.report.tables import cost_data
+
+    frame = pd.DataFrame(
+        {
+            "usable": [True, True, True],
+            "method": ["prompt_tuning"] * 3,
+            "model": ["minilm"] * 3,
+            "params.backbone": [100.0] * 3,
+            "params.trainable": [10.0] * 3,
+            "throughput.step_time_s_median": [0.02, 0.03, 0.40],
+            "throughput.peak_memory_bytes": [1.0, 2.0, 9.0],
+            "provenance.device": ["cuda:NVIDIA H200", "cuda:NVIDIA H200", "cpu"],
+        }
+    )
+    (row,) = cost_data(frame).to_dict("records")
+    assert row["runs"] == 3 and row["step_time_s_mean"] == pytest.approx(0.025)
+    assert row["peak_memory_bytes"] == 2.0
+    assert cost_data(frame.drop(columns="provenance.device")).iloc[0]["step_time_s_mean"] == pytest.approx(0.15)

@@ -392,11 +392,19 @@ COST_SOURCES = {
 """Cost-table quantities given as mean and std over usable runs (all tasks and seeds)."""
 
 
+def _on_the_main_device(df: pd.DataFrame) -> pd.Series:
+    """True for the runs on the device most of ``df``'s runs ran on (``provenance.device``): a run checked on
+    another device (a grid point added on a CPU to a GPU protocol) counts, but its times are not averaged in."""
+    device = df["provenance.device"].fillna("unknown") if "provenance.device" in df else pd.Series("unknown", df.index)
+    return device == device.mode().iloc[0] if len(device) else device.astype(bool)
+
+
 def cost_data(df: pd.DataFrame) -> pd.DataFrame:
     """Per method × model over usable runs: parameter medians (absolute, % of backbone),
     mean/std of throughput, step time, time to 95 % of best and train time, max peak memory.
 
-    Parameter counts are medians because they differ across tasks only by the task head.
+    Parameter counts are medians because they differ across tasks only by the task head. Times and memory come
+    from the runs on the frame's main device only (:func:`_on_the_main_device`); ``runs`` counts every run.
     """
     ok = df[df["usable"]]
     frame = pd.DataFrame({"method": ok["method"], "model": ok["model"]})
@@ -404,9 +412,10 @@ def cost_data(df: pd.DataFrame) -> pd.DataFrame:
         frame[name] = _column(ok, f"params.{name}")
     for name in ("trainable", "stored", "head"):
         frame[f"{name}_pct"] = _percent_of_backbone(ok, name)
+    timed = _on_the_main_device(ok)
     for name, source in COST_SOURCES.items():
-        frame[name] = _column(ok, source)
-    frame["peak_memory_bytes"] = _column(ok, "throughput.peak_memory_bytes")
+        frame[name] = _column(ok, source).where(timed)
+    frame["peak_memory_bytes"] = _column(ok, "throughput.peak_memory_bytes").where(timed)
     groups = frame.groupby(["method", "model"])
     medians = ["backbone", "trainable", "stored", "head", "trainable_pct", "stored_pct", "head_pct"]
     data = groups[medians].median()
