@@ -32,7 +32,15 @@ from bench.distributed import current_group, launch, node_rank
 from bench.eval_cache import EvalFeatureCache
 from bench.identity import GROUPS_IN_PATH, LOCK_NAME, RunLock, apply_per_method, config_hash, run_label
 from bench.measure import peak_memory_bytes, reset_peak_memory, weights_sha256
-from bench.record import empty_record, error_line, git_state, package_versions, read_record, write_record
+from bench.record import (
+    cpu_description,
+    empty_record,
+    error_line,
+    git_state,
+    package_versions,
+    read_record,
+    write_record,
+)
 from bench.settings import (  # noqa: F401 — resolve_device/resolve_dtype re-exported for bench.speed
     DistributedConfig,
     ModelConfig,
@@ -191,6 +199,7 @@ def _new_record(config: dict[str, Any], overrides: list[str], hparams: dict[str,
         config_hash=digest,
         dtype=config.get("dtype"),
         host=socket.gethostname(),
+        cpu=cpu_description(),
         pid=os.getpid(),
         started_at=_now(),
     )

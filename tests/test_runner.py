@@ -40,6 +40,7 @@ def test_smoke_run_writes_a_schema_valid_record(method: str, tmp_path: Path) -> 
     # the frozen backbone is bit-identical after training; only full fine-tuning may change it
     assert (hashes["before"] == hashes["after"]) == (method != "full_finetune")
     assert record["provenance"]["versions"]["torch"] and record["provenance"]["config"]["method"]["name"] == method
+    assert record["provenance"]["cpu"]["torch_capability"]  # which kernels ran: records of two CPUs tell apart
 
 
 def test_same_seed_on_cpu_gives_identical_metrics(tmp_path: Path) -> None:
@@ -559,3 +560,18 @@ def test_multirun_summary_counts_outcomes_and_a_job_that_died(tmp_path: Path) ->
     (tmp_path / "4").mkdir()  # a job folder without an outcome: the job was killed
     (tmp_path / "multirun.yaml").write_text("")
     assert summary_line(collect(tmp_path)) == "multirun: 2 ok, 1 skipped, 1 failed, 1 diverged, 0 interrupted"
+
+
+def test_cpu_description_names_the_model_and_the_speed_relevant_flags(tmp_path: Path) -> None:
+    from bench.record import cpu_description
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 sse\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 sse\n"
+    )
+    described = cpu_description(cpuinfo)
+    assert described["model"] == "AMD EPYC" and described["flags"] == ["avx2", "avx512f", "avx512_bf16"]
+    cpuinfo.write_text("model name\t: Old Xeon\nflags\t\t: fpu avx avx2\n")
+    assert cpu_description(cpuinfo)["flags"] == ["avx2"]  # no bf16 units: bf16 runs on an emulated path
+    assert cpu_description(tmp_path / "absent")["flags"] is None
