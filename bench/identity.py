@@ -22,6 +22,7 @@ hold, it is shortened and ends with a hash of the full set (``__<8 hex>``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
 import functools
@@ -250,21 +251,18 @@ def composed_defaults(choices: Mapping[str, str | None]) -> dict[str, Any]:
         for group, choice in sorted(choices.items())
         if choice is not None and not group.startswith("hydra")
     ]
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra job (any launcher restores it)
+    in_job = GlobalHydra.instance().is_initialized()  # inside a Hydra job (any launcher restores it)
+    if in_job:
         from hydra.core.hydra_config import HydraConfig
 
         # extra config folders (a plugin method's YAML, README "Adding a method") must stay searchable
         searchpath = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
         overrides += [f"hydra.searchpath=[{','.join(searchpath)}]"] if searchpath else []
-        key = ("job", *_composition_inputs(), *overrides)
-        if key not in _COMPOSED:
-            _COMPOSED[key] = OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True)
-    else:
-        key = (str(CONF_DIR), *_composition_inputs(), *overrides)
-        if key not in _COMPOSED:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose(config_name="config", overrides=overrides)
-            _COMPOSED[key] = OmegaConf.to_container(cfg, resolve=True)
+    key = ("job" if in_job else str(CONF_DIR), *_composition_inputs(), *overrides)
+    if key not in _COMPOSED:
+        with contextlib.nullcontext() if in_job else initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        _COMPOSED[key] = OmegaConf.to_container(cfg, resolve=True)
     return copy.deepcopy(_COMPOSED[key])
 
 

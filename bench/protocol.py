@@ -12,7 +12,8 @@ Two stages, one command, resumable:
 A rerun skips every run whose ``ok`` record is up to date (the runner's resume), so a killed
 protocol continues where it stopped. What was chosen and why is printed and written to
 ``<runs_root>/<sweep_name>/protocol.json``. Extra ``key=value`` arguments are passed to every run
-(e.g. ``task.data_dir=...`` or ``device=cuda``).
+(e.g. ``task.data_dir=...`` or ``device=cuda``). ``--choose-only`` launches nothing: it chooses from the records
+already there and writes protocol.json (records gathered from another machine).
 """
 
 from __future__ import annotations
@@ -493,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("preset", help="a sweep preset with a 'protocol' block (conf/sweep/<preset>.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value passed to every run")
     parser.add_argument("--dry-run", action="store_true", help="print the commands (and choices so far) only")
+    parser.add_argument(
+        "--choose-only", action="store_true", help="launch nothing: choose from the records there, write protocol.json"
+    )
     for group in ("method", "model", "task"):
         parser.add_argument(f"--{group}s", help=f"comma list replacing the preset's {group}s")
     parser.add_argument("--seeds", help="comma list replacing protocol.seeds (e.g. 0: the grid stage only)")
@@ -513,8 +517,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # ProtocolError, or a --seeds value that is not an integer
         print(f"error: {error}", file=sys.stderr)
         return 2
-    choices = run_protocol(plan, args.dry_run, args.wait_locked)
+    choices = choose_and_write(plan) if args.choose_only else run_protocol(plan, args.dry_run, args.wait_locked)
     return 0 if args.dry_run or all(c.point is not None for c in choices) else 1
+
+
+def choose_and_write(plan: Plan) -> list[Choice]:
+    """Choose from the records already under the plan's runs folder and write protocol.json; launch nothing."""
+    choices = choose_all(plan)
+    for choice in choices:
+        print(describe(choice, plan.select_on), flush=True)
+    _write_choices(plan, choices)
+    return choices
 
 
 if __name__ == "__main__":

@@ -410,3 +410,14 @@ def test_gpu_check_composes_and_writes_only_under_results_gpu() -> None:
 def test_make_gpu_check_target_calls_the_script() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "gpu-check:\n\tPY=$(PY) scripts/gpu_check.sh\n" in makefile
+
+
+def test_choose_only_rewrites_the_committed_protocol_json_and_launches_nothing(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    records = ROOT / "results" / "gpu_ner_full" / "records"
+    shutil.copytree(records, tmp_path / "gpu_ner_full", ignore=shutil.ignore_patterns("protocol.json"))
+    monkeypatch.setattr("bench.protocol._run", lambda command, dry_run: pytest.fail("a stage was launched"))
+    assert main(["gpu_ner_full", "--choose-only", f"runs_root={tmp_path}"]) == 0
+    written = json.loads((tmp_path / "gpu_ner_full" / "protocol.json").read_text())
+    assert written == json.loads((records / "protocol.json").read_text())
